@@ -1,0 +1,1 @@
+//! flowaudit: audits the SQL an application issues while its user flows run.
