@@ -1,1 +1,16 @@
-//! flowaudit: audits the SQL an application issues while its user flows run.
+//! flowaudit audits the SQL an application issues while its user flows run.
+//!
+//! The pipeline: capture (a trace file, …) produces [`model::Event`]s;
+//! [`attribute`] ties each to a flow and step; [`audit`] feeds them to the
+//! [`rules`]; [`report`] renders the findings. The CLI in [`cli`] is the only
+//! part that prints.
+
+pub mod attribute;
+pub mod audit;
+pub mod cli;
+pub mod exit;
+pub mod fingerprint;
+pub mod model;
+pub mod report;
+pub mod rules;
+pub mod trace;

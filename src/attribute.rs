@@ -1,0 +1,532 @@
+//! Ties every statement to a flow and a step, in the order DESIGN.md fixes
+//! (first match wins, for the flow and the step each):
+//!
+//! 1. the event's own `flow` / `step` fields;
+//! 2. sqlcommenter tags in a comment at the end or the start of the statement
+//!    (`flow`, `step`; else `route`, `controller`/`action` or `job` name the step);
+//! 3. the latest marker statement of the run (`SET flowaudit.flow = '…'`,
+//!    `SET flowaudit.step = '…'`, `SET @flowaudit_step = '…'` for MySQL, or
+//!    `SELECT set_config('flowaudit.step', '…', …)`);
+//! 4. the connection's `application_name`;
+//! 5. `(unattributed)`.
+//!
+//! Transaction control that carries no tags of its own belongs to the step of
+//! the statements it encloses on the same connection: BEGIN and SAVEPOINT wait
+//! for the next statement of their connection, COMMIT and ROLLBACK take the
+//! step of the statement before them. Markers are attribution only: they are
+//! returned flagged so that nothing counts them.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use percent_encoding::percent_decode_str;
+use regex::Regex;
+
+use crate::fingerprint::{Fingerprint, StatementKind, fingerprint};
+use crate::model::{Event, StepKey, UNATTRIBUTED};
+
+/// sqlcommenter key/value pairs found in a statement's comment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tags {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl Tags {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The step these tags name, by the precedence DESIGN.md gives.
+    fn step(&self) -> Option<String> {
+        if let Some(step) = self.get("step") {
+            return Some(step.to_owned());
+        }
+        if let Some(route) = self.get("route") {
+            return Some(route.to_owned());
+        }
+        match (self.get("controller"), self.get("action")) {
+            (Some(c), Some(a)) => return Some(format!("{c}#{a}")),
+            (Some(c), None) => return Some(c.to_owned()),
+            (None, Some(a)) => return Some(a.to_owned()),
+            (None, None) => {}
+        }
+        self.get("job").map(str::to_owned)
+    }
+}
+
+/// Where the sqlcommenter comment sits in the statement text, if any.
+fn tag_comment_span(sql: &str) -> Option<(usize, usize)> {
+    let trimmed_end = sql.trim_end().trim_end_matches(';').trim_end();
+    if trimmed_end.ends_with("*/")
+        && let Some(open) = trimmed_end.rfind("/*")
+    {
+        return Some((open, trimmed_end.len()));
+    }
+    let lead = sql.len() - sql.trim_start().len();
+    if sql[lead..].starts_with("/*")
+        && let Some(close) = sql[lead..].find("*/")
+    {
+        return Some((lead, lead + close + 2));
+    }
+    None
+}
+
+/// Reads sqlcommenter tags (`key='url-encoded value',…`) from the comment at
+/// the end of the statement, or else at its start. Plain (unquoted, not
+/// encoded) values are accepted too. A comment that is not made of `key=value`
+/// pairs yields no tags.
+pub fn parse_tags(sql: &str) -> Tags {
+    let Some((start, end)) = tag_comment_span(sql) else {
+        return Tags::default();
+    };
+    let body = sql[start + 2..end - 2].trim();
+    let mut pairs = Vec::new();
+    for part in split_pairs(body) {
+        let Some((key, value)) = part.split_once('=') else {
+            return Tags::default();
+        };
+        let key = decode(key.trim());
+        let value = value.trim();
+        let value = value
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .unwrap_or(value);
+        // sqlcommenter escapes a quote inside a value as \'
+        let value = decode(&value.replace("\\'", "'"));
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_-.".contains(c))
+        {
+            return Tags::default();
+        }
+        pairs.push((key, value));
+    }
+    Tags { pairs }
+}
+
+fn decode(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Splits `a='x,y',b='z'` on the commas outside quotes.
+fn split_pairs(body: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut start = 0;
+    for (i, c) in body.char_indices() {
+        match c {
+            '\\' if quoted => escaped = !escaped,
+            '\'' if !escaped => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => escaped = false,
+        }
+        if c != '\\' {
+            escaped = false;
+        }
+    }
+    if !body[start..].trim().is_empty() {
+        parts.push(&body[start..]);
+    }
+    parts
+}
+
+/// The statement text without its sqlcommenter comment, for showing examples.
+pub fn strip_tags(sql: &str) -> &str {
+    match tag_comment_span(sql) {
+        Some((start, end)) if !parse_tags(sql).pairs.is_empty() => {
+            if start == sql.len() - sql.trim_start().len() {
+                sql[end..].trim()
+            } else {
+                sql[..start].trim()
+            }
+        }
+        _ => sql.trim(),
+    }
+}
+
+/// Whether the statement's first word is `word` (ASCII, any case).
+fn starts_with_word(sql: &str, word: &str) -> bool {
+    let s = sql.trim_start().as_bytes();
+    s.len() > word.len()
+        && s[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+        && !s[word.len()].is_ascii_alphanumeric()
+        && s[word.len()] != b'_'
+}
+
+/// What a marker statement sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    Flow(String),
+    Step(String),
+}
+
+static MARKER_SET: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?is)^\s*set\s+(?:session\s+|local\s+)?(?:flowaudit\.|@flowaudit_)(flow|step)\s*(?:=|:=|\s+to\s+)\s*'((?:[^']|'')*)'\s*;?\s*$"#,
+    )
+    .expect("marker regex is valid")
+});
+
+static MARKER_SET_CONFIG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?is)^\s*select\s+(?:pg_catalog\.)?set_config\s*\(\s*'flowaudit\.(flow|step)'\s*,\s*'((?:[^']|'')*)'\s*,\s*(?:true|false)\s*\)\s*;?\s*$"#,
+    )
+    .expect("marker regex is valid")
+});
+
+/// Recognises a marker statement (its sqlcommenter comment, if any, aside).
+pub fn parse_marker(sql: &str) -> Option<Marker> {
+    // Cheap refusal first: this runs on every statement.
+    if !starts_with_word(sql, "set")
+        && !starts_with_word(sql, "select")
+        && !sql.trim_start().starts_with("/*")
+    {
+        return None;
+    }
+    if !sql
+        .as_bytes()
+        .windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"flowaudit"))
+    {
+        return None;
+    }
+    let bare = strip_tags(sql);
+    let caps = MARKER_SET
+        .captures(bare)
+        .or_else(|| MARKER_SET_CONFIG.captures(bare))?;
+    let value = caps[2].replace("''", "'");
+    match caps[1].to_ascii_lowercase().as_str() {
+        "flow" => Some(Marker::Flow(value)),
+        _ => Some(Marker::Step(value)),
+    }
+}
+
+static SET_APPLICATION_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?is)^\s*set\s+(?:session\s+)?application_name\s*(?:=|\s+to\s+)\s*'((?:[^']|'')*)'\s*;?\s*$"#,
+    )
+    .expect("application_name regex is valid")
+});
+
+/// Transaction control verbs, as far as attribution and transaction tracking
+/// need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOp {
+    /// BEGIN, START TRANSACTION.
+    Begin,
+    /// COMMIT, END.
+    Commit,
+    /// ROLLBACK, ABORT (not ROLLBACK TO).
+    Rollback,
+    /// SAVEPOINT, RELEASE, ROLLBACK TO: inside a transaction, ending nothing.
+    Savepoint,
+}
+
+impl TxnOp {
+    pub fn of(fp: &Fingerprint) -> Option<TxnOp> {
+        if fp.kind != StatementKind::TransactionControl {
+            return None;
+        }
+        let mut words = fp.text.split([' ', ';']).filter(|w| !w.is_empty());
+        let first = words.next()?;
+        let second = words.next();
+        Some(match first {
+            "begin" | "start" => TxnOp::Begin,
+            "commit" | "end" => TxnOp::Commit,
+            "rollback" | "abort" => match (second, words.next()) {
+                (Some("to"), _) | (Some("work" | "transaction"), Some("to")) => TxnOp::Savepoint,
+                _ => TxnOp::Rollback,
+            },
+            _ => TxnOp::Savepoint,
+        })
+    }
+}
+
+/// A statement with its attribution, ready for the rules.
+#[derive(Debug, Clone)]
+pub struct Attributed {
+    /// Position in the order the statements were read, from 0.
+    pub seq: u64,
+    pub event: Event,
+    pub key: StepKey,
+    pub fingerprint: Fingerprint,
+    pub marker: Option<Marker>,
+    pub txn_op: Option<TxnOp>,
+    /// Connection id (0 when the source did not say).
+    pub conn: u64,
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    application_name: Option<String>,
+    /// Transaction control waiting for the next statement of the connection.
+    pending: Vec<Attributed>,
+    /// The step of the latest attributed statement, for COMMIT and ROLLBACK.
+    last: Option<StepKey>,
+}
+
+/// The attribution state of one run: markers seen so far and, per connection,
+/// its application name and the transaction control it holds back.
+#[derive(Debug, Default)]
+pub struct Attributor {
+    flow: Option<String>,
+    step: Option<String>,
+    conns: HashMap<u64, Conn>,
+    seq: u64,
+}
+
+impl Attributor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Attributes one event. What is ready is appended to `out`, in an order
+    /// that keeps every connection's statements in their original order.
+    pub fn push(&mut self, event: Event, out: &mut Vec<Attributed>) {
+        let seq = self.seq;
+        self.seq += 1;
+        let conn_id = event.conn.unwrap_or(0);
+        let fingerprint = fingerprint(&event.sql);
+        let marker = parse_marker(&event.sql);
+        let txn_op = TxnOp::of(&fingerprint);
+        let tags = if event.flow.is_some() && event.step.is_some() {
+            Tags::default()
+        } else {
+            parse_tags(&event.sql)
+        };
+
+        let conn = self.conns.entry(conn_id).or_default();
+        if let Some(app) = event.application_name.as_ref() {
+            conn.application_name = Some(app.clone());
+        } else if let Some(caps) = starts_with_word(&event.sql, "set")
+            .then(|| SET_APPLICATION_NAME.captures(&event.sql))
+            .flatten()
+        {
+            conn.application_name = Some(caps[1].replace("''", "'"));
+        }
+
+        match &marker {
+            Some(Marker::Flow(flow)) => self.flow = Some(flow.clone()),
+            Some(Marker::Step(step)) => self.step = Some(step.clone()),
+            None => {}
+        }
+
+        let own_flow = event
+            .flow
+            .clone()
+            .or_else(|| tags.get("flow").map(str::to_owned));
+        let own_step = event.step.clone().or_else(|| tags.step());
+        let has_own = own_flow.is_some() || own_step.is_some();
+        let app = conn.application_name.clone();
+        let resolved = StepKey {
+            flow: own_flow
+                .or_else(|| self.flow.clone())
+                .or_else(|| app.clone())
+                .unwrap_or_else(|| UNATTRIBUTED.to_owned()),
+            step: own_step
+                .or_else(|| self.step.clone())
+                .or(app)
+                .unwrap_or_else(|| UNATTRIBUTED.to_owned()),
+        };
+
+        let mut item = Attributed {
+            seq,
+            event,
+            key: resolved,
+            fingerprint,
+            marker,
+            txn_op,
+            conn: conn_id,
+        };
+
+        if item.marker.is_some() {
+            out.push(item);
+            return;
+        }
+        match (item.txn_op, has_own) {
+            (Some(TxnOp::Begin | TxnOp::Savepoint), false) => conn.pending.push(item),
+            (Some(TxnOp::Commit | TxnOp::Rollback), false) => {
+                if conn.pending.is_empty() {
+                    if let Some(last) = conn.last.clone() {
+                        item.key = last;
+                    }
+                } else {
+                    // BEGIN … COMMIT with nothing between: the run's state names them.
+                    for p in &mut conn.pending {
+                        p.key = item.key.clone();
+                    }
+                    out.append(&mut conn.pending);
+                }
+                conn.last = Some(item.key.clone());
+                out.push(item);
+            }
+            _ => {
+                for mut p in conn.pending.drain(..) {
+                    p.key = item.key.clone();
+                    out.push(p);
+                }
+                conn.last = Some(item.key.clone());
+                out.push(item);
+            }
+        }
+    }
+
+    /// Releases what is still held back at the end of the run (a BEGIN with
+    /// nothing after it), attributed by the run's state at that point.
+    pub fn finish(&mut self, out: &mut Vec<Attributed>) {
+        let mut ids: Vec<u64> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                out.append(&mut conn.pending);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(sql: &str, conn: u64) -> Event {
+        Event {
+            sql: sql.into(),
+            conn: Some(conn),
+            ..Event::default()
+        }
+    }
+
+    fn run(events: Vec<Event>) -> Vec<(String, String, String, bool)> {
+        let mut a = Attributor::new();
+        let mut out = Vec::new();
+        for e in events {
+            a.push(e, &mut out);
+        }
+        a.finish(&mut out);
+        out.into_iter()
+            .map(|x| (x.event.sql, x.key.flow, x.key.step, x.marker.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn tags_at_end_and_start_url_encoded_or_plain() {
+        let t = parse_tags("select 1 /*flow='check%20out',step='browse'*/");
+        assert_eq!(t.get("flow"), Some("check out"));
+        assert_eq!(t.get("step"), Some("browse"));
+        let t = parse_tags("/* route='%2Fcart%2F%3Aid' */ select 1;");
+        assert_eq!(t.get("route"), Some("/cart/:id"));
+        let t = parse_tags("select 1 /*step=browse,flow=shop*/;");
+        assert_eq!(t.step().as_deref(), Some("browse"));
+        let t = parse_tags("select 1 /*controller='orders',action='show',x='a\\'b'*/");
+        assert_eq!(t.step().as_deref(), Some("orders#show"));
+        assert_eq!(t.get("x"), Some("a'b"));
+        assert_eq!(
+            parse_tags("select 1 /*job='mailer'*/").step().as_deref(),
+            Some("mailer")
+        );
+        assert_eq!(parse_tags("select 1 /* just a note */").pairs, vec![]);
+        assert_eq!(parse_tags("select 1").pairs, vec![]);
+    }
+
+    #[test]
+    fn strip_tags_keeps_plain_comments() {
+        assert_eq!(strip_tags("select 1 /*step='x'*/"), "select 1");
+        assert_eq!(strip_tags("/*step='x'*/ select 1"), "select 1");
+        assert_eq!(strip_tags("select 1 /* note */"), "select 1 /* note */");
+    }
+
+    #[test]
+    fn markers_in_their_forms() {
+        assert_eq!(
+            parse_marker("SET flowaudit.step = 'browse'"),
+            Some(Marker::Step("browse".into()))
+        );
+        assert_eq!(
+            parse_marker("set session flowaudit.flow to 'check''out';"),
+            Some(Marker::Flow("check'out".into()))
+        );
+        assert_eq!(
+            parse_marker("SET @flowaudit_step = 'pay'"),
+            Some(Marker::Step("pay".into()))
+        );
+        assert_eq!(
+            parse_marker("SELECT set_config('flowaudit.step', 'ship', false)"),
+            Some(Marker::Step("ship".into()))
+        );
+        assert_eq!(parse_marker("SET search_path = 'x'"), None);
+        assert_eq!(parse_marker("select 'SET flowaudit.step = 1'"), None);
+    }
+
+    #[test]
+    fn precedence_fields_tags_markers_app_name() {
+        let mut e1 = ev("select 1 /*flow='f2',step='s2'*/", 1);
+        e1.flow = Some("f1".into());
+        e1.step = Some("s1".into());
+        let e2 = ev("select 2 /*flow='f2',step='s2'*/", 1);
+        let e3 = ev("SET flowaudit.step = 'm'", 1);
+        let e4 = ev("select 3", 1);
+        let mut e5 = ev("select 4", 2);
+        e5.application_name = Some("worker".into());
+        let got = run(vec![ev("select 0", 2), e1, e2, e3, e4, e5]);
+        let pairs: Vec<_> = got.iter().map(|g| (g.1.as_str(), g.2.as_str())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("(unattributed)", "(unattributed)"),
+                ("f1", "s1"),
+                ("f2", "s2"),
+                ("(unattributed)", "m"),
+                ("(unattributed)", "m"),
+                ("worker", "m"),
+            ]
+        );
+        assert!(got[3].3, "the marker is flagged");
+    }
+
+    #[test]
+    fn transaction_control_follows_the_statements_it_encloses() {
+        let got = run(vec![
+            ev("SET flowaudit.step = 'before'", 1),
+            ev("BEGIN", 1),
+            ev("select 1 /*step='pay'*/", 1),
+            ev("select 2", 2),
+            ev("COMMIT", 1),
+            ev("ROLLBACK", 3),
+        ]);
+        let got: Vec<_> = got.iter().map(|g| (g.0.as_str(), g.2.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("SET flowaudit.step = 'before'", "before"),
+                ("BEGIN", "pay"),
+                ("select 1 /*step='pay'*/", "pay"),
+                ("select 2", "before"),
+                ("COMMIT", "pay"),
+                ("ROLLBACK", "before"),
+            ]
+        );
+    }
+
+    #[test]
+    fn set_application_name_attributes_later_statements() {
+        let got = run(vec![
+            ev("SET application_name = 'billing'", 1),
+            ev("select 1", 1),
+        ]);
+        assert_eq!(got[1].2, "billing");
+    }
+
+    #[test]
+    fn dangling_begin_is_released_at_the_end() {
+        let got = run(vec![ev("BEGIN", 1)]);
+        assert_eq!(got.len(), 1);
+    }
+}

@@ -1,0 +1,366 @@
+//! Runs a stream of events through attribution, the per-step counts and the
+//! rules, and makes the [`Report`]. Nothing here keeps statements: each is
+//! observed once and dropped, so a trace of any length audits in bounded memory.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::attribute::{Attributed, Attributor, TxnOp};
+use crate::model::{Event, Finding, Severity, StepKey, TxnStatus};
+use crate::report::{AllowedFinding, FlowReport, Report, StepReport, Summary};
+use crate::rules::config::Allow;
+use crate::rules::{Rule, RuleConfig, RuleSetup, Statement, meta};
+
+#[derive(Debug, thiserror::Error)]
+#[error("[rules.{rule}]: {source}")]
+pub struct BuildError {
+    rule: &'static str,
+    #[source]
+    source: toml::de::Error,
+}
+
+/// One audit run.
+#[derive(Debug)]
+pub struct Audit {
+    attributor: Attributor,
+    ready: Vec<Attributed>,
+    rules: Vec<Box<dyn Rule>>,
+    allows: Vec<Allow>,
+    /// Open explicit transaction per connection.
+    open_txn: HashMap<u64, u64>,
+    next_txn: u64,
+    steps: Vec<StepCounts>,
+    step_index: HashMap<StepKey, usize>,
+    sources: BTreeSet<String>,
+    statements: u64,
+    markers: u64,
+}
+
+#[derive(Debug)]
+struct StepCounts {
+    key: StepKey,
+    statements: u64,
+    queries: u64,
+    duration_us: u64,
+    timed: bool,
+    transactions: u64,
+    connections: HashSet<u64>,
+}
+
+impl Audit {
+    pub fn new(config: &RuleConfig) -> Result<Self, BuildError> {
+        let mut rules = Vec::new();
+        for (id, entry) in &config.rules {
+            if !entry.enabled {
+                continue;
+            }
+            let Some(m) = meta(id) else { continue };
+            let setup = RuleSetup {
+                severity: entry.severity,
+                settings: entry.settings.clone(),
+                budgets: &config.budgets,
+            };
+            rules.push((m.build)(&setup).map_err(|source| BuildError { rule: m.id, source })?);
+        }
+        Ok(Self {
+            attributor: Attributor::new(),
+            ready: Vec::new(),
+            rules,
+            allows: config.allows.clone(),
+            open_txn: HashMap::new(),
+            next_txn: 0,
+            steps: Vec::new(),
+            step_index: HashMap::new(),
+            sources: BTreeSet::new(),
+            statements: 0,
+            markers: 0,
+        })
+    }
+
+    pub fn push(&mut self, event: Event) {
+        self.attributor.push(event, &mut self.ready);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        for item in &ready {
+            self.observe(item);
+        }
+        self.ready = ready;
+        self.ready.clear();
+    }
+
+    fn step(&mut self, key: &StepKey) -> usize {
+        match self.step_index.get(key) {
+            Some(&i) => i,
+            None => {
+                self.steps.push(StepCounts {
+                    key: key.clone(),
+                    statements: 0,
+                    queries: 0,
+                    duration_us: 0,
+                    timed: false,
+                    transactions: 0,
+                    connections: HashSet::new(),
+                });
+                self.step_index.insert(key.clone(), self.steps.len() - 1);
+                self.steps.len() - 1
+            }
+        }
+    }
+
+    /// Which explicit transaction a statement ran in. Follows BEGIN / COMMIT /
+    /// ROLLBACK per connection, and trusts the source's `txn` status where it
+    /// gave one (a trace that starts inside a transaction, an implicit end).
+    fn transaction(&mut self, item: &Attributed) -> (Option<u64>, bool) {
+        let current = self.open_txn.get(&item.conn).copied();
+        match item.txn_op {
+            Some(TxnOp::Begin) => {
+                if let Some(id) = current {
+                    return (Some(id), false);
+                }
+                let id = self.next_txn;
+                self.next_txn += 1;
+                self.open_txn.insert(item.conn, id);
+                (Some(id), true)
+            }
+            Some(TxnOp::Commit | TxnOp::Rollback) => {
+                self.open_txn.remove(&item.conn);
+                (current, false)
+            }
+            _ => match (item.event.txn, current) {
+                (Some(TxnStatus::Idle), Some(_)) => {
+                    self.open_txn.remove(&item.conn);
+                    (None, false)
+                }
+                (Some(TxnStatus::Open | TxnStatus::Failed), None) => {
+                    let id = self.next_txn;
+                    self.next_txn += 1;
+                    self.open_txn.insert(item.conn, id);
+                    (Some(id), true)
+                }
+                (_, current) => (current, false),
+            },
+        }
+    }
+
+    fn observe(&mut self, item: &Attributed) {
+        let source = item.event.source.as_deref().unwrap_or("trace");
+        if !self.sources.contains(source) {
+            self.sources.insert(source.to_owned());
+        }
+        if item.marker.is_some() {
+            // A marker starts a step but is not one of its statements; a step
+            // appears in the report once a statement runs in it.
+            self.markers += 1;
+            return;
+        }
+        self.statements += 1;
+        let (txn, started) = self.transaction(item);
+        let step_id = self.step(&item.key);
+        let statement = Statement {
+            seq: item.seq,
+            conn: item.conn,
+            key: &item.key,
+            step: step_id,
+            event: &item.event,
+            fingerprint: &item.fingerprint,
+            values: values_hash(&item.event, item.fingerprint.values),
+            txn,
+            txn_op: item.txn_op,
+        };
+        let query = statement.is_query();
+        let step = &mut self.steps[step_id];
+        step.statements += 1;
+        step.queries += u64::from(query);
+        step.transactions += u64::from(started);
+        step.connections.insert(item.conn);
+        if let Some(d) = item.event.duration_us {
+            step.duration_us += d;
+            step.timed = true;
+        }
+        for rule in &mut self.rules {
+            rule.observe(&statement);
+        }
+    }
+
+    pub fn finish(mut self) -> Report {
+        self.attributor.finish(&mut self.ready);
+        self.drain();
+
+        let mut found = Vec::new();
+        for rule in &mut self.rules {
+            rule.finish(&mut found);
+        }
+        let mut findings = Vec::new();
+        let mut allowed = Vec::new();
+        for f in found {
+            match self.allows.iter().find(|a| a.matches(&f)) {
+                Some(a) => allowed.push(AllowedFinding {
+                    finding: f,
+                    reason: a.reason.clone(),
+                    file: a.file.clone(),
+                }),
+                None => findings.push(f),
+            }
+        }
+        findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        allowed.sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
+
+        let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count() as u64;
+        let summary = Summary {
+            statements: self.statements,
+            markers: self.markers,
+            errors: count(Severity::Error),
+            warnings: count(Severity::Warning),
+            infos: count(Severity::Info),
+            allowed: allowed.len() as u64,
+        };
+
+        let mut flows: Vec<FlowReport> = Vec::new();
+        for s in self.steps {
+            let step = StepReport {
+                name: s.key.step,
+                statements: s.statements,
+                queries: s.queries,
+                duration_us: s.timed.then_some(s.duration_us),
+                transactions: s.transactions,
+                connections: s.connections.len() as u64,
+            };
+            match flows.iter_mut().find(|f| f.name == s.key.flow) {
+                Some(flow) => flow.steps.push(step),
+                None => flows.push(FlowReport {
+                    name: s.key.flow,
+                    steps: vec![step],
+                }),
+            }
+        }
+
+        Report {
+            version: 1,
+            sources: self.sources.into_iter().collect(),
+            flows,
+            findings,
+            allowed,
+            summary,
+        }
+    }
+}
+
+/// The identity of a statement's parameter set: its bind values (NULL apart
+/// from any text) and the literals its fingerprint replaced.
+fn values_hash(event: &Event, literals: u64) -> u64 {
+    let Some(params) = &event.params else {
+        return literals;
+    };
+    let mut h = Xxh3::new();
+    h.update(&literals.to_le_bytes());
+    for p in params {
+        match p {
+            Some(v) => {
+                h.update(&[1]);
+                h.update(&(v.len() as u64).to_le_bytes());
+                h.update(v.as_bytes());
+            }
+            None => h.update(&[0]),
+        }
+    }
+    h.digest()
+}
+
+/// Audits events that are already in memory (tests, the demo).
+pub fn audit_events(
+    config: &RuleConfig,
+    events: impl IntoIterator<Item = Event>,
+) -> Result<Report, BuildError> {
+    let mut audit = Audit::new(config)?;
+    for e in events {
+        audit.push(e);
+    }
+    Ok(audit.finish())
+}
+
+/// Findings at or above a severity (for `--fail-on`).
+pub fn at_or_above(findings: &[Finding], level: Severity) -> usize {
+    findings.iter().filter(|f| f.severity >= level).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(sql: &str, conn: u64) -> Event {
+        Event {
+            sql: sql.into(),
+            conn: Some(conn),
+            duration_us: Some(1000),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn per_step_counts() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let report = audit_events(
+            &config,
+            vec![
+                ev("SET flowaudit.flow = 'shop'", 1),
+                ev("SET flowaudit.step = 'browse'", 1),
+                ev("BEGIN", 1),
+                ev("select 1", 1),
+                ev("SET search_path = public", 1),
+                ev("COMMIT", 1),
+                ev("select 2", 2),
+                ev("SET flowaudit.step = 'pay'", 1),
+                ev("insert into t values (1)", 1),
+            ],
+        )
+        .expect("audit");
+        assert_eq!(report.summary.statements, 6);
+        assert_eq!(report.summary.markers, 3);
+        assert_eq!(report.flows.len(), 1);
+        let browse = &report.flows[0].steps[0];
+        assert_eq!(browse.name, "browse");
+        assert_eq!(
+            (
+                browse.statements,
+                browse.queries,
+                browse.transactions,
+                browse.connections
+            ),
+            (5, 2, 1, 2)
+        );
+        assert_eq!(browse.duration_us, Some(5000));
+        assert_eq!(report.flows[0].steps[1].statements, 1);
+    }
+
+    #[test]
+    fn allowed_findings_are_set_aside_with_their_reason() {
+        let config = RuleConfig::builtin_with(
+            "[[allow]]\nrule = \"repeated-query\"\nfingerprint = \"^select \\\\?$\"\nreason = \"health check\"\n",
+        )
+        .expect("valid");
+        let report =
+            audit_events(&config, vec![ev("select 1", 1), ev("select 1", 1)]).expect("audit");
+        assert!(report.findings.is_empty());
+        assert_eq!(report.allowed.len(), 1);
+        assert_eq!(report.allowed[0].reason, "health check");
+        assert_eq!(report.summary.allowed, 1);
+    }
+
+    #[test]
+    fn values_hash_tells_null_from_text() {
+        let a = Event {
+            params: Some(vec![None]),
+            ..Event::default()
+        };
+        let b = Event {
+            params: Some(vec![Some(String::new())]),
+            ..Event::default()
+        };
+        assert_ne!(values_hash(&a, 0), values_hash(&b, 0));
+        assert_eq!(values_hash(&Event::default(), 7), 7);
+    }
+}

@@ -1,0 +1,74 @@
+//! `flowaudit analyze FILE...`: audit trace files.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::audit::Audit;
+use crate::report::Report;
+use crate::trace::{TraceError, TraceReader};
+
+use super::AuditArgs;
+
+#[derive(Debug, Clone, Args)]
+pub struct AnalyzeArgs {
+    /// Trace files to audit, in order (JSON Lines: one statement a line).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto, value_name = "FORMAT")]
+    pub input: InputFormat,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// Detect the format from the content (today: JSON Lines traces).
+    Auto,
+    /// flowaudit's trace format.
+    Jsonl,
+}
+
+/// Connection ids are unique within one trace; files are separate traces, so
+/// each file's ids are moved into a range of their own.
+const CONN_RANGE_BITS: u32 = 40;
+
+pub fn run(args: &AnalyzeArgs) -> anyhow::Result<u8> {
+    let config = args.audit.load_rules()?;
+    let report = analyze(args, &config)?;
+    args.audit.emit(&report)
+}
+
+/// Audits the files and returns the report (tests call this directly).
+pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow::Result<Report> {
+    let mut audit = Audit::new(config).context("invalid rule settings")?;
+    for (index, path) in args.files.iter().enumerate() {
+        let reader = TraceReader::open(path).map_err(|e| match e {
+            TraceError::Io { path, source } => anyhow::anyhow!(
+                "cannot read trace {}: {source}\n  hint: check the path; analyze takes trace files \
+                 written by `flowaudit proxy --trace`, `demo --trace` or by hand (see README, \
+                 \"The trace file\")",
+                path.display()
+            ),
+            other => other.into(),
+        })?;
+        let offset = (index as u64) << CONN_RANGE_BITS;
+        for event in reader {
+            let mut event = event.map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\n  hint: every line of a trace is one JSON object with at least a string \
+                     field \"sql\" (see README, \"The trace file\"); fix or remove that line"
+                )
+            })?;
+            if let Some(conn) = event.conn.as_mut() {
+                *conn = conn.wrapping_add(offset);
+            } else if index > 0 {
+                event.conn = Some(offset);
+            }
+            audit.push(event);
+        }
+    }
+    Ok(audit.finish())
+}

@@ -1,0 +1,165 @@
+//! The command line: one module per subcommand. This is the only place that
+//! prints; everything else returns values and typed errors.
+
+pub mod analyze;
+pub mod rules;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::audit::at_or_above;
+use crate::exit;
+use crate::model::Severity;
+use crate::report::{Format, Report, render};
+use crate::rules::RuleConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flowaudit",
+    version,
+    about = "Audit the SQL your application runs, flow by flow: N+1 and repeated queries, \
+             query budgets, slow statements.",
+    after_help = "Exit codes: 0 no finding at or above --fail-on, 1 findings at or above it, \
+                  2 flowaudit could not do its job."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Audit trace files (JSON Lines, one executed statement a line).
+    Analyze(analyze::AnalyzeArgs),
+    /// The rule catalogue: list the rules, or explain one.
+    Rules(rules::RulesArgs),
+}
+
+/// Options shared by the commands that audit.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// A directory of rule files (*.toml); repeatable. Default: ./rules when it
+    /// exists. The built-in defaults always load first.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit 1 when a finding at or above this severity remains.
+    #[arg(long, value_enum, default_value_t = FailOn::Error, value_name = "LEVEL")]
+    pub fail_on: FailOn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Error,
+    Warning,
+    Info,
+    Never,
+}
+
+impl FailOn {
+    fn level(self) -> Option<Severity> {
+        match self {
+            FailOn::Error => Some(Severity::Error),
+            FailOn::Warning => Some(Severity::Warning),
+            FailOn::Info => Some(Severity::Info),
+            FailOn::Never => None,
+        }
+    }
+}
+
+impl AuditArgs {
+    /// The rule directories to read: those given, else `./rules` if present.
+    pub fn rule_dirs(&self) -> Vec<PathBuf> {
+        if self.rules.is_empty() && Path::new("rules").is_dir() {
+            vec![PathBuf::from("rules")]
+        } else {
+            self.rules.clone()
+        }
+    }
+
+    pub fn load_rules(&self) -> anyhow::Result<RuleConfig> {
+        RuleConfig::load(&self.rule_dirs()).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid rule file: {e}\n  hint: fix that key; rules/README.md documents every key \
+                 of a rule file"
+            )
+        })
+    }
+
+    /// Writes the report where asked and says which exit code it calls for.
+    pub fn emit(&self, report: &Report) -> anyhow::Result<u8> {
+        let width = match &self.output {
+            Some(_) => 80,
+            None => terminal_width(),
+        };
+        let text = render(report, self.format, width);
+        match &self.output {
+            Some(path) => std::fs::write(path, &text)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?,
+            None => print_stdout(&text)?,
+        }
+        Ok(self.exit_code(report))
+    }
+
+    pub fn exit_code(&self, report: &Report) -> u8 {
+        match self.fail_on.level() {
+            Some(level) if at_or_above(&report.findings, level) > 0 => exit::FINDINGS,
+            _ => exit::OK,
+        }
+    }
+}
+
+fn terminal_width() -> usize {
+    if std::io::stdout().is_terminal()
+        && let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size()
+    {
+        return usize::from(w).clamp(60, 160);
+    }
+    80
+}
+
+/// Prints to standard output; a closed pipe (`| head`) is not an error.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::TOOL_ERROR
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let result = match cli.command {
+        Command::Analyze(args) => analyze::run(&args),
+        Command::Rules(args) => rules::run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("flowaudit: error: {e:#}");
+            ExitCode::from(exit::TOOL_ERROR)
+        }
+    }
+}

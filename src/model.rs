@@ -1,0 +1,153 @@
+//! The data every stage shares: an executed statement ([`Event`]), where it came
+//! from, and what the rules say about it ([`Finding`]). No I/O lives here.
+
+use serde::{Deserialize, Serialize};
+
+/// Transaction status of the session when a statement started, as a Postgres
+/// ReadyForQuery reports it (protocol 3.0, section 55.7: `I`, `T`, `E`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TxnStatus {
+    Idle,
+    Open,
+    Failed,
+}
+
+/// A statement that failed: its SQLSTATE and the server's message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlError {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One executed statement. Every capture source produces this type, so no rule
+/// knows where its events came from. Only `sql` is required; see DESIGN.md
+/// "The trace file" for the meaning of each field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub sql: String,
+    /// Bind values in text form, in order; `None` inside the list is SQL NULL.
+    /// Numbers and booleans written by hand are read as their text.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "params_as_text"
+    )]
+    pub params: Option<Vec<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<TxnStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<SqlError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The session's `application_name`, when the source knew it; the fourth
+    /// rule of attribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+}
+
+/// Reads `params`: an array of strings (or nulls), taking numbers and booleans
+/// as their text form, since hand-written traces often have them.
+fn params_as_text<'de, D>(d: D) -> Result<Option<Vec<Option<String>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw: Option<Vec<serde_json::Value>> = Option::deserialize(d)?;
+    let Some(raw) = raw else { return Ok(None) };
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) => Ok(Some(s)),
+            serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+            serde_json::Value::Bool(b) => Ok(Some(b.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "params[{i}] is {other}: bind values are strings, numbers, booleans or null"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// How serious a finding is. Ordered so that `Error > Warning > Info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Flow and step a statement belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StepKey {
+    pub flow: String,
+    pub step: String,
+}
+
+/// The name used when nothing attributes a statement.
+pub const UNATTRIBUTED: &str = "(unattributed)";
+
+/// What a rule reports. Findings are sorted by (flow, step, rule, fingerprint)
+/// before anyone sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub flow: String,
+    pub step: String,
+    pub message: String,
+    /// The normalised statement the finding is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Stable hash of `fingerprint` (xxh3-64, hex), for baselines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint_hash: Option<String>,
+    pub count: u64,
+    pub examples: Vec<String>,
+    pub help: String,
+}
+
+impl Finding {
+    /// The order every report uses.
+    pub fn sort_key(&self) -> (&str, &str, &str, &str, &str) {
+        (
+            &self.flow,
+            &self.step,
+            self.rule,
+            self.fingerprint.as_deref().unwrap_or(""),
+            &self.message,
+        )
+    }
+}

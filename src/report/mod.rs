@@ -1,0 +1,97 @@
+//! What an audit found, and its renderings: one file per output format.
+
+pub mod json;
+pub mod table;
+
+use serde::Serialize;
+
+use crate::model::Finding;
+
+/// The result of one audit; `version` is the JSON report's format version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub version: u32,
+    /// The capture sources the statements came from.
+    pub sources: Vec<String>,
+    /// Flows and their steps, in the order they first ran.
+    pub flows: Vec<FlowReport>,
+    /// Sorted by (flow, step, rule, fingerprint).
+    pub findings: Vec<Finding>,
+    /// Findings that a rule file's `[[allow]]` set aside, with its reason.
+    pub allowed: Vec<AllowedFinding>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowReport {
+    pub name: String,
+    pub steps: Vec<StepReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    /// Every statement attributed to the step, markers excluded.
+    pub statements: u64,
+    /// Statements that are not transaction control or session settings.
+    pub queries: u64,
+    /// Total time of its statements; absent when the source gave no durations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    /// Explicit transactions started in the step.
+    pub transactions: u64,
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AllowedFinding {
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub reason: String,
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub statements: u64,
+    pub markers: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    pub infos: u64,
+    pub allowed: u64,
+}
+
+/// Output formats of the auditing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Renders a report in the chosen format.
+pub fn render(report: &Report, format: Format, width: usize) -> String {
+    match format {
+        Format::Table => table::render(report, width),
+        Format::Json => json::render(report),
+    }
+}
+
+/// A duration as reports show it: `0.4 ms`, `12.3 ms`, `1.25 s`.
+pub fn duration(us: u64) -> String {
+    if us < 1_000_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} s", us as f64 / 1_000_000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::duration(0), "0.0 ms");
+        assert_eq!(super::duration(1_234), "1.2 ms");
+        assert_eq!(super::duration(999_949), "999.9 ms");
+        assert_eq!(super::duration(1_250_000), "1.25 s");
+    }
+}

@@ -1,0 +1,212 @@
+//! The table report for terminals: a summary per flow with one row per step,
+//! then the findings grouped by step, all fitting the given width (80 columns
+//! is the floor it is designed for).
+
+use std::fmt::Write;
+
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table, Width, presets};
+
+use super::{Report, duration};
+use crate::model::{Finding, Severity};
+use crate::rules::thousands;
+
+const INDENT: &str = "        ";
+
+pub fn render(report: &Report, width: usize) -> String {
+    let width = width.max(60);
+    let mut out = String::new();
+    let s = &report.summary;
+    let steps: usize = report.flows.iter().map(|f| f.steps.len()).sum();
+    let sources = if report.sources.is_empty() {
+        "none".to_owned()
+    } else {
+        report.sources.join(", ")
+    };
+    if s.statements == 0 {
+        let _ = writeln!(
+            out,
+            "flowaudit · no statements were captured · source: {sources}\n\n\
+             Nothing to audit: check that the application ran and that its statements reached \
+             the capture (the trace file, the proxy's port, the server's log settings)."
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "flowaudit · {} statements · {} · {} · source: {sources}",
+        thousands(s.statements),
+        plural(report.flows.len() as u64, "flow", "flows"),
+        plural(steps as u64, "step", "steps"),
+    );
+
+    for flow in &report.flows {
+        let _ = writeln!(out, "\n flow {}", flow.name);
+        let mut table = Table::new();
+        table
+            .load_style(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(u16::try_from(width - 1).unwrap_or(u16::MAX))
+            .set_header([
+                "step",
+                "statements",
+                "queries",
+                "time",
+                "txns",
+                "conns",
+                "findings",
+            ]);
+        for step in &flow.steps {
+            let mine: Vec<&Finding> = report
+                .findings
+                .iter()
+                .filter(|f| f.flow == flow.name && f.step == step.name)
+                .collect();
+            table.add_row([
+                step.name.clone(),
+                thousands(step.statements),
+                thousands(step.queries),
+                step.duration_us.map_or_else(|| "–".to_owned(), duration),
+                thousands(step.transactions),
+                thousands(step.connections),
+                severity_counts(&mine),
+            ]);
+        }
+        for (i, column) in table.column_iter_mut().enumerate() {
+            if i > 0 {
+                column.set_cell_alignment(CellAlignment::Right);
+                column.set_constraint(ColumnConstraint::ContentWidth);
+            } else {
+                column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(8)));
+            }
+        }
+        for line in table.to_string().lines() {
+            let _ = writeln!(out, " {line}");
+        }
+    }
+
+    // Findings, grouped by step in the order the steps ran.
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    for flow in &report.flows {
+        for step in &flow.steps {
+            order.push((&flow.name, &step.name));
+        }
+    }
+    let mut shown = report.findings.iter().collect::<Vec<_>>();
+    shown.sort_by_key(|f| {
+        let pos = order
+            .iter()
+            .position(|(fl, st)| *fl == f.flow && *st == f.step)
+            .unwrap_or(usize::MAX);
+        (
+            pos,
+            f.flow.as_str(),
+            f.step.as_str(),
+            f.rule,
+            f.fingerprint.as_deref().unwrap_or(""),
+        )
+    });
+    for f in shown {
+        out.push('\n');
+        write_finding(&mut out, f, width);
+    }
+
+    if !report.allowed.is_empty() {
+        let _ = writeln!(out, "\n allowed by rule files:");
+        for a in &report.allowed {
+            let line = format!(
+                "{} · {} › {} — {} ({})",
+                a.finding.rule, a.finding.flow, a.finding.step, a.reason, a.file
+            );
+            wrap_into(&mut out, &line, width, " ", "   ");
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\n{} · {} · {}{}",
+        plural(s.errors, "error", "errors"),
+        plural(s.warnings, "warning", "warnings"),
+        plural(s.infos, "info", "infos"),
+        if s.allowed > 0 {
+            format!(" · {} allowed", s.allowed)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+fn write_finding(out: &mut String, f: &Finding, width: usize) {
+    let label = match f.severity {
+        Severity::Error => " error  ",
+        Severity::Warning => " warn   ",
+        Severity::Info => " info   ",
+    };
+    let _ = writeln!(out, "{label}{} · {} › {}", f.rule, f.flow, f.step);
+    if let Some(fp) = &f.fingerprint {
+        wrap_into(
+            out,
+            &shorten(fp, 3 * (width - INDENT.len())),
+            width,
+            INDENT,
+            INDENT,
+        );
+    }
+    wrap_into(out, &f.message, width, INDENT, INDENT);
+    for e in f.examples.iter().take(1) {
+        wrap_into(
+            out,
+            &format!("e.g. {}", shorten(e, 2 * (width - INDENT.len()))),
+            width,
+            INDENT,
+            "             ",
+        );
+    }
+    wrap_into(
+        out,
+        &format!("fix: {}", f.help),
+        width,
+        INDENT,
+        "             ",
+    );
+}
+
+fn wrap_into(out: &mut String, text: &str, width: usize, first: &str, rest: &str) {
+    let options = textwrap::Options::new(width)
+        .initial_indent(first)
+        .subsequent_indent(rest)
+        .break_words(true);
+    for line in textwrap::wrap(text, options) {
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        text.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
+    }
+}
+
+fn severity_counts(findings: &[&Finding]) -> String {
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count() as u64;
+    let parts: Vec<String> = [
+        (count(Severity::Error), "error", "errors"),
+        (count(Severity::Warning), "warn", "warns"),
+        (count(Severity::Info), "info", "infos"),
+    ]
+    .into_iter()
+    .filter(|(n, _, _)| *n > 0)
+    .map(|(n, one, many)| plural(n, one, many))
+    .collect();
+    if parts.is_empty() {
+        "–".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}

@@ -1,0 +1,279 @@
+//! The rule engine. A rule watches the attributed statements of a run one at
+//! a time ([`Rule::observe`]) and says what it found when the run ends
+//! ([`Rule::finish`]); it keeps per step only what it needs, so that memory
+//! grows with the distinct fingerprints of a step, not with the statements.
+//!
+//! Adding a rule: write `src/rules/<rule_id>.rs` with its documentation, its
+//! [`RuleMeta`] and its tests, and add one line to [`REGISTRY`].
+
+pub mod config;
+
+mod n_plus_one;
+mod query_budget;
+mod repeated_query;
+mod slow_query;
+
+use crate::attribute::TxnOp;
+use crate::fingerprint::Fingerprint;
+use crate::model::{Event, Finding, Severity, StepKey};
+
+pub use config::{Budget, ConfigError, RuleConfig};
+
+/// Every built-in rule, one line each, in catalogue order.
+pub static REGISTRY: &[&RuleMeta] = &[
+    &n_plus_one::META,
+    &repeated_query::META,
+    &query_budget::META,
+    &slow_query::META,
+];
+
+/// Looks a rule up by its id.
+pub fn meta(id: &str) -> Option<&'static RuleMeta> {
+    REGISTRY.iter().copied().find(|m| m.id == id)
+}
+
+/// What the catalogue knows of a rule.
+#[derive(Debug)]
+pub struct RuleMeta {
+    /// Kebab-case id naming the thing flagged.
+    pub id: &'static str,
+    pub default_severity: Severity,
+    /// One line for `flowaudit rules list`.
+    pub summary: &'static str,
+    /// The rule's documentation (What it does, Why is this bad?, Example,
+    /// How to fix): the doc comment of its struct, for `rules explain`.
+    pub doc: &'static str,
+    /// Builds the rule from its settings; an unknown or ill-typed key is an error.
+    pub build: fn(&RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error>,
+}
+
+impl RuleMeta {
+    /// The documentation as written, without the doc-comment indentation.
+    pub fn documentation(&self) -> String {
+        let mut out = String::new();
+        for line in self.doc.lines() {
+            out.push_str(line.strip_prefix(' ').unwrap_or(line));
+            out.push('\n');
+        }
+        out.trim_end().to_owned() + "\n"
+    }
+}
+
+/// Everything a rule is built from.
+#[derive(Debug)]
+pub struct RuleSetup<'a> {
+    pub severity: Severity,
+    /// The rule's own keys from the rule files (severity and enabled removed).
+    pub settings: toml::Table,
+    pub budgets: &'a [Budget],
+}
+
+impl RuleSetup<'_> {
+    /// Deserialises the rule's settings; keys left out take their defaults.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, toml::de::Error> {
+        toml::Value::Table(self.settings.clone()).try_into()
+    }
+}
+
+/// One statement as the rules see it. Markers never reach the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Statement<'a> {
+    /// Position in the order the statements were read.
+    pub seq: u64,
+    pub conn: u64,
+    pub key: &'a StepKey,
+    /// A small number standing for `key`, the same for every statement of the
+    /// step: rules key their per-step state by it instead of cloning names.
+    pub step: usize,
+    pub event: &'a Event,
+    pub fingerprint: &'a Fingerprint,
+    /// Hash of the statement's parameter set: its bind values and the literals
+    /// its fingerprint replaced. Equal values, equal hash.
+    pub values: u64,
+    /// The explicit transaction the statement ran in (unique within the run),
+    /// `None` in autocommit.
+    pub txn: Option<u64>,
+    pub txn_op: Option<TxnOp>,
+}
+
+impl Statement<'_> {
+    /// Transaction control and session settings are not queries.
+    pub fn is_query(&self) -> bool {
+        use crate::fingerprint::StatementKind::{Set, TransactionControl};
+        !matches!(self.fingerprint.kind, TransactionControl | Set)
+    }
+
+    /// The statement as a reader would want to see it in an example: its text
+    /// without sqlcommenter tags, on one line, with its bind values.
+    pub fn example(&self) -> String {
+        let sql = crate::attribute::strip_tags(&self.event.sql);
+        let mut text: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.chars().count() > 160 {
+            text = text.chars().take(159).collect::<String>() + "…";
+        }
+        if let Some(params) = &self.event.params
+            && !params.is_empty()
+        {
+            let shown: Vec<String> = params
+                .iter()
+                .map(|p| match p {
+                    Some(v) if v.chars().count() > 40 => {
+                        format!("'{}…'", v.chars().take(39).collect::<String>())
+                    }
+                    Some(v) => format!("'{v}'"),
+                    None => "NULL".to_owned(),
+                })
+                .collect();
+            text.push_str("  -- params: ");
+            text.push_str(&shown.join(", "));
+        }
+        text
+    }
+}
+
+/// A built-in check over a run's statements.
+pub trait Rule: std::fmt::Debug {
+    fn observe(&mut self, statement: &Statement<'_>);
+    /// The findings, once every statement has been observed.
+    fn finish(&mut self, out: &mut Vec<Finding>);
+}
+
+/// How many distinct parameter sets a rule tracks per fingerprint and step
+/// before it stops adding new ones: the bound that keeps memory independent
+/// of the number of statements. Counts stay exact; the distinct-value count
+/// saturates here and reports say "at least".
+pub const DISTINCT_CAP: usize = 4096;
+
+/// Declares a rule's struct and keeps its doc comment as `Self::DOC`, so that
+/// the documentation lives once, on the rule, and feeds `rules explain`.
+macro_rules! documented_rule {
+    ($(#[doc = $doc:literal])* $vis:vis struct $name:ident $body:tt) => {
+        $(#[doc = $doc])*
+        #[derive(Debug)]
+        $vis struct $name $body
+        impl $name {
+            pub const DOC: &'static str = concat!($($doc, "\n"),*);
+        }
+    };
+}
+pub(crate) use documented_rule;
+
+/// Formats a count with thousands separators, as reports show counts.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Runs hand-written statements through the whole audit, as rule tests need.
+    use crate::audit::Audit;
+    use crate::model::{Event, Finding};
+    use crate::rules::RuleConfig;
+
+    /// Events from (conn, sql, params, rows) tuples.
+    pub fn events(rows: &[(u64, &str, &[&str], Option<u64>)]) -> Vec<Event> {
+        rows.iter()
+            .map(|(conn, sql, params, n)| Event {
+                sql: (*sql).to_owned(),
+                conn: Some(*conn),
+                params: if params.is_empty() {
+                    None
+                } else {
+                    Some(params.iter().map(|p| Some((*p).to_owned())).collect())
+                },
+                rows: *n,
+                ..Event::default()
+            })
+            .collect()
+    }
+
+    /// Audits the events with the built-in defaults plus `extra` rule-file text.
+    pub fn audit(events: Vec<Event>, extra: &str) -> Vec<Finding> {
+        let config = RuleConfig::builtin_with(extra).expect("valid rule file");
+        let mut audit = Audit::new(&config).expect("rules build");
+        for e in events {
+            audit.push(e);
+        }
+        audit.finish().findings
+    }
+
+    pub fn fired<'a>(findings: &'a [Finding], rule: &str) -> Vec<&'a Finding> {
+        findings.iter().filter(|f| f.rule == rule).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_ids_are_unique_kebab_case_and_documented() {
+        let mut ids: Vec<&str> = REGISTRY.iter().map(|m| m.id).collect();
+        for m in REGISTRY {
+            assert!(
+                m.id.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{}",
+                m.id
+            );
+            let doc = m.documentation();
+            for section in [
+                "## What it does",
+                "## Why is this bad?",
+                "## Example",
+                "## How to fix",
+            ] {
+                assert!(doc.contains(section), "{} lacks {section}", m.id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), REGISTRY.len());
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}
+
+/// Whether a fingerprint's runs were independent units of work: every run
+/// inside an explicit transaction, each transaction running it once (a
+/// benchmark's or a batch job's loop of transactions). Such runs are neither
+/// an N+1 nor repeats, however many there are.
+#[derive(Debug, Default, Clone)]
+pub struct TxnSpread {
+    outside: u64,
+    max_in_one: u64,
+    /// Per connection: the transaction of the latest run and its runs so far.
+    current: std::collections::HashMap<u64, (u64, u64)>,
+}
+
+impl TxnSpread {
+    pub fn observe(&mut self, s: &Statement<'_>) {
+        let Some(txn) = s.txn else {
+            self.outside += 1;
+            return;
+        };
+        let entry = self.current.entry(s.conn).or_insert((txn, 0));
+        if entry.0 != txn {
+            *entry = (txn, 0);
+        }
+        entry.1 += 1;
+        self.max_in_one = self.max_in_one.max(entry.1);
+    }
+
+    pub fn independent_units(&self) -> bool {
+        self.outside == 0 && self.max_in_one <= 1
+    }
+}

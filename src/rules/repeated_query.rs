@@ -1,0 +1,232 @@
+//! `repeated-query`: the same statement with the same parameters, again.
+
+use std::collections::HashMap;
+
+use super::{
+    DISTINCT_CAP, Rule, RuleMeta, RuleSetup, Statement, TxnSpread, documented_rule, thousands,
+};
+use crate::fingerprint::StatementKind;
+use crate::model::{Finding, Severity, StepKey};
+
+pub static META: RuleMeta = RuleMeta {
+    id: "repeated-query",
+    default_severity: Severity::Warning,
+    summary: "the same statement with the same parameters run again in a step",
+    doc: RepeatedQuery::DOC,
+    build,
+};
+
+documented_rule! {
+    /// ## What it does
+    /// Flags a statement that a step runs `min_repeats` times or more (default
+    /// 2) with the same fingerprint and the same parameters (bind values and
+    /// literals), on any of the step's connections. Transaction control, SET
+    /// and markers are never repeats, and neither are runs that each sit in
+    /// their own explicit transaction (a benchmark's or batch job's loop).
+    ///
+    /// ## Why is this bad?
+    /// The second run returns what the first already returned: a wasted round
+    /// trip, and often the sign of a lookup inside a loop (the current user
+    /// loaded again for every item).
+    ///
+    /// ## Example
+    /// ```sql
+    /// select * from users where id = $1;   -- $1 = 42
+    /// insert into cart_items …;
+    /// select * from users where id = $1;   -- $1 = 42 again
+    /// ```
+    ///
+    /// ## How to fix
+    /// Load the row once and pass it along, or memoise it for the request
+    /// (an identity map, a request-scoped cache).
+    ///
+    /// ## Settings
+    /// `min_repeats` (integer, default 2): runs with the same values that count.
+    pub struct RepeatedQuery {
+        severity: Severity,
+        settings: Settings,
+        steps: HashMap<usize, (StepKey, HashMap<u64, Group>)>,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Settings {
+    min_repeats: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { min_repeats: 2 }
+    }
+}
+
+fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
+    let settings: Settings = setup.settings()?;
+    Ok(Box::new(RepeatedQuery {
+        severity: setup.severity,
+        settings,
+        steps: HashMap::new(),
+    }))
+}
+
+#[derive(Debug)]
+struct Group {
+    hash: u64,
+    text: String,
+    /// Runs per parameter set, for at most `DISTINCT_CAP` sets.
+    runs: HashMap<u64, u64>,
+    examples: Vec<String>,
+    spread: TxnSpread,
+}
+
+impl Rule for RepeatedQuery {
+    fn observe(&mut self, s: &Statement<'_>) {
+        if matches!(
+            s.fingerprint.kind,
+            StatementKind::TransactionControl | StatementKind::Set
+        ) {
+            return;
+        }
+        let group = self
+            .steps
+            .entry(s.step)
+            .or_insert_with(|| (s.key.clone(), HashMap::new()))
+            .1
+            .entry(s.fingerprint.hash)
+            .or_insert_with(|| Group {
+                hash: s.fingerprint.hash,
+                text: s.fingerprint.text.clone(),
+                runs: HashMap::new(),
+                examples: Vec::new(),
+                spread: TxnSpread::default(),
+            });
+        group.spread.observe(s);
+        let known = group.runs.len();
+        let runs = match group.runs.get_mut(&s.values) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None if known < DISTINCT_CAP => {
+                group.runs.insert(s.values, 1);
+                1
+            }
+            None => return,
+        };
+        if runs == self.settings.min_repeats && group.examples.len() < 3 {
+            group.examples.push(s.example());
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        let min = self.settings.min_repeats;
+        for (key, groups) in self.steps.values() {
+            for group in groups.values() {
+                if group.spread.independent_units() {
+                    continue;
+                }
+                let repeated: Vec<u64> =
+                    group.runs.values().copied().filter(|&n| n >= min).collect();
+                if repeated.is_empty() {
+                    continue;
+                }
+                let runs: u64 = repeated.iter().sum();
+                let most = repeated.iter().copied().max().unwrap_or(0);
+                let message = if repeated.len() == 1 {
+                    format!("ran {}× with the same values", thousands(runs))
+                } else {
+                    format!(
+                        "{} value sets each ran more than once: {} runs, up to {}× the same values",
+                        thousands(repeated.len() as u64),
+                        thousands(runs),
+                        thousands(most)
+                    )
+                };
+                out.push(Finding {
+                    rule: META.id,
+                    severity: self.severity,
+                    flow: key.flow.clone(),
+                    step: key.step.clone(),
+                    message,
+                    fingerprint: Some(group.text.clone()),
+                    fingerprint_hash: Some(format!("{:016x}", group.hash)),
+                    count: runs,
+                    examples: group.examples.clone(),
+                    help: "run it once and reuse the result (pass the row along, or memoise it \
+                           for the request)"
+                        .to_owned(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::testing::{audit, events, fired};
+
+    #[test]
+    fn fires_on_the_same_values_twice() {
+        let f = audit(
+            events(&[
+                (1, "select * from users where id = $1", &["42"], Some(1)),
+                (
+                    1,
+                    "insert into cart_items (user_id) values ($1)",
+                    &["42"],
+                    Some(1),
+                ),
+                (2, "select * from users where id = $1", &["42"], Some(1)),
+            ]),
+            "",
+        );
+        let r = fired(&f, "repeated-query");
+        assert_eq!(r.len(), 1, "{f:#?}");
+        assert_eq!(r[0].count, 2);
+        assert_eq!(r[0].message, "ran 2× with the same values");
+        assert_eq!(
+            r[0].fingerprint.as_deref(),
+            Some("select * from users where id = ?")
+        );
+    }
+
+    #[test]
+    fn silent_on_different_values_and_on_transaction_control() {
+        let f = audit(
+            events(&[
+                (1, "select * from users where id = $1", &["1"], Some(1)),
+                (1, "select * from users where id = $1", &["2"], Some(1)),
+                (1, "BEGIN", &[], None),
+                (1, "COMMIT", &[], None),
+                (1, "BEGIN", &[], None),
+                (1, "COMMIT", &[], None),
+                (1, "SET search_path = public", &[], None),
+                (1, "SET search_path = public", &[], None),
+            ]),
+            "",
+        );
+        assert!(fired(&f, "repeated-query").is_empty(), "{f:#?}");
+    }
+
+    #[test]
+    fn literal_values_and_threshold() {
+        let rows = [
+            (1, "select * from users where id = 42", &[][..], Some(1)),
+            (1, "select * from users where id = 42", &[][..], Some(1)),
+        ];
+        assert_eq!(fired(&audit(events(&rows), ""), "repeated-query").len(), 1);
+        let f = audit(events(&rows), "[rules.repeated-query]\nmin_repeats = 3\n");
+        assert!(fired(&f, "repeated-query").is_empty());
+    }
+
+    #[test]
+    fn disabled_rule_is_silent() {
+        let rows = [
+            (1, "select 1", &[][..], Some(1)),
+            (1, "select 1", &[][..], Some(1)),
+        ];
+        let f = audit(events(&rows), "[rules.repeated-query]\nenabled = false\n");
+        assert!(f.is_empty());
+    }
+}
