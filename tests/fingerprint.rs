@@ -137,6 +137,10 @@ const CASES: &[(&str, &str)] = &[
         "select \"order\", \"a\"\"b\" from t",
         "select \"order\", \"a\"\"b\" from t",
     ),
+    (
+        "select \"position\", \"key\", \"user\" from \"t\"",
+        "select position, key, \"user\" from t",
+    ),
     // --- comments ---
     ("/*controller='users',action='show'*/ SELECT 1", "select ?"),
     ("SELECT 1 /*controller='users',action='show'*/", "select ?"),
