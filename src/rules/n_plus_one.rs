@@ -139,6 +139,8 @@ struct Episode {
     /// The oldest candidate and its runs when the loop began: when it runs
     /// again, a new loop begins.
     oldest: Option<(u64, u64)>,
+    /// The run of the step the loop belongs to (see `Statement::instance`).
+    instance: u64,
     last_select: Option<Source>,
 }
 
@@ -153,7 +155,7 @@ struct Flagged {
 }
 
 impl Episode {
-    fn begin(state: &StepState, hash: u64, conn: u64) -> Self {
+    fn begin(state: &StepState, hash: u64, conn: u64, instance: u64) -> Self {
         let sources: Vec<Source> = state
             .sources
             .iter()
@@ -166,6 +168,7 @@ impl Episode {
         Self {
             sources,
             oldest,
+            instance,
             last_select: state
                 .last_select
                 .get(&conn)
@@ -234,16 +237,19 @@ impl Rule for NPlusOne {
             .or_insert_with(|| StepState::new(s.key));
         let hash = s.fingerprint.hash;
 
-        // A new loop begins when the oldest candidate source has run again
-        // (the next request's list query), or at the fingerprint's first run.
+        // A new loop begins at the fingerprint's first run, in a new run of
+        // the step (a marker), or when the oldest candidate source has run
+        // again (the next request's list query).
         let restart = match state.groups.get(&hash) {
             None => true,
-            Some(g) => g
-                .episode
-                .oldest
-                .is_some_and(|(h, at)| state.groups.get(&h).is_some_and(|oldest| oldest.runs > at)),
+            Some(g) => {
+                g.episode.instance != s.instance
+                    || g.episode.oldest.is_some_and(|(h, at)| {
+                        state.groups.get(&h).is_some_and(|oldest| oldest.runs > at)
+                    })
+            }
         };
-        let episode = restart.then(|| Episode::begin(state, hash, s.conn));
+        let episode = restart.then(|| Episode::begin(state, hash, s.conn, s.instance));
         let group = state.groups.entry(hash).or_insert_with(|| Group {
             hash,
             text: s.fingerprint.text.clone(),

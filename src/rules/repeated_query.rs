@@ -74,10 +74,30 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
 struct Group {
     hash: u64,
     text: String,
-    /// Runs per parameter set, for at most `DISTINCT_CAP` sets.
+    /// The run of the step (see `Statement::instance`) that `runs` counts.
+    instance: u64,
+    /// Runs per parameter set in that run of the step, for at most
+    /// `DISTINCT_CAP` sets.
     runs: HashMap<u64, u64>,
+    /// What the step's finished runs showed: value sets repeated, their runs,
+    /// the most runs of one value set.
+    repeated: (u64, u64, u64),
     examples: Vec<String>,
     spread: TxnSpread,
+}
+
+impl Group {
+    /// Adds the repeats of the step's run under way to the totals, and forgets it.
+    fn tally(&mut self, min: u64) {
+        for &n in self.runs.values() {
+            if n >= min {
+                self.repeated.0 += 1;
+                self.repeated.1 += n;
+                self.repeated.2 = self.repeated.2.max(n);
+            }
+        }
+        self.runs.clear();
+    }
 }
 
 impl Rule for RepeatedQuery {
@@ -97,11 +117,18 @@ impl Rule for RepeatedQuery {
             .or_insert_with(|| Group {
                 hash: s.fingerprint.hash,
                 text: s.fingerprint.text.clone(),
+                instance: s.instance,
                 runs: HashMap::new(),
+                repeated: (0, 0, 0),
                 examples: Vec::new(),
                 spread: TxnSpread::default(),
             });
         group.spread.observe(s);
+        if group.instance != s.instance {
+            // A new run of the step: a value seen in an earlier run is not a repeat.
+            group.tally(self.settings.min_repeats);
+            group.instance = s.instance;
+        }
         let known = group.runs.len();
         let runs = match group.runs.get_mut(&s.values) {
             Some(n) => {
@@ -121,24 +148,19 @@ impl Rule for RepeatedQuery {
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
         let min = self.settings.min_repeats;
-        for (key, groups) in self.steps.values() {
-            for group in groups.values() {
-                if group.spread.independent_units() {
+        for (key, groups) in self.steps.values_mut() {
+            for group in groups.values_mut() {
+                group.tally(min);
+                let (sets, runs, most) = group.repeated;
+                if sets == 0 || group.spread.independent_units() {
                     continue;
                 }
-                let repeated: Vec<u64> =
-                    group.runs.values().copied().filter(|&n| n >= min).collect();
-                if repeated.is_empty() {
-                    continue;
-                }
-                let runs: u64 = repeated.iter().sum();
-                let most = repeated.iter().copied().max().unwrap_or(0);
-                let message = if repeated.len() == 1 {
+                let message = if sets == 1 {
                     format!("ran {}× with the same values", thousands(runs))
                 } else {
                     format!(
                         "{} value sets each ran more than once: {} runs, up to {}× the same values",
-                        thousands(repeated.len() as u64),
+                        thousands(sets),
                         thousands(runs),
                         thousands(most)
                     )
@@ -218,6 +240,23 @@ mod tests {
         assert_eq!(fired(&audit(events(&rows), ""), "repeated-query").len(), 1);
         let f = audit(events(&rows), "[rules.repeated-query]\nmin_repeats = 3\n");
         assert!(fired(&f, "repeated-query").is_empty());
+    }
+
+    #[test]
+    fn the_same_values_in_separate_runs_of_a_step_are_not_repeats() {
+        let rows = [
+            (1, "SET flowaudit.step = 'cart'", &[][..], None),
+            (1, "select * from users where id = $1", &["42"][..], Some(1)),
+            (1, "SET flowaudit.step = 'cart'", &[][..], None),
+            (1, "select * from users where id = $1", &["42"][..], Some(1)),
+        ];
+        assert!(fired(&audit(events(&rows), ""), "repeated-query").is_empty());
+        let mut twice = rows.to_vec();
+        twice.push((1, "select * from users where id = $1", &["42"][..], Some(1)));
+        let f = audit(events(&twice), "");
+        let r = fired(&f, "repeated-query");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].count, 2);
     }
 
     #[test]
