@@ -28,6 +28,12 @@ documented_rule! {
     /// source is the closest earlier SELECT of another fingerprint on the same
     /// connection. No source, no N+1.
     ///
+    /// Each loop is judged on its own: a loop ends when a marker starts a new
+    /// run of the step, or when the oldest query that could have fed it runs
+    /// again (the next request's list query). A step that runs once per
+    /// request is judged per request, and the finding says in how many loops
+    /// the pattern showed.
+    ///
     /// A loop of explicit transactions that each run the statement once (a
     /// benchmark, a batch job) is independent units of work, not an N+1.
     /// Writes repeated the same way (an INSERT per row) are reported too, as a
