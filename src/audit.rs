@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::baseline::Baseline;
+
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::attribute::{Attributed, Attributor, TxnOp};
@@ -27,6 +29,7 @@ pub struct Audit {
     ready: Vec<Attributed>,
     rules: Vec<Box<dyn Rule>>,
     allows: Vec<Allow>,
+    baseline: Option<Baseline>,
     /// Open explicit transaction per connection.
     open_txn: HashMap<u64, u64>,
     next_txn: u64,
@@ -46,10 +49,22 @@ struct StepCounts {
     timed: bool,
     transactions: u64,
     connections: HashSet<u64>,
+    /// Fingerprint hash → (fingerprint text, runs): one entry per distinct
+    /// fingerprint of the step.
+    fingerprints: HashMap<u64, (String, u64)>,
 }
 
 impl Audit {
     pub fn new(config: &RuleConfig) -> Result<Self, BuildError> {
+        Self::with_baseline(config, None)
+    }
+
+    /// An audit judged against a baseline: `query-count-regression` compares
+    /// counts with it, and the findings it has are known, not failing.
+    pub fn with_baseline(
+        config: &RuleConfig,
+        baseline: Option<&Baseline>,
+    ) -> Result<Self, BuildError> {
         let mut rules = Vec::new();
         for (id, entry) in &config.rules {
             if !entry.enabled {
@@ -60,6 +75,7 @@ impl Audit {
                 severity: entry.severity,
                 settings: entry.settings.clone(),
                 budgets: &config.budgets,
+                baseline,
             };
             rules.push((m.build)(&setup).map_err(|source| BuildError { rule: m.id, source })?);
         }
@@ -68,6 +84,7 @@ impl Audit {
             ready: Vec::new(),
             rules,
             allows: config.allows.clone(),
+            baseline: baseline.cloned(),
             open_txn: HashMap::new(),
             next_txn: 0,
             steps: Vec::new(),
@@ -104,6 +121,7 @@ impl Audit {
                     timed: false,
                     transactions: 0,
                     connections: HashSet::new(),
+                    fingerprints: HashMap::new(),
                 });
                 self.step_index.insert(key.clone(), self.steps.len() - 1);
                 self.steps.len() - 1
@@ -177,6 +195,10 @@ impl Audit {
         step.queries += u64::from(query);
         step.transactions += u64::from(started);
         step.connections.insert(item.conn);
+        step.fingerprints
+            .entry(item.fingerprint.hash)
+            .or_insert_with(|| (item.fingerprint.text.clone(), 0))
+            .1 += 1;
         if let Some(d) = item.event.duration_us {
             step.duration_us += d;
             step.timed = true;
@@ -206,7 +228,12 @@ impl Audit {
                 None => findings.push(f),
             }
         }
+        let mut known = Vec::new();
+        if let Some(b) = &self.baseline {
+            (known, findings) = findings.into_iter().partition(|f| b.knows(f));
+        }
         findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        known.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         allowed.sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
 
         let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count() as u64;
@@ -217,10 +244,16 @@ impl Audit {
             warnings: count(Severity::Warning),
             infos: count(Severity::Info),
             allowed: allowed.len() as u64,
+            known: known.len() as u64,
         };
 
         let mut flows: Vec<FlowReport> = Vec::new();
         for s in self.steps {
+            let baseline_statements = self
+                .baseline
+                .as_ref()
+                .and_then(|b| b.step(&s.key.flow, &s.key.step))
+                .map(|b| b.statements);
             let step = StepReport {
                 name: s.key.step,
                 statements: s.statements,
@@ -228,6 +261,12 @@ impl Audit {
                 duration_us: s.timed.then_some(s.duration_us),
                 transactions: s.transactions,
                 connections: s.connections.len() as u64,
+                baseline_statements,
+                fingerprints: s
+                    .fingerprints
+                    .into_iter()
+                    .map(|(hash, v)| (format!("{hash:016x}"), v))
+                    .collect(),
             };
             match flows.iter_mut().find(|f| f.name == s.key.flow) {
                 Some(flow) => flow.steps.push(step),
@@ -238,14 +277,22 @@ impl Audit {
             }
         }
 
-        Report {
+        let mut report = Report {
             version: 1,
             sources: self.sources.into_iter().collect(),
             flows,
             findings,
             allowed,
+            known,
+            tighten: Vec::new(),
+            notes: Vec::new(),
             summary,
+            inputs: Vec::new(),
+        };
+        if let Some(b) = &self.baseline {
+            report.tighten = b.drops(&report);
         }
+        report
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod attribute;
 pub mod audit;
+pub mod baseline;
 pub mod cli;
 pub mod exit;
 pub mod fingerprint;

@@ -199,3 +199,216 @@ fn several_files_keep_their_connections_apart() {
     assert_eq!(browse["connections"], 2);
     assert_eq!(browse["statements"], 20);
 }
+
+/// The checkout fixture with `edit` applied to its lines, written to `dir`.
+fn checkout_variant(dir: &std::path::Path, name: &str, edit: impl Fn(&mut Vec<String>)) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/checkout.jsonl"
+    ))
+    .expect("fixture");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    edit(&mut lines);
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write variant");
+    path.display().to_string()
+}
+
+/// The line of the browse step's inventory lookup for one product.
+fn inventory_line(lines: &[String], product: &str) -> usize {
+    let params = format!("\"params\": [\"{product}\"]");
+    lines
+        .iter()
+        .position(|l| l.contains("\\\"inventory\\\"") && l.contains(&params))
+        .expect("inventory lookup in the fixture")
+}
+
+#[test]
+fn baseline_round_trip() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let baseline = dir.path().join("baseline.json");
+    // Writing the baseline: today's findings become known, the run passes.
+    flowaudit()
+        .args(["analyze", "checkout.jsonl", "--write-baseline"])
+        .arg(&baseline)
+        .assert()
+        .code(0);
+    let written = std::fs::read_to_string(&baseline).expect("baseline written");
+    insta::assert_snapshot!("baseline_file", written);
+
+    // Unchanged: exit 0, the old findings shown as known.
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", "checkout.jsonl", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    assert!(
+        out.contains("known from the baseline (not failing):"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 errors · 0 warnings · 0 infos · 3 known"),
+        "{out}"
+    );
+    assert!(!out.contains("tighten"), "{out}");
+
+    // One more statement in browse: a regression of the step and of the fingerprint.
+    let more = checkout_variant(dir.path(), "more.jsonl", |lines| {
+        let i = inventory_line(lines, "8");
+        let extra = lines[i].replace("[\"8\"]", "[\"9\"]");
+        lines.insert(i + 1, extra);
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &more, "--format", "json", "--baseline"])
+            .arg(&baseline),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let messages: Vec<&str> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "query-count-regression")
+        .map(|f| f["message"].as_str().expect("message"))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "step checkout › browse ran 11 statements, the baseline has 10 (+1)",
+            "ran 9× in checkout › browse, the baseline has 8× (+1)",
+        ]
+    );
+    // Nine lookups for eight rows is no longer "once per row": the n-plus-one
+    // rule stays quiet, the other two findings are known.
+    assert_eq!(v["summary"]["known"], 2);
+
+    // One statement fewer: exit 0, and a note to tighten the baseline.
+    let fewer = checkout_variant(dir.path(), "fewer.jsonl", |lines| {
+        let i = inventory_line(lines, "8");
+        lines.remove(i);
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    assert!(
+        out.contains("counts dropped below the baseline; tighten it with --write-baseline:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("checkout › browse: 9 statements, the baseline allows 10"),
+        "{out}"
+    );
+    let md = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--format", "markdown", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    insta::assert_snapshot!(
+        "markdown_against_baseline",
+        md.replace(&fewer, "fewer.jsonl")
+    );
+
+    // A new finding fails while the old ones stay known.
+    let repeat = checkout_variant(dir.path(), "repeat.jsonl", |lines| {
+        let i = inventory_line(lines, "3");
+        lines[i] = lines[i].replace("[\"3\"]", "[\"2\"]");
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &repeat, "--fail-on", "warning", "--baseline"])
+            .arg(&baseline),
+        1,
+    );
+    assert!(
+        out.contains(" warn   repeated-query · checkout › browse"),
+        "{out}"
+    );
+    assert!(
+        out.contains("n-plus-one · checkout › browse — query ran 8×"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 errors · 1 warning · 0 infos · 3 known"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_baseline_is_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("b.json");
+    std::fs::write(&path, "{\"version\": 1}").expect("write");
+    let err = stderr_of(
+        flowaudit()
+            .args(["analyze", "checkout.jsonl", "--baseline"])
+            .arg(&path),
+        2,
+    );
+    assert!(
+        err.contains(&format!("baseline {}", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("missing field `flows`"), "{err}");
+    let err = stderr_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--baseline", "nope.json"]),
+        2,
+    );
+    assert!(err.contains("cannot read baseline nope.json"), "{err}");
+}
+
+#[test]
+fn sarif_report() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--format", "sarif"]),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["version"], "2.1.0");
+    let results = v["runs"][0]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    for r in results {
+        let fp = r["partialFingerprints"]["flowauditFinding/v1"]
+            .as_str()
+            .expect("partial fingerprint");
+        assert_eq!(fp.len(), 16);
+    }
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn junit_report() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--format", "junit"]),
+        1,
+    );
+    // One failure per finding at or above --fail-on (default error).
+    assert_eq!(out.matches("<failure ").count(), 1, "{out}");
+    insta::assert_snapshot!(out);
+    let out = stdout_of(
+        flowaudit().args([
+            "analyze",
+            "checkout.jsonl",
+            "--format",
+            "junit",
+            "--fail-on",
+            "warning",
+        ]),
+        1,
+    );
+    assert_eq!(out.matches("<failure ").count(), 3, "{out}");
+}
+
+#[test]
+fn markdown_report() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--format", "markdown"]),
+        1,
+    );
+    insta::assert_snapshot!(out);
+}

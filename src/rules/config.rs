@@ -230,6 +230,7 @@ impl RuleConfig {
                 severity: entry.severity,
                 settings: own.clone(),
                 budgets: &[],
+                baseline: None,
             };
             (m.build)(&alone).map_err(|e| invalid(path, format!("[rules.{id}]: {e}")))?;
             entry.settings.extend(own);
