@@ -27,8 +27,12 @@ pub struct BuildError {
 pub struct Audit {
     attributor: Attributor,
     ready: Vec<Attributed>,
-    rules: Vec<Box<dyn Rule>>,
+    /// The enabled rules, with their ids (for inline allowances).
+    rules: Vec<(&'static str, Box<dyn Rule>)>,
+    /// The allowances that have not expired.
     allows: Vec<Allow>,
+    /// Notes for the report (expired allowances).
+    notes: Vec<String>,
     baseline: Option<Baseline>,
     /// Open explicit transaction per connection.
     open_txn: HashMap<u64, u64>,
@@ -77,13 +81,32 @@ impl Audit {
                 budgets: &config.budgets,
                 baseline,
             };
-            rules.push((m.build)(&setup).map_err(|source| BuildError { rule: m.id, source })?);
+            let rule = (m.build)(&setup).map_err(|source| BuildError { rule: m.id, source })?;
+            rules.push((m.id, rule));
         }
         Ok(Self {
             attributor: Attributor::new(),
             ready: Vec::new(),
             rules,
-            allows: config.allows.clone(),
+            allows: config
+                .allows
+                .iter()
+                .filter(|a| !a.expired(config.today))
+                .cloned()
+                .collect(),
+            notes: config
+                .allows
+                .iter()
+                .filter_map(|a| {
+                    let last = a.expires.filter(|_| a.expired(config.today))?;
+                    Some(format!(
+                        "an [[allow]] in {} expired on {last} and no longer applies ({}): {}",
+                        a.file,
+                        a.rule.as_deref().unwrap_or("any rule"),
+                        a.reason
+                    ))
+                })
+                .collect(),
             baseline: baseline.cloned(),
             open_txn: HashMap::new(),
             next_txn: 0,
@@ -203,8 +226,12 @@ impl Audit {
             step.duration_us += d;
             step.timed = true;
         }
-        for rule in &mut self.rules {
-            rule.observe(&statement);
+        // A `flowaudit_allow` tag silences the rules it names for this statement.
+        let allowed = crate::attribute::allowed_rules(&item.event.sql);
+        for (id, rule) in &mut self.rules {
+            if !allowed.iter().any(|a| a == id) {
+                rule.observe(&statement);
+            }
         }
     }
 
@@ -213,7 +240,7 @@ impl Audit {
         self.drain();
 
         let mut found = Vec::new();
-        for rule in &mut self.rules {
+        for (_, rule) in &mut self.rules {
             rule.finish(&mut found);
         }
         let mut findings = Vec::new();
@@ -285,7 +312,7 @@ impl Audit {
             allowed,
             known,
             tighten: Vec::new(),
-            notes: Vec::new(),
+            notes: self.notes,
             summary,
             inputs: Vec::new(),
         };
@@ -395,6 +422,49 @@ mod tests {
         assert_eq!(report.allowed.len(), 1);
         assert_eq!(report.allowed[0].reason, "health check");
         assert_eq!(report.summary.allowed, 1);
+    }
+
+    #[test]
+    fn inline_allow_tag_silences_the_rules_it_names() {
+        let tagged = |tag: &str| -> Vec<Event> {
+            (0..3)
+                .map(|_| ev(&format!("select 1 /*flowaudit_allow='{tag}'*/"), 1))
+                .collect()
+        };
+        let config = RuleConfig::builtin().expect("defaults");
+        let fired = |events| {
+            let report = audit_events(&config, events).expect("audit");
+            report.findings.iter().map(|f| f.rule).collect::<Vec<_>>()
+        };
+        assert_eq!(fired(tagged("n-plus-one")), ["repeated-query"]);
+        assert!(fired(tagged("n-plus-one,repeated-query")).is_empty());
+        assert!(fired(tagged("n-plus-one%2C%20repeated-query")).is_empty());
+        // The statements still count.
+        let report = audit_events(&config, tagged("repeated-query")).expect("audit");
+        assert_eq!(report.summary.statements, 3);
+    }
+
+    #[test]
+    fn expired_allowances_stop_applying_and_say_so() {
+        let mut config = RuleConfig::builtin_with(
+            "[[allow]]\nrule = \"repeated-query\"\nstep = \"(unattributed)\"\nreason = \"until the cache lands\"\nexpires = \"2026-03-01\"\n",
+        )
+        .expect("valid");
+        let events = || vec![ev("select 1", 1), ev("select 1", 1)];
+        config.today = crate::date::Date::parse("2026-03-01").expect("date");
+        let report = audit_events(&config, events()).expect("audit");
+        assert!(report.findings.is_empty());
+        assert!(report.notes.is_empty());
+        config.today = crate::date::Date::parse("2026-03-02").expect("date");
+        let report = audit_events(&config, events()).expect("audit");
+        assert_eq!(report.findings.len(), 1);
+        assert_eq!(
+            report.notes,
+            [
+                "an [[allow]] in <inline> expired on 2026-03-01 and no longer applies \
+                 (repeated-query): until the cache lands"
+            ]
+        );
     }
 
     #[test]

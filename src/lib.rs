@@ -9,6 +9,7 @@ pub mod attribute;
 pub mod audit;
 pub mod baseline;
 pub mod cli;
+pub mod date;
 pub mod exit;
 pub mod fingerprint;
 pub mod model;
