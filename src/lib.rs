@@ -15,4 +15,5 @@ pub mod fingerprint;
 pub mod model;
 pub mod report;
 pub mod rules;
+pub mod scale;
 pub mod trace;

@@ -412,3 +412,40 @@ fn markdown_report() {
     );
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn compare_proves_n_plus_one_by_scale() {
+    // A loop over the products: 8 lookups with 8 products, 24 with 24.
+    let out = stdout_of(
+        flowaudit().args(["compare", "scale/loop-8.jsonl", "scale/loop-24.jsonl"]),
+        1,
+    );
+    assert!(
+        out.contains("grows with the data: 8 runs at the small size, 24 at the large"),
+        "{out}"
+    );
+    insta::assert_snapshot!(out);
+    // The ten banner lookups of `home` look like an N+1 in one run, but their
+    // count does not grow with the data: compare passes them.
+    let single = stdout_of(flowaudit().args(["analyze", "scale/loop-24.jsonl"]), 1);
+    assert!(single.contains("n-plus-one · shop › home"), "{single}");
+    assert!(!out.contains("shop › home"), "{out}");
+    // The batched shop: constant counts, exit 0.
+    let out = stdout_of(
+        flowaudit().args([
+            "compare",
+            "scale/batched-8.jsonl",
+            "scale/batched-24.jsonl",
+            "--format",
+            "json",
+        ]),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["findings"].as_array().map(Vec::len), Some(0), "{out}");
+    let err = stderr_of(
+        flowaudit().args(["compare", "scale/loop-8.jsonl", "no-such.jsonl"]),
+        2,
+    );
+    assert!(err.contains("cannot read trace no-such.jsonl"), "{err}");
+}

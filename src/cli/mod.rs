@@ -2,6 +2,7 @@
 //! prints; everything else returns values and typed errors.
 
 pub mod analyze;
+pub mod compare;
 pub mod rules;
 
 use std::io::{IsTerminal, Write};
@@ -36,6 +37,9 @@ pub struct Cli {
 pub enum Command {
     /// Audit trace files (JSON Lines, one executed statement a line).
     Analyze(analyze::AnalyzeArgs),
+    /// Compare two traces of the same flows run with different amounts of data:
+    /// statements whose count grows with the data are N+1s.
+    Compare(compare::CompareArgs),
     /// The rule catalogue: list the rules, or explain one.
     Rules(rules::RulesArgs),
 }
@@ -191,6 +195,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::Rules(args) => rules::run(&args),
     };
     match result {
