@@ -303,6 +303,32 @@ fn baseline_round_trip() {
         out.contains("checkout › browse: 9 statements, the baseline allows 10"),
         "{out}"
     );
+    let json = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--format", "json", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(
+        v["tighten"][0],
+        "checkout › browse: 9 statements, the baseline allows 10"
+    );
+    assert_eq!(v["flows"][0]["steps"][1]["baseline_statements"], 10);
+    let sarif = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--format", "sarif", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&sarif).expect("valid JSON");
+    let states: Vec<&str> = v["runs"][0]["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["baselineState"].as_str().expect("baselineState"))
+        .collect();
+    assert_eq!(states, ["unchanged"; 3]);
     let md = stdout_of(
         flowaudit()
             .args(["analyze", &fewer, "--format", "markdown", "--baseline"])
@@ -448,4 +474,70 @@ fn compare_proves_n_plus_one_by_scale() {
         2,
     );
     assert!(err.contains("cannot read trace no-such.jsonl"), "{err}");
+}
+
+#[test]
+fn expired_allowances_stop_applying_and_reports_say_so() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--rules", "rules-expired"]),
+        1,
+    );
+    // The table wraps lines; compare the words.
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(
+            "note: an [[allow]] in rules-expired/expired.toml expired on 2000-01-31 and no \
+             longer applies (slow-query)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(" warn   slow-query · checkout › checkout"),
+        "{out}"
+    );
+    assert!(
+        flat.contains("repeated-query · checkout › add_to_cart — the user lookup is memoised"),
+        "{out}"
+    );
+    let md = stdout_of(
+        flowaudit().args([
+            "analyze",
+            "checkout.jsonl",
+            "--rules",
+            "rules-expired",
+            "--format",
+            "markdown",
+        ]),
+        1,
+    );
+    assert!(
+        md.contains("> note: an \\[\\[allow\\]\\] in rules-expired/expired.toml"),
+        "{md}"
+    );
+}
+
+#[test]
+fn inline_allow_tag_silences_a_rule_for_its_statements() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tagged = checkout_variant(dir.path(), "tagged.jsonl", |lines| {
+        for line in lines.iter_mut() {
+            if line.contains("\\\"inventory\\\".\\\"stock\\\"") {
+                *line = line.replace("LIMIT 1\"", "LIMIT 1 /*flowaudit_allow='n-plus-one'*/\"");
+            }
+        }
+    });
+    let out = stdout_of(
+        flowaudit().args(["analyze", &tagged, "--format", "json"]),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let rules: Vec<&str> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["rule"].as_str().expect("rule"))
+        .collect();
+    assert_eq!(rules, ["repeated-query", "slow-query"], "{out}");
+    // The statements still count.
+    assert_eq!(v["flows"][0]["steps"][1]["statements"], 10);
 }
