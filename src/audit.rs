@@ -10,7 +10,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::attribute::{Attributed, Attributor, TxnOp};
 use crate::model::{Event, Finding, Severity, StepKey, TxnStatus};
-use crate::report::{AllowedFinding, FlowReport, Report, StepReport, Summary};
+use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
 use crate::rules::{Rule, RuleConfig, RuleSetup, Statement, meta};
 
@@ -55,7 +55,7 @@ struct StepCounts {
     connections: HashSet<u64>,
     /// Fingerprint hash → (fingerprint text, runs): one entry per distinct
     /// fingerprint of the step.
-    fingerprints: HashMap<u64, (String, u64)>,
+    fingerprints: HashMap<u64, FingerprintCount>,
 }
 
 impl Audit {
@@ -218,16 +218,25 @@ impl Audit {
         step.queries += u64::from(query);
         step.transactions += u64::from(started);
         step.connections.insert(item.conn);
-        step.fingerprints
+        // A `flowaudit_allow` tag silences the rules it names for this statement.
+        let allowed = crate::attribute::allowed_rules(&item.event.sql);
+        let counted = step
+            .fingerprints
             .entry(item.fingerprint.hash)
-            .or_insert_with(|| (item.fingerprint.text.clone(), 0))
-            .1 += 1;
+            .or_insert_with(|| FingerprintCount {
+                text: item.fingerprint.text.clone(),
+                ..FingerprintCount::default()
+            });
+        counted.count += 1;
+        for id in &allowed {
+            if !counted.allows.contains(id) {
+                counted.allows.push(id.clone());
+            }
+        }
         if let Some(d) = item.event.duration_us {
             step.duration_us += d;
             step.timed = true;
         }
-        // A `flowaudit_allow` tag silences the rules it names for this statement.
-        let allowed = crate::attribute::allowed_rules(&item.event.sql);
         for (id, rule) in &mut self.rules {
             if !allowed.iter().any(|a| a == id) {
                 rule.observe(&statement);

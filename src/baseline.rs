@@ -91,12 +91,12 @@ impl Baseline {
                 let fingerprints = step
                     .fingerprints
                     .iter()
-                    .map(|(hash, (text, count))| {
+                    .map(|(hash, c)| {
                         (
                             hash.clone(),
                             FingerprintBaseline {
-                                count: *count,
-                                fingerprint: text.clone(),
+                                count: c.count,
+                                fingerprint: c.text.clone(),
                             },
                         )
                     })
@@ -179,7 +179,7 @@ impl Baseline {
                     ));
                 }
                 for (hash, b) in &base.fingerprints {
-                    let now = step.fingerprints.get(hash).map_or(0, |(_, n)| *n);
+                    let now = step.fingerprints.get(hash).map_or(0, |c| c.count);
                     if now < b.count {
                         notes.push(format!(
                             "{} › {}: {} ran {now}×, the baseline allows {} ({hash})",

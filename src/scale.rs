@@ -35,9 +35,12 @@ pub fn compare(config: &RuleConfig, small: &Report, large: Report) -> Report {
                 ));
                 continue;
             };
-            for (hash, (text, after)) in &step.fingerprints {
-                let was = before.fingerprints.get(hash).map_or(0, |(_, n)| *n);
-                if *after > was && enabled {
+            for (hash, now) in &step.fingerprints {
+                let (text, after) = (&now.text, &now.count);
+                let was = before.fingerprints.get(hash).map_or(0, |c| c.count);
+                // A `flowaudit_allow='n-plus-one'` tag on its statements silences it here too.
+                let allowed = now.allows.iter().any(|a| a == N_PLUS_ONE);
+                if *after > was && enabled && !allowed {
                     grown.push(Finding {
                         rule: N_PLUS_ONE,
                         severity,
@@ -115,6 +118,10 @@ mod tests {
     use crate::model::Event;
 
     fn run(config: &RuleConfig, products: usize, batched: bool) -> Report {
+        run_tagged(config, products, batched, "")
+    }
+
+    fn run_tagged(config: &RuleConfig, products: usize, batched: bool, tag: &str) -> Report {
         let mut events = vec![
             Event {
                 sql: "SET flowaudit.step = 'browse'".into(),
@@ -134,7 +141,7 @@ mod tests {
         }
         for i in 0..if batched { 0 } else { products } {
             events.push(Event {
-                sql: format!("select * from stock where id = {i}"),
+                sql: format!("select * from stock where id = {i}{tag}"),
                 ..Event::default()
             });
         }
@@ -160,6 +167,14 @@ mod tests {
             )]
         );
         let report = compare(&config, &run(&config, 8, true), run(&config, 24, true));
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        // A loop its application marks as meant is not judged.
+        let tag = " /*flowaudit_allow='n-plus-one'*/";
+        let report = compare(
+            &config,
+            &run_tagged(&config, 8, false, tag),
+            run_tagged(&config, 24, false, tag),
+        );
         assert!(report.findings.is_empty(), "{:?}", report.findings);
         // The same loop at the same size is constant: it passes.
         let report = compare(&config, &run(&config, 8, false), run(&config, 8, false));

@@ -61,10 +61,20 @@ pub struct StepReport {
     /// The step's statements in the `--baseline`, when it has the step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_statements: Option<u64>,
-    /// Fingerprint hash (16 hex digits) → (fingerprint, runs): one counter per
-    /// distinct fingerprint, for baselines; not part of the JSON report.
+    /// Fingerprint hash (16 hex digits) → its runs: one counter per distinct
+    /// fingerprint, for baselines and `compare`; not part of the JSON report.
     #[serde(skip)]
-    pub fingerprints: BTreeMap<String, (String, u64)>,
+    pub fingerprints: BTreeMap<String, FingerprintCount>,
+}
+
+/// How often one fingerprint ran in a step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FingerprintCount {
+    /// The normalised statement.
+    pub text: String,
+    pub count: u64,
+    /// Rule ids its statements' `flowaudit_allow` tags named.
+    pub allows: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
