@@ -40,7 +40,6 @@ struct Tool {
 struct Driver {
     name: &'static str,
     version: &'static str,
-    information_uri: &'static str,
     rules: Vec<Descriptor>,
 }
 
@@ -180,7 +179,6 @@ pub fn render(report: &Report) -> String {
                 driver: Driver {
                     name: "flowaudit",
                     version: env!("CARGO_PKG_VERSION"),
-                    information_uri: "https://github.com/flowaudit/flowaudit",
                     rules,
                 },
             },
