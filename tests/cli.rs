@@ -560,3 +560,38 @@ fn inline_allow_tag_silences_a_rule_for_its_statements() {
     // The statements still count.
     assert_eq!(v["flows"][0]["steps"][1]["statements"], 10);
 }
+
+#[test]
+fn writing_a_baseline_keeps_regressions_against_the_old_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = dir.path().join("old.json");
+    let new = dir.path().join("new.json");
+    flowaudit()
+        .args(["analyze", "checkout.jsonl", "--write-baseline"])
+        .arg(&old)
+        .assert()
+        .code(0);
+    let more = checkout_variant(dir.path(), "more.jsonl", |lines| {
+        let i = inventory_line(lines, "8");
+        let extra = lines[i].replace("[\"8\"]", "[\"9\"]");
+        lines.insert(i + 1, extra);
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &more, "--baseline"])
+            .arg(&old)
+            .arg("--write-baseline")
+            .arg(&new),
+        1,
+    );
+    assert!(out.contains("error  query-count-regression"), "{out}");
+    let written = std::fs::read_to_string(&new).expect("written");
+    assert!(!written.contains("query-count-regression"), "{written}");
+    assert!(written.contains("\"statements\": 11"), "{written}");
+    // The new baseline accepts the new counts.
+    flowaudit()
+        .args(["analyze", &more, "--baseline"])
+        .arg(&new)
+        .assert()
+        .code(0);
+}

@@ -65,7 +65,8 @@ pub struct AuditArgs {
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
     /// Write this run's counts and findings as a baseline to FILE; its findings
-    /// are then known, so the run passes.
+    /// are then known, so the run passes (regressions against a --baseline
+    /// given too still fail it).
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
 }
