@@ -57,6 +57,24 @@ impl Tags {
     }
 }
 
+/// The sqlcommenter key that silences rules for one statement (issue 8):
+/// `/*flowaudit_allow='n-plus-one,repeated-query'*/`.
+pub const ALLOW_TAG: &str = "flowaudit_allow";
+
+/// The rule ids a statement's `flowaudit_allow` tag names (comma-separated).
+pub fn allowed_rules(sql: &str) -> Vec<String> {
+    // Most statements carry no such tag: skip parsing them.
+    if !sql.contains(ALLOW_TAG) {
+        return Vec::new();
+    }
+    parse_tags(sql).get(ALLOW_TAG).map_or_else(Vec::new, |ids| {
+        ids.split(',')
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .collect()
+    })
+}
+
 /// Where the sqlcommenter comment sits in the statement text, if any.
 fn tag_comment_span(sql: &str) -> Option<(usize, usize)> {
     let trimmed_end = sql.trim_end().trim_end_matches(';').trim_end();

@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::baseline::Baseline;
+
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::attribute::{Attributed, Attributor, TxnOp};
 use crate::model::{Event, Finding, Severity, StepKey, TxnStatus};
-use crate::report::{AllowedFinding, FlowReport, Report, StepReport, Summary};
+use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
 use crate::rules::{Rule, RuleConfig, RuleSetup, Statement, meta};
 
@@ -25,8 +27,13 @@ pub struct BuildError {
 pub struct Audit {
     attributor: Attributor,
     ready: Vec<Attributed>,
-    rules: Vec<Box<dyn Rule>>,
+    /// The enabled rules, with their ids (for inline allowances).
+    rules: Vec<(&'static str, Box<dyn Rule>)>,
+    /// The allowances that have not expired.
     allows: Vec<Allow>,
+    /// Notes for the report (expired allowances).
+    notes: Vec<String>,
+    baseline: Option<Baseline>,
     /// Open explicit transaction per connection.
     open_txn: HashMap<u64, u64>,
     next_txn: u64,
@@ -46,10 +53,22 @@ struct StepCounts {
     timed: bool,
     transactions: u64,
     connections: HashSet<u64>,
+    /// Fingerprint hash → (fingerprint text, runs): one entry per distinct
+    /// fingerprint of the step.
+    fingerprints: HashMap<u64, FingerprintCount>,
 }
 
 impl Audit {
     pub fn new(config: &RuleConfig) -> Result<Self, BuildError> {
+        Self::with_baseline(config, None)
+    }
+
+    /// An audit judged against a baseline: `query-count-regression` compares
+    /// counts with it, and the findings it has are known, not failing.
+    pub fn with_baseline(
+        config: &RuleConfig,
+        baseline: Option<&Baseline>,
+    ) -> Result<Self, BuildError> {
         let mut rules = Vec::new();
         for (id, entry) in &config.rules {
             if !entry.enabled {
@@ -60,14 +79,35 @@ impl Audit {
                 severity: entry.severity,
                 settings: entry.settings.clone(),
                 budgets: &config.budgets,
+                baseline,
             };
-            rules.push((m.build)(&setup).map_err(|source| BuildError { rule: m.id, source })?);
+            let rule = (m.build)(&setup).map_err(|source| BuildError { rule: m.id, source })?;
+            rules.push((m.id, rule));
         }
         Ok(Self {
             attributor: Attributor::new(),
             ready: Vec::new(),
             rules,
-            allows: config.allows.clone(),
+            allows: config
+                .allows
+                .iter()
+                .filter(|a| !a.expired(config.today))
+                .cloned()
+                .collect(),
+            notes: config
+                .allows
+                .iter()
+                .filter_map(|a| {
+                    let last = a.expires.filter(|_| a.expired(config.today))?;
+                    Some(format!(
+                        "an [[allow]] in {} expired on {last} and no longer applies ({}): {}",
+                        a.file,
+                        a.rule.as_deref().unwrap_or("any rule"),
+                        a.reason
+                    ))
+                })
+                .collect(),
+            baseline: baseline.cloned(),
             open_txn: HashMap::new(),
             next_txn: 0,
             steps: Vec::new(),
@@ -104,6 +144,7 @@ impl Audit {
                     timed: false,
                     transactions: 0,
                     connections: HashSet::new(),
+                    fingerprints: HashMap::new(),
                 });
                 self.step_index.insert(key.clone(), self.steps.len() - 1);
                 self.steps.len() - 1
@@ -178,12 +219,29 @@ impl Audit {
         step.queries += u64::from(query);
         step.transactions += u64::from(started);
         step.connections.insert(item.conn);
+        // A `flowaudit_allow` tag silences the rules it names for this statement.
+        let allowed = crate::attribute::allowed_rules(&item.event.sql);
+        let counted = step
+            .fingerprints
+            .entry(item.fingerprint.hash)
+            .or_insert_with(|| FingerprintCount {
+                text: item.fingerprint.text.clone(),
+                ..FingerprintCount::default()
+            });
+        counted.count += 1;
+        for id in &allowed {
+            if !counted.allows.contains(id) {
+                counted.allows.push(id.clone());
+            }
+        }
         if let Some(d) = item.event.duration_us {
             step.duration_us += d;
             step.timed = true;
         }
-        for rule in &mut self.rules {
-            rule.observe(&statement);
+        for (id, rule) in &mut self.rules {
+            if !allowed.iter().any(|a| a == id) {
+                rule.observe(&statement);
+            }
         }
     }
 
@@ -192,7 +250,7 @@ impl Audit {
         self.drain();
 
         let mut found = Vec::new();
-        for rule in &mut self.rules {
+        for (_, rule) in &mut self.rules {
             rule.finish(&mut found);
         }
         let mut findings = Vec::new();
@@ -207,7 +265,12 @@ impl Audit {
                 None => findings.push(f),
             }
         }
+        let mut known = Vec::new();
+        if let Some(b) = &self.baseline {
+            (known, findings) = findings.into_iter().partition(|f| b.knows(f));
+        }
         findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        known.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         allowed.sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
 
         let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count() as u64;
@@ -218,10 +281,16 @@ impl Audit {
             warnings: count(Severity::Warning),
             infos: count(Severity::Info),
             allowed: allowed.len() as u64,
+            known: known.len() as u64,
         };
 
         let mut flows: Vec<FlowReport> = Vec::new();
         for s in self.steps {
+            let baseline_statements = self
+                .baseline
+                .as_ref()
+                .and_then(|b| b.step(&s.key.flow, &s.key.step))
+                .map(|b| b.statements);
             let step = StepReport {
                 name: s.key.step,
                 statements: s.statements,
@@ -229,6 +298,12 @@ impl Audit {
                 duration_us: s.timed.then_some(s.duration_us),
                 transactions: s.transactions,
                 connections: s.connections.len() as u64,
+                baseline_statements,
+                fingerprints: s
+                    .fingerprints
+                    .into_iter()
+                    .map(|(hash, v)| (format!("{hash:016x}"), v))
+                    .collect(),
             };
             match flows.iter_mut().find(|f| f.name == s.key.flow) {
                 Some(flow) => flow.steps.push(step),
@@ -239,14 +314,22 @@ impl Audit {
             }
         }
 
-        Report {
+        let mut report = Report {
             version: 1,
             sources: self.sources.into_iter().collect(),
             flows,
             findings,
             allowed,
+            known,
+            tighten: Vec::new(),
+            notes: self.notes,
             summary,
+            inputs: Vec::new(),
+        };
+        if let Some(b) = &self.baseline {
+            report.tighten = b.drops(&report);
         }
+        report
     }
 }
 
@@ -349,6 +432,49 @@ mod tests {
         assert_eq!(report.allowed.len(), 1);
         assert_eq!(report.allowed[0].reason, "health check");
         assert_eq!(report.summary.allowed, 1);
+    }
+
+    #[test]
+    fn inline_allow_tag_silences_the_rules_it_names() {
+        let tagged = |tag: &str| -> Vec<Event> {
+            (0..3)
+                .map(|_| ev(&format!("select 1 /*flowaudit_allow='{tag}'*/"), 1))
+                .collect()
+        };
+        let config = RuleConfig::builtin().expect("defaults");
+        let fired = |events| {
+            let report = audit_events(&config, events).expect("audit");
+            report.findings.iter().map(|f| f.rule).collect::<Vec<_>>()
+        };
+        assert_eq!(fired(tagged("n-plus-one")), ["repeated-query"]);
+        assert!(fired(tagged("n-plus-one,repeated-query")).is_empty());
+        assert!(fired(tagged("n-plus-one%2C%20repeated-query")).is_empty());
+        // The statements still count.
+        let report = audit_events(&config, tagged("repeated-query")).expect("audit");
+        assert_eq!(report.summary.statements, 3);
+    }
+
+    #[test]
+    fn expired_allowances_stop_applying_and_say_so() {
+        let mut config = RuleConfig::builtin_with(
+            "[[allow]]\nrule = \"repeated-query\"\nstep = \"(unattributed)\"\nreason = \"until the cache lands\"\nexpires = \"2026-03-01\"\n",
+        )
+        .expect("valid");
+        let events = || vec![ev("select 1", 1), ev("select 1", 1)];
+        config.today = crate::date::Date::parse("2026-03-01").expect("date");
+        let report = audit_events(&config, events()).expect("audit");
+        assert!(report.findings.is_empty());
+        assert!(report.notes.is_empty());
+        config.today = crate::date::Date::parse("2026-03-02").expect("date");
+        let report = audit_events(&config, events()).expect("audit");
+        assert_eq!(report.findings.len(), 1);
+        assert_eq!(
+            report.notes,
+            [
+                "an [[allow]] in <inline> expired on 2026-03-01 and no longer applies \
+                 (repeated-query): until the cache lands"
+            ]
+        );
     }
 
     #[test]

@@ -7,10 +7,13 @@
 
 pub mod attribute;
 pub mod audit;
+pub mod baseline;
 pub mod cli;
+pub mod date;
 pub mod exit;
 pub mod fingerprint;
 pub mod model;
 pub mod report;
 pub mod rules;
+pub mod scale;
 pub mod trace;

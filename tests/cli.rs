@@ -199,3 +199,399 @@ fn several_files_keep_their_connections_apart() {
     assert_eq!(browse["connections"], 2);
     assert_eq!(browse["statements"], 20);
 }
+
+/// The checkout fixture with `edit` applied to its lines, written to `dir`.
+fn checkout_variant(dir: &std::path::Path, name: &str, edit: impl Fn(&mut Vec<String>)) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/checkout.jsonl"
+    ))
+    .expect("fixture");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    edit(&mut lines);
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write variant");
+    path.display().to_string()
+}
+
+/// The line of the browse step's inventory lookup for one product.
+fn inventory_line(lines: &[String], product: &str) -> usize {
+    let params = format!("\"params\": [\"{product}\"]");
+    lines
+        .iter()
+        .position(|l| l.contains("\\\"inventory\\\"") && l.contains(&params))
+        .expect("inventory lookup in the fixture")
+}
+
+#[test]
+fn baseline_round_trip() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let baseline = dir.path().join("baseline.json");
+    // Writing the baseline: today's findings become known, the run passes.
+    flowaudit()
+        .args(["analyze", "checkout.jsonl", "--write-baseline"])
+        .arg(&baseline)
+        .assert()
+        .code(0);
+    let written = std::fs::read_to_string(&baseline).expect("baseline written");
+    insta::assert_snapshot!("baseline_file", written);
+
+    // Unchanged: exit 0, the old findings shown as known.
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", "checkout.jsonl", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    assert!(
+        out.contains("known from the baseline (not failing):"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 errors · 0 warnings · 0 infos · 3 known"),
+        "{out}"
+    );
+    assert!(!out.contains("tighten"), "{out}");
+
+    // One more statement in browse: a regression of the step and of the fingerprint.
+    let more = checkout_variant(dir.path(), "more.jsonl", |lines| {
+        let i = inventory_line(lines, "8");
+        let extra = lines[i].replace("[\"8\"]", "[\"9\"]");
+        lines.insert(i + 1, extra);
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &more, "--format", "json", "--baseline"])
+            .arg(&baseline),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let messages: Vec<&str> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "query-count-regression")
+        .map(|f| f["message"].as_str().expect("message"))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "step checkout › browse ran 11 statements, the baseline has 10 (+1)",
+            "ran 9× in checkout › browse, the baseline has 8× (+1)",
+        ]
+    );
+    // Nine lookups for eight rows is no longer "once per row": the n-plus-one
+    // rule stays quiet, the other two findings are known.
+    assert_eq!(v["summary"]["known"], 2);
+
+    // One statement fewer: exit 0, and a note to tighten the baseline.
+    let fewer = checkout_variant(dir.path(), "fewer.jsonl", |lines| {
+        let i = inventory_line(lines, "8");
+        lines.remove(i);
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    assert!(
+        out.contains("counts dropped below the baseline; tighten it with --write-baseline:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("checkout › browse: 9 statements, the baseline allows 10"),
+        "{out}"
+    );
+    let json = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--format", "json", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(
+        v["tighten"][0],
+        "checkout › browse: 9 statements, the baseline allows 10"
+    );
+    assert_eq!(v["flows"][0]["steps"][1]["baseline_statements"], 10);
+    let sarif = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--format", "sarif", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&sarif).expect("valid JSON");
+    let states: Vec<&str> = v["runs"][0]["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["baselineState"].as_str().expect("baselineState"))
+        .collect();
+    assert_eq!(states, ["unchanged"; 3]);
+    let md = stdout_of(
+        flowaudit()
+            .args(["analyze", &fewer, "--format", "markdown", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    insta::assert_snapshot!(
+        "markdown_against_baseline",
+        md.replace(&fewer, "fewer.jsonl")
+    );
+
+    // A new finding fails while the old ones stay known.
+    let repeat = checkout_variant(dir.path(), "repeat.jsonl", |lines| {
+        let i = inventory_line(lines, "3");
+        lines[i] = lines[i].replace("[\"3\"]", "[\"2\"]");
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &repeat, "--fail-on", "warning", "--baseline"])
+            .arg(&baseline),
+        1,
+    );
+    assert!(
+        out.contains(" warn   repeated-query · checkout › browse"),
+        "{out}"
+    );
+    assert!(
+        out.contains("n-plus-one · checkout › browse — query ran 8×"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 errors · 1 warning · 0 infos · 3 known"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_baseline_is_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("b.json");
+    std::fs::write(&path, "{\"version\": 1}").expect("write");
+    let err = stderr_of(
+        flowaudit()
+            .args(["analyze", "checkout.jsonl", "--baseline"])
+            .arg(&path),
+        2,
+    );
+    assert!(
+        err.contains(&format!("baseline {}", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("missing field `flows`"), "{err}");
+    let err = stderr_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--baseline", "nope.json"]),
+        2,
+    );
+    assert!(err.contains("cannot read baseline nope.json"), "{err}");
+}
+
+#[test]
+fn sarif_report() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--format", "sarif"]),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["version"], "2.1.0");
+    let results = v["runs"][0]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    for r in results {
+        let fp = r["partialFingerprints"]["flowauditFinding/v1"]
+            .as_str()
+            .expect("partial fingerprint");
+        assert_eq!(fp.len(), 16);
+    }
+    // Each rule's help is its documentation (`rules explain`); it is checked
+    // here and left out of the snapshot, so that editing a rule's docs does
+    // not churn this one.
+    let rules = v["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .expect("rules");
+    assert_eq!(rules.len(), 5);
+    let mut shown = out.clone();
+    for rule in rules {
+        let id = rule["id"].as_str().expect("id");
+        let explained = stdout_of(flowaudit().args(["rules", "explain", id]), 0);
+        for key in ["text", "markdown"] {
+            let help = rule["help"][key].as_str().expect("help");
+            assert!(help.contains("## What it does"), "{id}: {help}");
+            assert!(explained.contains(help.trim()), "{id}: {explained}");
+            let quoted = serde_json::to_string(help).expect("serialises");
+            shown = shown.replace(&quoted, "\"(the rule's documentation)\"");
+        }
+    }
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn junit_report() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--format", "junit"]),
+        1,
+    );
+    // One failure per finding at or above --fail-on (default error).
+    assert_eq!(out.matches("<failure ").count(), 1, "{out}");
+    insta::assert_snapshot!(out);
+    let out = stdout_of(
+        flowaudit().args([
+            "analyze",
+            "checkout.jsonl",
+            "--format",
+            "junit",
+            "--fail-on",
+            "warning",
+        ]),
+        1,
+    );
+    assert_eq!(out.matches("<failure ").count(), 3, "{out}");
+}
+
+#[test]
+fn markdown_report() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--format", "markdown"]),
+        1,
+    );
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn compare_proves_n_plus_one_by_scale() {
+    // A loop over the products: 8 lookups with 8 products, 24 with 24.
+    let out = stdout_of(
+        flowaudit().args(["compare", "scale/loop-8.jsonl", "scale/loop-24.jsonl"]),
+        1,
+    );
+    assert!(
+        out.contains("grows with the data: 8 runs at the small size, 24 at the large"),
+        "{out}"
+    );
+    insta::assert_snapshot!(out);
+    // The ten banner lookups of `home` look like an N+1 in one run, but their
+    // count does not grow with the data: compare passes them.
+    let single = stdout_of(flowaudit().args(["analyze", "scale/loop-24.jsonl"]), 1);
+    assert!(single.contains("n-plus-one · shop › home"), "{single}");
+    assert!(!out.contains("shop › home"), "{out}");
+    // The batched shop: constant counts, exit 0.
+    let out = stdout_of(
+        flowaudit().args([
+            "compare",
+            "scale/batched-8.jsonl",
+            "scale/batched-24.jsonl",
+            "--format",
+            "json",
+        ]),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["findings"].as_array().map(Vec::len), Some(0), "{out}");
+    let err = stderr_of(
+        flowaudit().args(["compare", "scale/loop-8.jsonl", "no-such.jsonl"]),
+        2,
+    );
+    assert!(err.contains("cannot read trace no-such.jsonl"), "{err}");
+}
+
+#[test]
+fn expired_allowances_stop_applying_and_reports_say_so() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--rules", "rules-expired"]),
+        1,
+    );
+    // The table wraps lines; compare the words.
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(
+            "note: an [[allow]] in rules-expired/expired.toml expired on 2000-01-31 and no \
+             longer applies (slow-query)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(" warn   slow-query · checkout › checkout"),
+        "{out}"
+    );
+    assert!(
+        flat.contains("repeated-query · checkout › add_to_cart — the user lookup is memoised"),
+        "{out}"
+    );
+    let md = stdout_of(
+        flowaudit().args([
+            "analyze",
+            "checkout.jsonl",
+            "--rules",
+            "rules-expired",
+            "--format",
+            "markdown",
+        ]),
+        1,
+    );
+    assert!(
+        md.contains("> note: an \\[\\[allow\\]\\] in rules-expired/expired.toml"),
+        "{md}"
+    );
+}
+
+#[test]
+fn inline_allow_tag_silences_a_rule_for_its_statements() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tagged = checkout_variant(dir.path(), "tagged.jsonl", |lines| {
+        for line in lines.iter_mut() {
+            if line.contains("\\\"inventory\\\".\\\"stock\\\"") {
+                *line = line.replace("LIMIT 1\"", "LIMIT 1 /*flowaudit_allow='n-plus-one'*/\"");
+            }
+        }
+    });
+    let out = stdout_of(
+        flowaudit().args(["analyze", &tagged, "--format", "json"]),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let rules: Vec<&str> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["rule"].as_str().expect("rule"))
+        .collect();
+    assert_eq!(rules, ["repeated-query", "slow-query"], "{out}");
+    // The statements still count.
+    assert_eq!(v["flows"][0]["steps"][1]["statements"], 10);
+}
+
+#[test]
+fn writing_a_baseline_keeps_regressions_against_the_old_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = dir.path().join("old.json");
+    let new = dir.path().join("new.json");
+    flowaudit()
+        .args(["analyze", "checkout.jsonl", "--write-baseline"])
+        .arg(&old)
+        .assert()
+        .code(0);
+    let more = checkout_variant(dir.path(), "more.jsonl", |lines| {
+        let i = inventory_line(lines, "8");
+        let extra = lines[i].replace("[\"8\"]", "[\"9\"]");
+        lines.insert(i + 1, extra);
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &more, "--baseline"])
+            .arg(&old)
+            .arg("--write-baseline")
+            .arg(&new),
+        1,
+    );
+    assert!(out.contains("error  query-count-regression"), "{out}");
+    let written = std::fs::read_to_string(&new).expect("written");
+    assert!(!written.contains("query-count-regression"), "{written}");
+    assert!(written.contains("\"statements\": 11"), "{written}");
+    // The new baseline accepts the new counts.
+    flowaudit()
+        .args(["analyze", &more, "--baseline"])
+        .arg(&new)
+        .assert()
+        .code(0);
+}

@@ -37,13 +37,15 @@ const CONN_RANGE_BITS: u32 = 40;
 
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<u8> {
     let config = args.audit.load_rules()?;
-    let report = analyze(args, &config)?;
-    args.audit.emit(&report)
+    let mut report = analyze(args, &config)?;
+    args.audit.emit(&mut report)
 }
 
 /// Audits the files and returns the report (tests call this directly).
 pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow::Result<Report> {
-    let mut audit = Audit::new(config).context("invalid rule settings")?;
+    let baseline = args.audit.load_baseline()?;
+    let mut audit =
+        Audit::with_baseline(config, baseline.as_ref()).context("invalid rule settings")?;
     for (index, path) in args.files.iter().enumerate() {
         let reader = TraceReader::open(path).map_err(|e| match e {
             TraceError::Io { path, source } => anyhow::anyhow!(
@@ -70,5 +72,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
             audit.push(event);
         }
     }
-    Ok(audit.finish())
+    let mut report = audit.finish();
+    report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
+    Ok(report)
 }

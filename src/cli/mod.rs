@@ -2,6 +2,7 @@
 //! prints; everything else returns values and typed errors.
 
 pub mod analyze;
+pub mod compare;
 pub mod rules;
 
 use std::io::{IsTerminal, Write};
@@ -12,6 +13,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::audit::at_or_above;
+use crate::baseline::Baseline;
 use crate::exit;
 use crate::model::Severity;
 use crate::report::{Format, Report, render};
@@ -35,6 +37,9 @@ pub struct Cli {
 pub enum Command {
     /// Audit trace files (JSON Lines, one executed statement a line).
     Analyze(analyze::AnalyzeArgs),
+    /// Compare two traces of the same flows run with different amounts of data:
+    /// statements whose count grows with the data are N+1s.
+    Compare(compare::CompareArgs),
     /// The rule catalogue: list the rules, or explain one.
     Rules(rules::RulesArgs),
 }
@@ -55,6 +60,15 @@ pub struct AuditArgs {
     /// Exit 1 when a finding at or above this severity remains.
     #[arg(long, value_enum, default_value_t = FailOn::Error, value_name = "LEVEL")]
     pub fail_on: FailOn,
+    /// Judge the run against a baseline written by --write-baseline: counts
+    /// above it are `query-count-regression`, findings in it are known.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write this run's counts and findings as a baseline to FILE; its findings
+    /// are then known, so the run passes (regressions against a --baseline
+    /// given too still fail it).
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,13 +109,42 @@ impl AuditArgs {
         })
     }
 
-    /// Writes the report where asked and says which exit code it calls for.
-    pub fn emit(&self, report: &Report) -> anyhow::Result<u8> {
+    /// The `--baseline`, read and checked; a bad file is an error naming it.
+    pub fn load_baseline(&self) -> anyhow::Result<Option<Baseline>> {
+        let Some(path) = &self.baseline else {
+            return Ok(None);
+        };
+        Baseline::load(path).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n  hint: write a baseline with --write-baseline FILE (README, \"CI\")"
+            )
+        })
+    }
+
+    /// Writes the baseline when asked (its findings become known), then the
+    /// report where asked, and says which exit code it calls for.
+    pub fn emit(&self, report: &mut Report) -> anyhow::Result<u8> {
+        if let Some(path) = &self.write_baseline {
+            std::fs::write(path, Baseline::of(report).to_json())
+                .with_context(|| format!("cannot write the baseline to {}", path.display()))?;
+            let (regressions, known): (Vec<_>, Vec<_>) = std::mem::take(&mut report.findings)
+                .into_iter()
+                .partition(|f| f.rule == crate::rules::QUERY_COUNT_REGRESSION);
+            report.findings = regressions;
+            report.known.extend(known);
+            report.known.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+            let s = &mut report.summary;
+            s.known = report.known.len() as u64;
+            let count = |l| report.findings.iter().filter(|f| f.severity == l).count() as u64;
+            s.errors = count(Severity::Error);
+            s.warnings = count(Severity::Warning);
+            s.infos = count(Severity::Info);
+        }
         let width = match &self.output {
             Some(_) => 80,
             None => terminal_width(),
         };
-        let text = render(report, self.format, width);
+        let text = render(report, self.format, width, self.fail_on.level());
         match &self.output {
             Some(path) => std::fs::write(path, &text)
                 .with_context(|| format!("cannot write the report to {}", path.display()))?,
@@ -153,6 +196,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::Rules(args) => rules::run(&args),
     };
     match result {

@@ -1,7 +1,12 @@
 //! What an audit found, and its renderings: one file per output format.
 
 pub mod json;
+pub mod junit;
+pub mod markdown;
+pub mod sarif;
 pub mod table;
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -19,7 +24,19 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Findings that a rule file's `[[allow]]` set aside, with its reason.
     pub allowed: Vec<AllowedFinding>,
+    /// Findings the `--baseline` already has: shown, not failing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub known: Vec<Finding>,
+    /// Where counts dropped below the `--baseline`: it can be tightened there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tighten: Vec<String>,
+    /// Notes about the run itself (an expired allowance, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub summary: Summary,
+    /// The files audited, for formats that point at a location (SARIF).
+    #[serde(skip)]
+    pub inputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +58,23 @@ pub struct StepReport {
     /// Explicit transactions started in the step.
     pub transactions: u64,
     pub connections: u64,
+    /// The step's statements in the `--baseline`, when it has the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_statements: Option<u64>,
+    /// Fingerprint hash (16 hex digits) → its runs: one counter per distinct
+    /// fingerprint, for baselines and `compare`; not part of the JSON report.
+    #[serde(skip)]
+    pub fingerprints: BTreeMap<String, FingerprintCount>,
+}
+
+/// How often one fingerprint ran in a step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FingerprintCount {
+    /// The normalised statement.
+    pub text: String,
+    pub count: u64,
+    /// Rule ids its statements' `flowaudit_allow` tags named.
+    pub allows: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +93,13 @@ pub struct Summary {
     pub warnings: u64,
     pub infos: u64,
     pub allowed: u64,
+    /// Findings known from the baseline (not counted above).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub known: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Output formats of the auditing commands.
@@ -66,13 +107,28 @@ pub struct Summary {
 pub enum Format {
     Table,
     Json,
+    /// SARIF 2.1.0, for code scanning.
+    Sarif,
+    /// JUnit XML: a testsuite per flow, a testcase per step.
+    Junit,
+    /// Compact Markdown for a pull-request comment.
+    Markdown,
 }
 
-/// Renders a report in the chosen format.
-pub fn render(report: &Report, format: Format, width: usize) -> String {
+/// Renders a report in the chosen format; `fail_on` decides which findings
+/// are failures in JUnit (`None`: none are).
+pub fn render(
+    report: &Report,
+    format: Format,
+    width: usize,
+    fail_on: Option<crate::model::Severity>,
+) -> String {
     match format {
         Format::Table => table::render(report, width),
         Format::Json => json::render(report),
+        Format::Sarif => sarif::render(report),
+        Format::Junit => junit::render(report, fail_on),
+        Format::Markdown => markdown::render(report),
     }
 }
 

@@ -121,14 +121,40 @@ pub fn render(report: &Report, width: usize) -> String {
         }
     }
 
+    if !report.known.is_empty() {
+        let _ = writeln!(out, "\n known from the baseline (not failing):");
+        for f in &report.known {
+            let line = format!("{} · {} › {} — {}", f.rule, f.flow, f.step, f.message);
+            wrap_into(&mut out, &line, width, " ", "   ");
+        }
+    }
+    if !report.tighten.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n counts dropped below the baseline; tighten it with --write-baseline:"
+        );
+        for note in &report.tighten {
+            wrap_into(&mut out, note, width, " ", "   ");
+        }
+    }
+    for note in &report.notes {
+        out.push('\n');
+        wrap_into(&mut out, &format!("note: {note}"), width, " ", "   ");
+    }
+
     let _ = writeln!(
         out,
-        "\n{} · {} · {}{}",
+        "\n{} · {} · {}{}{}",
         plural(s.errors, "error", "errors"),
         plural(s.warnings, "warning", "warnings"),
         plural(s.infos, "info", "infos"),
         if s.allowed > 0 {
             format!(" · {} allowed", s.allowed)
+        } else {
+            String::new()
+        },
+        if s.known > 0 {
+            format!(" · {} known", s.known)
         } else {
             String::new()
         }

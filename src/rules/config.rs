@@ -14,6 +14,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{REGISTRY, RuleSetup, meta};
+use crate::date::Date;
 use crate::model::{Finding, Severity};
 
 /// The shipped defaults, always loaded first.
@@ -61,6 +62,8 @@ struct AllowSpec {
     flow: Option<String>,
     step: Option<String>,
     reason: String,
+    /// `YYYY-MM-DD`: from the day after, the allowance no longer applies.
+    expires: Option<String>,
 }
 
 /// A query budget: `[[budget]] flow = "checkout" step = "browse" max_statements = 10`.
@@ -101,9 +104,16 @@ pub struct Allow {
     pub step: Option<String>,
     pub reason: String,
     pub file: String,
+    /// The last day the allowance applies.
+    pub expires: Option<Date>,
 }
 
 impl Allow {
+    /// Whether the allowance has expired by `today`.
+    pub fn expired(&self, today: Date) -> bool {
+        self.expires.is_some_and(|last| today > last)
+    }
+
     pub fn matches(&self, f: &Finding) -> bool {
         self.rule.as_deref().is_none_or(|r| r == f.rule)
             && self.flow.as_deref().is_none_or(|x| x == f.flow)
@@ -132,6 +142,8 @@ pub struct RuleConfig {
     pub examples: Vec<Example>,
     /// The files read, in order.
     pub files: Vec<String>,
+    /// The day `expires` is judged against: today (UTC), set by tests.
+    pub today: Date,
 }
 
 impl RuleConfig {
@@ -153,6 +165,7 @@ impl RuleConfig {
             budgets: Vec::new(),
             examples: Vec::new(),
             files: Vec::new(),
+            today: Date::today(),
         }
     }
 
@@ -230,6 +243,7 @@ impl RuleConfig {
                 severity: entry.severity,
                 settings: own.clone(),
                 budgets: &[],
+                baseline: None,
             };
             (m.build)(&alone).map_err(|e| invalid(path, format!("[rules.{id}]: {e}")))?;
             entry.settings.extend(own);
@@ -289,6 +303,18 @@ fn allow(path: &Path, spec: AllowSpec) -> Result<Allow, ConfigError> {
     if spec.reason.trim().is_empty() {
         return Err(invalid(path, "[[allow]] reason: say why this is allowed"));
     }
+    let expires = spec
+        .expires
+        .as_deref()
+        .map(|text| {
+            Date::parse(text).ok_or_else(|| {
+                invalid(
+                    path,
+                    format!("[[allow]] expires: \"{text}\" is not a date as YYYY-MM-DD"),
+                )
+            })
+        })
+        .transpose()?;
     let fingerprint = spec
         .fingerprint
         .as_deref()
@@ -302,6 +328,7 @@ fn allow(path: &Path, spec: AllowSpec) -> Result<Allow, ConfigError> {
         step: spec.step,
         reason: spec.reason,
         file: path.display().to_string(),
+        expires,
     })
 }
 
@@ -384,6 +411,23 @@ mod tests {
         assert!(e.contains("name a fingerprint"), "{e}");
         let e = err("[[allow]]\nfingerprint = \"(\"\nreason = \"r\"\n");
         assert!(e.contains("[[allow]] fingerprint"), "{e}");
+    }
+
+    #[test]
+    fn allow_expires_on_a_real_date() {
+        let e = err("[[allow]]\nstep = \"s\"\nreason = \"r\"\nexpires = \"2026-02-30\"\n");
+        assert!(
+            e.contains("[[allow]] expires: \"2026-02-30\" is not a date"),
+            "{e}"
+        );
+        let c = RuleConfig::builtin_with(
+            "[[allow]]\nstep = \"s\"\nreason = \"r\"\nexpires = \"2026-03-01\"\n",
+        )
+        .expect("valid");
+        let a = &c.allows[0];
+        let day = |s| Date::parse(s).expect("date");
+        assert!(!a.expired(day("2026-03-01")));
+        assert!(a.expired(day("2026-03-02")));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 
 mod n_plus_one;
 mod query_budget;
+mod query_count_regression;
 mod repeated_query;
 mod slow_query;
 
@@ -25,7 +26,11 @@ pub static REGISTRY: &[&RuleMeta] = &[
     &repeated_query::META,
     &query_budget::META,
     &slow_query::META,
+    &query_count_regression::META,
 ];
+
+/// The id of the rule that compares counts with a baseline.
+pub const QUERY_COUNT_REGRESSION: &str = "query-count-regression";
 
 /// Looks a rule up by its id.
 pub fn meta(id: &str) -> Option<&'static RuleMeta> {
@@ -66,6 +71,8 @@ pub struct RuleSetup<'a> {
     /// The rule's own keys from the rule files (severity and enabled removed).
     pub settings: toml::Table,
     pub budgets: &'a [Budget],
+    /// The `--baseline`, when one was given.
+    pub baseline: Option<&'a crate::baseline::Baseline>,
 }
 
 impl RuleSetup<'_> {
