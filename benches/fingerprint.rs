@@ -283,7 +283,7 @@ const TEMPLATES: &[Template] = &[
 ];
 
 fn build_corpus() -> Vec<String> {
-    let mut rng = Rng(0x00f1_0a0d_17);
+    let mut rng = Rng(0x0000_f10a_0d17);
     let mut corpus = Vec::with_capacity(STATEMENTS);
     let mut i = 0;
     while corpus.len() < STATEMENTS {
