@@ -7,7 +7,9 @@
 
 pub mod attribute;
 pub mod audit;
+pub mod capture;
 pub mod cli;
+pub mod demo;
 pub mod exit;
 pub mod fingerprint;
 pub mod model;

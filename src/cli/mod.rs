@@ -2,6 +2,7 @@
 //! prints; everything else returns values and typed errors.
 
 pub mod analyze;
+pub mod demo;
 pub mod rules;
 
 use std::io::{IsTerminal, Write};
@@ -33,6 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the bundled shop's journey on embedded SQLite and audit it.
+    Demo(demo::DemoArgs),
     /// Audit trace files (JSON Lines, one executed statement a line).
     Analyze(analyze::AnalyzeArgs),
     /// The rule catalogue: list the rules, or explain one.
@@ -52,9 +55,10 @@ pub struct AuditArgs {
     /// Write the report to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Exit 1 when a finding at or above this severity remains.
-    #[arg(long, value_enum, default_value_t = FailOn::Error, value_name = "LEVEL")]
-    pub fail_on: FailOn,
+    /// Exit 1 when a finding at or above this severity remains [default: error;
+    /// for demo: never].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub fail_on: Option<FailOn>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +101,12 @@ impl AuditArgs {
 
     /// Writes the report where asked and says which exit code it calls for.
     pub fn emit(&self, report: &Report) -> anyhow::Result<u8> {
+        self.emit_failing_on(report, FailOn::Error)
+    }
+
+    /// As [`Self::emit`], with `default` standing for `--fail-on` when it is
+    /// not given.
+    pub fn emit_failing_on(&self, report: &Report, default: FailOn) -> anyhow::Result<u8> {
         let width = match &self.output {
             Some(_) => 80,
             None => terminal_width(),
@@ -107,11 +117,11 @@ impl AuditArgs {
                 .with_context(|| format!("cannot write the report to {}", path.display()))?,
             None => print_stdout(&text)?,
         }
-        Ok(self.exit_code(report))
+        Ok(self.exit_code(report, default))
     }
 
-    pub fn exit_code(&self, report: &Report) -> u8 {
-        match self.fail_on.level() {
+    pub fn exit_code(&self, report: &Report, default: FailOn) -> u8 {
+        match self.fail_on.unwrap_or(default).level() {
             Some(level) if at_or_above(&report.findings, level) > 0 => exit::FINDINGS,
             _ => exit::OK,
         }
@@ -153,6 +163,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Rules(args) => rules::run(&args),
     };
     match result {
