@@ -15,7 +15,9 @@
 //!   transaction status (`sqlite3_get_autocommit`) and the connection;
 //! - `SQLITE_TRACE_ROW`: one more result row;
 //! - `SQLITE_TRACE_PROFILE` (the run ended: done, failed, or reset early):
-//!   the duration, and `rows`: result rows for a statement that returns
+//!   the duration since the run started, timed here with `Instant` because
+//!   SQLite's own profile time comes from the VFS clock, in whole
+//!   milliseconds; and `rows`: result rows for a statement that returns
 //!   columns, else the rows it changed (the growth of
 //!   `sqlite3_total_changes64`, so 0 for DDL and transaction control).
 //!
@@ -51,6 +53,7 @@ use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Instant;
 
 use libsqlite3_sys::{
     SQLITE_TRACE_CLOSE, SQLITE_TRACE_PROFILE, SQLITE_TRACE_ROW, SQLITE_TRACE_STMT,
@@ -90,6 +93,7 @@ struct Running {
     index: usize,
     rows: u64,
     changes_before: i64,
+    started: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -208,6 +212,8 @@ unsafe extern "C" fn on_trace(
                         index,
                         rows: 0,
                         changes_before,
+                        // The run starts when this callback returns.
+                        started: Instant::now(),
                     },
                 );
             }
@@ -220,17 +226,18 @@ unsafe extern "C" fn on_trace(
                 let Some(r) = state.running.remove(&running_key) else {
                     return;
                 };
-                // SAFETY: for SQLITE_TRACE_PROFILE, P is the statement and X
-                // points to its run time in nanoseconds (an i64).
-                let (nanos, returns_rows, changes) = unsafe {
+                let elapsed = r.started.elapsed();
+                // SAFETY: for SQLITE_TRACE_PROFILE, P is the statement (X, its
+                // millisecond-grained run time, is not used).
+                let (returns_rows, changes) = unsafe {
                     (
-                        x.cast::<i64>().read(),
                         sqlite3_column_count(stmt) > 0,
                         sqlite3_total_changes64(sqlite3_db_handle(stmt)),
                     )
                 };
                 if let Some(event) = state.events.get_mut(r.index) {
-                    event.duration_us = Some(u64::try_from(nanos / 1000).unwrap_or(0));
+                    event.duration_us =
+                        Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
                     event.rows = Some(if returns_rows {
                         r.rows
                     } else {
