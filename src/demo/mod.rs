@@ -84,6 +84,8 @@ pub struct DemoRun {
     pub setup_statements: u64,
     /// Wall time of the journey, setup excluded.
     pub journey_time: Duration,
+    /// Wall time of each step of the journey, in order.
+    pub step_times: Vec<(&'static str, Duration)>,
     /// Products the catalogue page listed.
     pub listed: usize,
     pub order: orders::Order,
@@ -106,9 +108,15 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
     let setup_statements = db.executed();
     let setup_events = capture.as_ref().map(Capture::take).unwrap_or_default();
 
+    let mut steps = Steps {
+        capture: capture.as_ref(),
+        times: Vec::with_capacity(STEPS.len()),
+        current: None,
+    };
     let started = Instant::now();
-    let (listed, order) = journey(&db, capture.as_ref(), settings.fixed).await?;
+    let (listed, order) = journey(&db, &mut steps, settings.fixed).await?;
     let journey_time = started.elapsed();
+    let step_times = steps.times;
     db.close().await;
 
     Ok(DemoRun {
@@ -117,28 +125,43 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
         journey_statements: db.executed() - setup_statements,
         setup_statements,
         journey_time,
+        step_times,
         listed,
         order,
     })
 }
 
-/// The user journey of the seed's integration test: register, browse, add two
-/// products to the cart, check out.
-async fn journey(
-    db: &Db,
-    capture: Option<&Capture>,
-    fixed: bool,
-) -> Result<(usize, orders::Order)> {
-    let step = |name: &str| {
-        if let Some(c) = capture {
+/// Marks the journey's steps through the capture and times them.
+struct Steps<'a> {
+    capture: Option<&'a Capture>,
+    times: Vec<(&'static str, Duration)>,
+    current: Option<(&'static str, Instant)>,
+}
+
+impl Steps<'_> {
+    fn start(&mut self, name: &'static str) {
+        self.end();
+        if let Some(c) = self.capture {
             c.step(name);
         }
-    };
-    if let Some(c) = capture {
+        self.current = Some((name, Instant::now()));
+    }
+
+    fn end(&mut self) {
+        if let Some((name, started)) = self.current.take() {
+            self.times.push((name, started.elapsed()));
+        }
+    }
+}
+
+/// The user journey of the seed's integration test: register, browse, add two
+/// products to the cart, check out.
+async fn journey(db: &Db, steps: &mut Steps<'_>, fixed: bool) -> Result<(usize, orders::Order)> {
+    if let Some(c) = steps.capture {
         c.flow(FLOW);
     }
 
-    step(STEPS[0]);
+    steps.start(STEPS[0]);
     let user = auth::register(
         db,
         &auth::NewUser {
@@ -149,13 +172,13 @@ async fn journey(
     )
     .await?;
 
-    step(STEPS[1]);
+    steps.start(STEPS[1]);
     let catalogue = products::list_catalogue(db, fixed).await?;
     if catalogue.is_empty() {
         return Err(DemoError::Rejected("no products available".into()));
     }
 
-    step(STEPS[2]);
+    steps.start(STEPS[2]);
     if fixed {
         cart::add_items(db, user.id, &CART).await?;
     } else {
@@ -164,8 +187,9 @@ async fn journey(
         }
     }
 
-    step(STEPS[3]);
+    steps.start(STEPS[3]);
     let order = orders::checkout(db, user.id, fixed).await?;
+    steps.end();
     if order.status != "pending" {
         return Err(DemoError::Rejected(format!(
             "order status {}",
