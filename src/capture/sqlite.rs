@@ -138,6 +138,8 @@ impl Capture {
     /// Hooks a connection: from now on every statement it runs is recorded.
     /// Meant for `SqlitePoolOptions::after_connect`.
     pub async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        let mut handle = conn.lock_handle().await?;
+        let db = handle.as_raw_handle();
         let id = {
             let mut state = lock(&self.state);
             state.connections += 1;
@@ -151,8 +153,6 @@ impl Capture {
                 conn: id,
             },
         );
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle();
         // SAFETY: the locked handle gives this thread exclusive use of the
         // connection; the context is a key, never dereferenced (module docs).
         unsafe {
