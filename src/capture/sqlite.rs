@@ -19,7 +19,8 @@
 //!   SQLite's own profile time comes from the VFS clock, in whole
 //!   milliseconds; and `rows`: result rows for a statement that returns
 //!   columns, else the rows it changed (the growth of
-//!   `sqlite3_total_changes64`, so 0 for DDL and transaction control).
+//!   `sqlite3_total_changes64`: rows its triggers wrote included, 0 for DDL and
+//!   transaction control).
 //!
 //! Events are kept in the order statements started, so an N+1's source query
 //! comes before its loop even when a statement's run ends late. Trigger
@@ -339,11 +340,7 @@ mod tests {
 
     #[test]
     fn records_text_values_rows_and_transaction_status() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let events = rt.block_on(run());
+        let events = block_on(run());
         let sql: Vec<&str> = events.iter().map(|e| e.sql.as_str()).collect();
         assert_eq!(
             sql,
@@ -368,5 +365,58 @@ mod tests {
             && e.flow.as_deref() == Some("f")
             && e.source.as_deref() == Some(SOURCE)
             && e.duration_us.is_some()));
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn trigger_programs_are_part_of_their_statement() {
+        let events = block_on(async {
+            let capture = Capture::new();
+            let mut conn = SqliteConnection::connect("sqlite::memory:")
+                .await
+                .expect("in-memory database");
+            capture.install(&mut conn).await.expect("hook");
+            conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+                .await
+                .expect("create");
+            conn.execute("CREATE TABLE log (id INTEGER)")
+                .await
+                .expect("create");
+            conn.execute(
+                "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.id); END",
+            )
+            .await
+            .expect("trigger");
+            conn.execute("INSERT INTO t VALUES (1)")
+                .await
+                .expect("insert");
+            conn.close().await.expect("close");
+            capture.events()
+        });
+        assert_eq!(events.len(), 4, "{events:#?}");
+        assert_eq!(events[3].sql, "INSERT INTO t VALUES (1)");
+        // The row the trigger wrote counts as a change of the statement.
+        assert_eq!(events[3].rows, Some(2));
+    }
+
+    #[test]
+    fn a_capture_dropped_before_its_connection_is_harmless() {
+        block_on(async {
+            let capture = Capture::new();
+            let mut conn = SqliteConnection::connect("sqlite::memory:")
+                .await
+                .expect("in-memory database");
+            capture.install(&mut conn).await.expect("hook");
+            drop(capture);
+            conn.execute("SELECT 1").await.expect("runs unobserved");
+            conn.close().await.expect("close");
+        });
     }
 }
