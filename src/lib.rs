@@ -8,8 +8,10 @@
 pub mod attribute;
 pub mod audit;
 pub mod baseline;
+pub mod capture;
 pub mod cli;
 pub mod date;
+pub mod demo;
 pub mod exit;
 pub mod fingerprint;
 pub mod model;

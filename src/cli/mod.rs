@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod compare;
+pub mod demo;
 pub mod rules;
 
 use std::io::{IsTerminal, Write};
@@ -35,6 +36,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the bundled shop's journey on embedded SQLite and audit it.
+    Demo(demo::DemoArgs),
     /// Audit trace files (JSON Lines, one executed statement a line).
     Analyze(analyze::AnalyzeArgs),
     /// Compare two traces of the same flows run with different amounts of data:
@@ -57,9 +60,10 @@ pub struct AuditArgs {
     /// Write the report to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Exit 1 when a finding at or above this severity remains.
-    #[arg(long, value_enum, default_value_t = FailOn::Error, value_name = "LEVEL")]
-    pub fail_on: FailOn,
+    /// Exit 1 when a finding at or above this severity remains [default: error;
+    /// for demo: never].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub fail_on: Option<FailOn>,
     /// Judge the run against a baseline written by --write-baseline: counts
     /// above it are `query-count-regression`, findings in it are known.
     #[arg(long, value_name = "FILE")]
@@ -124,6 +128,12 @@ impl AuditArgs {
     /// Writes the baseline when asked (its findings become known), then the
     /// report where asked, and says which exit code it calls for.
     pub fn emit(&self, report: &mut Report) -> anyhow::Result<u8> {
+        self.emit_failing_on(report, FailOn::Error)
+    }
+
+    /// As [`Self::emit`], with `default` standing for `--fail-on` when it is
+    /// not given.
+    pub fn emit_failing_on(&self, report: &mut Report, default: FailOn) -> anyhow::Result<u8> {
         if let Some(path) = &self.write_baseline {
             std::fs::write(path, Baseline::of(report).to_json())
                 .with_context(|| format!("cannot write the baseline to {}", path.display()))?;
@@ -144,17 +154,22 @@ impl AuditArgs {
             Some(_) => 80,
             None => terminal_width(),
         };
-        let text = render(report, self.format, width, self.fail_on.level());
+        let text = render(
+            report,
+            self.format,
+            width,
+            self.fail_on.unwrap_or(default).level(),
+        );
         match &self.output {
             Some(path) => std::fs::write(path, &text)
                 .with_context(|| format!("cannot write the report to {}", path.display()))?,
             None => print_stdout(&text)?,
         }
-        Ok(self.exit_code(report))
+        Ok(self.exit_code(report, default))
     }
 
-    pub fn exit_code(&self, report: &Report) -> u8 {
-        match self.fail_on.level() {
+    pub fn exit_code(&self, report: &Report, default: FailOn) -> u8 {
+        match self.fail_on.unwrap_or(default).level() {
             Some(level) if at_or_above(&report.findings, level) > 0 => exit::FINDINGS,
             _ => exit::OK,
         }
@@ -197,6 +212,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Rules(args) => rules::run(&args),
     };
     match result {

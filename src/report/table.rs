@@ -71,14 +71,25 @@ pub fn render(report: &Report, width: usize) -> String {
                 severity_counts(&mine),
             ]);
         }
+        // Step names stay whole unless they are long; when the table is too
+        // wide, the findings column wraps between its counts instead.
+        let longest_step = flow.steps.iter().map(|s| s.name.chars().count()).max();
+        let last = 6;
         for (i, column) in table.column_iter_mut().enumerate() {
             if i > 0 {
                 column.set_cell_alignment(CellAlignment::Right);
-                column.set_constraint(ColumnConstraint::ContentWidth);
-            } else {
-                column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(8)));
             }
+            if i == last {
+                column.set_delimiter(',');
+            }
+            column.set_constraint(match i {
+                0 if longest_step.is_some_and(|n| n <= 24) => ColumnConstraint::ContentWidth,
+                0 => ColumnConstraint::LowerBoundary(Width::Fixed(8)),
+                i if i == last => ColumnConstraint::LowerBoundary(Width::Fixed(8)),
+                _ => ColumnConstraint::ContentWidth,
+            });
         }
+        debug_assert_eq!(table.column_count(), last + 1);
         for line in table.to_string().lines() {
             let _ = writeln!(out, " {line}");
         }

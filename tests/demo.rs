@@ -1,0 +1,261 @@
+//! The bundled shop: its journey's findings as shipped and fixed, the capture
+//! counted against the shop's own statement count, the trace round trip
+//! through `analyze`, and the table report users see first.
+
+use assert_cmd::Command;
+use flowaudit::audit::audit_events;
+use flowaudit::demo::{self, DemoRun, DemoSettings};
+use flowaudit::model::Severity;
+use flowaudit::report::{Format, Report, render};
+use flowaudit::rules::RuleConfig;
+
+fn run(fixed: bool) -> DemoRun {
+    demo::run(&DemoSettings {
+        fixed,
+        ..DemoSettings::default()
+    })
+    .expect("the demo journey runs")
+}
+
+fn audit(run: &DemoRun) -> Report {
+    let config = RuleConfig::builtin().expect("built-in rules");
+    audit_events(&config, run.events.clone()).expect("audit")
+}
+
+fn flowaudit() -> Command {
+    let mut cmd = Command::cargo_bin("flowaudit").expect("the binary is built");
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+    cmd
+}
+
+fn summary(report: &Report) -> Vec<(&'static str, String, u64)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.rule, f.step.clone(), f.count))
+        .collect()
+}
+
+#[test]
+fn shipped_journey_has_its_n_plus_one_and_repeated_queries() {
+    let run = run(false);
+    let report = audit(&run);
+    let found = summary(&report);
+    // Sorted by (flow, step, rule, fingerprint), as every report is.
+    let expected = [
+        // the cart and the user, looked up again for the second item
+        ("repeated-query", "add_to_cart", 2),
+        ("repeated-query", "add_to_cart", 2),
+        // categories, then inventory: one lookup per product of 24
+        ("n-plus-one", "browse", 24),
+        ("n-plus-one", "browse", 24),
+        // the 4 categories, looked up again and again
+        ("repeated-query", "browse", 24),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(r, s, n)| (*r, (*s).to_owned(), *n))
+        .collect();
+    assert_eq!(found, expected, "{:#?}", report.findings);
+    let about = |i: usize, table: &str| {
+        report.findings[i]
+            .fingerprint
+            .as_deref()
+            .is_some_and(|f| f.contains(&format!("from {table} where")))
+    };
+    assert!(
+        about(0, "carts") && about(1, "users"),
+        "{:#?}",
+        report.findings
+    );
+    assert!(about(2, "categories") && about(3, "inventory") && about(4, "categories"));
+    assert_eq!((report.summary.errors, report.summary.warnings), (2, 3));
+
+    let steps: Vec<(&str, u64)> = report.flows[0]
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.statements))
+        .collect();
+    // browse: the product list, then a category and a stock lookup per product
+    assert_eq!(
+        steps,
+        [
+            ("register", 2),
+            ("browse", 1 + 2 * 24),
+            ("add_to_cart", 9),
+            ("checkout", 12)
+        ]
+    );
+    assert_eq!(report.flows[0].name, "shop");
+    assert_eq!(run.listed, 24);
+    // Product 7 at 89.00 and product 19 at 59.00, two of each.
+    assert_eq!(
+        (run.order.items, run.order.total_cents),
+        (2, 2 * 8900 + 2 * 5900)
+    );
+}
+
+#[test]
+fn fixed_journey_has_no_error_or_warning() {
+    let run = run(true);
+    let report = audit(&run);
+    let serious: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .collect();
+    assert!(serious.is_empty(), "{serious:#?}");
+    let checkout = &report.flows[0].steps[3];
+    assert_eq!(checkout.name, "checkout");
+    // BEGIN … COMMIT around every write of the checkout
+    assert_eq!(checkout.transactions, 1);
+    assert_eq!(report.flows[0].steps[1].statements, 1);
+    assert_eq!(
+        (run.order.items, run.order.total_cents),
+        (2, 2 * 8900 + 2 * 5900)
+    );
+}
+
+#[test]
+fn every_statement_the_shop_runs_is_captured_once() {
+    for fixed in [false, true] {
+        let run = run(fixed);
+        // The shop's db layer counts each statement it sends (BEGIN and
+        // COMMIT included); the capture must see exactly those.
+        assert_eq!(
+            run.events.len() as u64,
+            run.journey_statements,
+            "fixed: {fixed}"
+        );
+        assert_eq!(
+            run.setup_events.len() as u64,
+            run.setup_statements,
+            "fixed: {fixed}"
+        );
+        assert_eq!(run.setup_statements, 21 + 3, "schema and seed statements");
+        for e in run.events.iter().chain(&run.setup_events) {
+            assert_eq!(e.source.as_deref(), Some("sqlite"));
+            assert_eq!(e.conn, Some(1), "one in-memory connection");
+            assert!(
+                e.rows.is_some() && e.duration_us.is_some() && e.txn.is_some(),
+                "{e:?}"
+            );
+        }
+        for e in &run.events {
+            assert_eq!(e.flow.as_deref(), Some("shop"));
+            assert!(
+                demo::STEPS.contains(&e.step.as_deref().unwrap_or("")),
+                "{e:?}"
+            );
+            assert!(
+                !e.sql.contains("Test123!"),
+                "the password is never sent: {e:?}"
+            );
+        }
+    }
+    // Bind values are captured, so that an N+1 is told from a repeat.
+    let run = run(false);
+    let stock: Vec<_> = run
+        .events
+        .iter()
+        .filter(|e| e.sql.contains("FROM inventory WHERE"))
+        .map(|e| e.params.clone())
+        .collect();
+    assert_eq!(stock.len(), 24 + 2);
+    assert_eq!(stock[0], Some(vec![Some("1".to_owned())]));
+    assert_eq!(stock[23], Some(vec![Some("24".to_owned())]));
+    let products = run
+        .events
+        .iter()
+        .find(|e| e.sql.starts_with("SELECT products.id") && e.step.as_deref() == Some("browse"))
+        .expect("the product list");
+    assert_eq!(products.rows, Some(24));
+}
+
+#[test]
+fn demo_table_report_at_80_columns() {
+    // Durations vary from run to run: give every statement 100 µs.
+    let mut run = run(false);
+    for e in &mut run.events {
+        e.duration_us = Some(100);
+    }
+    let text = render(&audit(&run), Format::Table, 80, None);
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn cli_demo_prints_the_report_and_exits_0_without_fail_on() {
+    let out = flowaudit()
+        .arg("demo")
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).expect("utf-8");
+    assert!(
+        out.starts_with("flowaudit · 72 statements · 1 flow · 4 steps · source: sqlite"),
+        "{out}"
+    );
+    assert!(out.contains("n-plus-one · shop › browse"), "{out}");
+    for line in out.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
+    flowaudit()
+        .args(["demo", "--fail-on", "error"])
+        .assert()
+        .code(1);
+    flowaudit()
+        .args(["demo", "--fixed", "--fail-on", "warning"])
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn demo_trace_through_analyze_gives_the_same_findings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("shop.jsonl");
+    let findings = |args: &[&str], trace: &std::path::Path| {
+        let out = flowaudit()
+            .args(args)
+            .arg(trace)
+            .args(["--format", "json"])
+            .assert()
+            .get_output()
+            .stdout
+            .clone();
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
+        (v["findings"].clone(), v["summary"].clone())
+    };
+    let from_demo = findings(&["demo", "--trace"], &trace);
+    let from_trace = findings(&["analyze"], &trace);
+    assert_eq!(from_demo, from_trace);
+    assert_eq!(from_demo.0.as_array().map(Vec::len), Some(5));
+    let lines = std::fs::read_to_string(&trace).expect("trace written");
+    assert_eq!(lines.lines().count(), 72);
+}
+
+#[test]
+fn db_option_keeps_the_database_and_reruns_on_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("shop.db");
+    for _ in 0..2 {
+        let run = demo::run(&DemoSettings {
+            fixed: true,
+            db: Some(path.clone()),
+            capture: true,
+        })
+        .expect("the demo runs on a file");
+        assert_eq!(run.order.id, 1, "each run starts afresh");
+    }
+    let size = std::fs::metadata(&path).expect("database kept").len();
+    assert!(size > 0);
+    flowaudit()
+        .args(["demo", "--fixed", "--format", "json", "--db"])
+        .arg(&path)
+        .assert()
+        .code(0);
+}
