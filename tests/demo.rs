@@ -246,7 +246,7 @@ fn db_option_keeps_the_database_and_reruns_on_it() {
         let run = demo::run(&DemoSettings {
             fixed: true,
             db: Some(path.clone()),
-            capture: true,
+            ..DemoSettings::default()
         })
         .expect("the demo runs on a file");
         assert_eq!(run.order.id, 1, "each run starts afresh");
