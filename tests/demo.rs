@@ -246,7 +246,7 @@ fn db_option_keeps_the_database_and_reruns_on_it() {
         let run = demo::run(&DemoSettings {
             fixed: true,
             db: Some(path.clone()),
-            capture: true,
+            ..DemoSettings::default()
         })
         .expect("the demo runs on a file");
         assert_eq!(run.order.id, 1, "each run starts afresh");
@@ -258,4 +258,167 @@ fn db_option_keeps_the_database_and_reruns_on_it() {
         .arg(&path)
         .assert()
         .code(0);
+}
+
+#[test]
+fn products_sizes_the_catalogue_and_leaves_the_rest_of_the_journey() {
+    for fixed in [false, true] {
+        for products in [1, 2, 4, 8, 25] {
+            let run = demo::run(&DemoSettings {
+                fixed,
+                products,
+                ..DemoSettings::default()
+            })
+            .expect("the demo journey runs");
+            let report = audit(&run);
+            let steps: Vec<(&str, u64)> = report.flows[0]
+                .steps
+                .iter()
+                .map(|s| (s.name.as_str(), s.statements))
+                .collect();
+            let browse = if fixed { 1 } else { 1 + 2 * products as u64 };
+            // With one product, the cart's two additions make one line.
+            let lines = if products == 1 { 1 } else { 2 };
+            let (cart, checkout) = if fixed {
+                (7, 7 + lines as u64)
+            } else {
+                (9, 4 + 4 * lines as u64)
+            };
+            assert_eq!(
+                steps,
+                [
+                    ("register", 2),
+                    ("browse", browse),
+                    ("add_to_cart", cart),
+                    ("checkout", checkout)
+                ],
+                "fixed: {fixed}, products: {products}"
+            );
+            assert_eq!(run.listed, products);
+            // Categories, products, inventory: one statement each, whatever the size.
+            assert_eq!(run.setup_statements, 21 + 3);
+            let total = match products {
+                1 => 4 * 4200,
+                2 => 2 * 4200 + 2 * 8900,
+                // products 7 and 19, as at the default size
+                _ => 2 * 8900 + 2 * 5900,
+            };
+            assert_eq!(
+                (run.order.items, run.order.total_cents),
+                (lines, total),
+                "fixed: {fixed}, products: {products}"
+            );
+        }
+    }
+    for products in [0, demo::MAX_PRODUCTS + 1] {
+        let err = demo::run(&DemoSettings {
+            products,
+            ..DemoSettings::default()
+        })
+        .expect_err("out of range");
+        assert_eq!(
+            err.to_string(),
+            format!("the catalogue holds 1 to 10000 products, not {products}")
+        );
+    }
+}
+
+#[test]
+fn products_out_of_range_is_exit_2() {
+    for n in ["0", "10001", "many"] {
+        let out = flowaudit()
+            .args(["demo", "--products", n])
+            .assert()
+            .code(2)
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8(out).expect("utf-8");
+        assert!(err.contains("'--products <N>'"), "{err}");
+    }
+}
+
+/// Traces the demo's journey at `products` and returns the trace's path.
+fn trace_at(dir: &std::path::Path, fixed: bool, products: u32) -> std::path::PathBuf {
+    let trace = dir.join(format!("shop-{fixed}-{products}.jsonl"));
+    let mut cmd = flowaudit();
+    cmd.args(["demo", "--products", &products.to_string(), "--trace"])
+        .arg(&trace);
+    if fixed {
+        cmd.arg("--fixed");
+    }
+    cmd.assert().code(0);
+    trace
+}
+
+#[test]
+fn compare_proves_the_shipped_browse_step_has_an_n_plus_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let compare = |fixed: bool, extra: &[&str], code: i32| {
+        let out = flowaudit()
+            .arg("compare")
+            .arg(trace_at(dir.path(), fixed, 8))
+            .arg(trace_at(dir.path(), fixed, 24))
+            .args(extra)
+            .assert()
+            .code(code)
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out).expect("utf-8")
+    };
+
+    // Shipped: a category and a stock lookup per product, 8 then 24 of each.
+    let json: serde_json::Value =
+        serde_json::from_str(&compare(false, &["--format", "json"], 1)).expect("JSON report");
+    let n_plus_one: Vec<(&str, &str, &str)> = json["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "n-plus-one")
+        .map(|f| {
+            (
+                f["step"].as_str().unwrap_or(""),
+                f["fingerprint"].as_str().unwrap_or(""),
+                f["message"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let grows = "grows with the data: 8 runs at the small size, 24 at the large";
+    assert_eq!(
+        n_plus_one,
+        [
+            (
+                "browse",
+                "select categories.id, categories.name from categories where categories.id = ?",
+                grows
+            ),
+            (
+                "browse",
+                "select inventory.stock from inventory where inventory.product_id = ?",
+                grows
+            ),
+        ],
+        "{json:#}"
+    );
+    // The large run's other findings stay: the repeated lookups, as in one run.
+    assert_eq!(json["summary"]["errors"], 2, "{json:#}");
+    assert_eq!(json["summary"]["warnings"], 3, "{json:#}");
+    let text = compare(false, &[], 1);
+    assert!(text.contains("n-plus-one · shop › browse"), "{text}");
+    assert!(text.contains(grows), "{text}");
+
+    // Fixed: browse is one JOIN at both sizes; nothing is reported at all.
+    let json: serde_json::Value = serde_json::from_str(&compare(
+        true,
+        &["--format", "json", "--fail-on", "warning"],
+        0,
+    ))
+    .expect("JSON report");
+    assert_eq!(json["findings"], serde_json::json!([]), "{json:#}");
+    let browse = &json["flows"][0]["steps"][1];
+    assert_eq!(browse["name"], "browse", "{json:#}");
+    assert_eq!(browse["statements"], 1, "{json:#}");
+    let text = compare(true, &["--fail-on", "info"], 0);
+    assert!(!text.contains("n-plus-one"), "{text}");
 }

@@ -1,5 +1,6 @@
 //! `flowaudit demo`: run the bundled shop's journey on embedded SQLite,
-//! capture every statement in-process, and audit it.
+//! capture every statement in-process, and audit it. `--products N` sizes the
+//! catalogue, so that traces at two sizes can go to `flowaudit compare`.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,17 @@ pub struct DemoArgs {
     /// dropped and created afresh.
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// Products in the shop's catalogue, 1 to 10000: the first 24 are named,
+    /// the rest made up, all dealt out over its four categories. Trace the
+    /// journey at two sizes and `flowaudit compare` the traces to see which
+    /// statements grow with the data.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::demo::DEFAULT_PRODUCTS as u16,
+        value_parser = clap::value_parser!(u16).range(1..=crate::demo::MAX_PRODUCTS as i64)
+    )]
+    pub products: u16,
     /// Also write the captured statements to FILE as a trace, which
     /// `flowaudit analyze FILE` audits to the same findings.
     #[arg(long, value_name = "FILE")]
@@ -37,6 +49,7 @@ impl DemoArgs {
             fixed: self.fixed,
             db: self.db.clone(),
             capture: true,
+            products: usize::from(self.products),
         }
     }
 }

@@ -118,6 +118,24 @@ impl Db {
         Ok(())
     }
 
+    /// Runs a script as [`Db::run_script`] does, binding `value` to the `?1`
+    /// of each of its statements.
+    pub async fn run_script_with(
+        &self,
+        script: &'static str,
+        value: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = self.conn(&mut pooled);
+        for statement in statements(script) {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .bind(value)
+                .execute(conn.run())
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

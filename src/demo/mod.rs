@@ -9,6 +9,13 @@
 //! checkout writes without a transaction and computes the new stock in the
 //! application. [`DemoSettings::fixed`] runs the corrected code paths.
 //!
+//! The catalogue holds [`DemoSettings::products`] products (24 by default, 1
+//! to [`MAX_PRODUCTS`]), inserted by one set-based statement whatever their
+//! number (`sql/shop/products.sql`); the rest of the journey stays the same.
+//! Traced at two sizes, the journey goes to `flowaudit compare`, which proves
+//! by scale that the shipped catalogue's lookups are N+1s: their count grows
+//! with the products, every other statement's stays the same.
+//!
 //! Every statement is captured in-process by [`crate::capture::sqlite`], and
 //! each step of the journey is marked through [`Capture::step`].
 
@@ -27,14 +34,43 @@ use crate::model::Event;
 use self::db::Db;
 
 pub const SCHEMA: &str = include_str!("../../sql/shop/schema.sql");
+/// The categories.
 pub const SEED: &str = include_str!("../../sql/shop/seed.sql");
+/// The products, as many as its `?1` asks for.
+pub const PRODUCTS: &str = include_str!("../../sql/shop/products.sql");
+/// The stock of every product.
+pub const INVENTORY: &str = include_str!("../../sql/shop/inventory.sql");
+
+/// The catalogue's size unless told otherwise: the 24 named products.
+pub const DEFAULT_PRODUCTS: usize = 24;
+/// The largest catalogue the demo makes (the shipped browse step runs two
+/// statements per product).
+pub const MAX_PRODUCTS: usize = 10_000;
 
 /// The flow name the journey's events carry.
 pub const FLOW: &str = "shop";
 /// The journey's steps, in order.
 pub const STEPS: [&str; 4] = ["register", "browse", "add_to_cart", "checkout"];
-/// What the shopper puts in the cart: (product id, quantity).
+/// What the shopper puts in the cart: (product id, quantity). Every catalogue
+/// of 4 or more products holds both (see `sql/shop/products.sql`).
 pub const CART: [(i64, i64); 2] = [(7, 2), (19, 2)];
+
+/// What the shopper puts in the cart from a catalogue of `products`: always
+/// two additions, so that the cart's steps run the same statements whatever
+/// the catalogue's size. Below 4 products the catalogue holds products 1, 7
+/// and 13, in that order: the shopper takes the last two there are, or
+/// product 1 twice.
+pub fn cart_items(products: usize) -> [(i64, i64); 2] {
+    const FIRST_DEALT: [i64; 3] = [1, 7, 13];
+    match products {
+        0 | 1 => [(1, 2), (1, 2)],
+        2 | 3 => [
+            (FIRST_DEALT[products - 2], 2),
+            (FIRST_DEALT[products - 1], 2),
+        ],
+        _ => CART,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -44,6 +80,8 @@ pub enum DemoError {
     Password(String),
     #[error("the shop refused: {0}")]
     Rejected(String),
+    #[error("the catalogue holds 1 to {MAX_PRODUCTS} products, not {0}")]
+    Products(usize),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -59,6 +97,9 @@ pub struct DemoSettings {
     pub db: Option<PathBuf>,
     /// Capture the statements (the benchmark turns it off to measure the cost).
     pub capture: bool,
+    /// Products in the catalogue, 1 to [`MAX_PRODUCTS`]: the browse step's
+    /// N+1 grows with it.
+    pub products: usize,
 }
 
 impl Default for DemoSettings {
@@ -67,6 +108,7 @@ impl Default for DemoSettings {
             fixed: false,
             db: None,
             capture: true,
+            products: DEFAULT_PRODUCTS,
         }
     }
 }
@@ -93,6 +135,9 @@ pub struct DemoRun {
 
 /// Runs the shop's journey on a fresh database and returns what it captured.
 pub fn run(settings: &DemoSettings) -> Result<DemoRun> {
+    if !(1..=MAX_PRODUCTS).contains(&settings.products) {
+        return Err(DemoError::Products(settings.products));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -105,6 +150,10 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
     let db = Db::open(settings.db.as_deref(), capture.as_ref()).await?;
     db.run_script(SCHEMA).await?;
     db.run_script(SEED).await?;
+    // In range, checked by `run`.
+    let products = i64::try_from(settings.products).unwrap_or(i64::MAX);
+    db.run_script_with(PRODUCTS, products).await?;
+    db.run_script(INVENTORY).await?;
     let setup_statements = db.executed();
     let setup_events = capture.as_ref().map(Capture::take).unwrap_or_default();
 
@@ -114,7 +163,8 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
         current: None,
     };
     let started = Instant::now();
-    let (listed, order) = journey(&db, &mut steps, settings.fixed).await?;
+    let items = cart_items(settings.products);
+    let (listed, order) = journey(&db, &mut steps, settings.fixed, &items).await?;
     let journey_time = started.elapsed();
     let step_times = steps.times;
     db.close().await;
@@ -156,7 +206,12 @@ impl Steps<'_> {
 
 /// The user journey of the seed's integration test: register, browse, add two
 /// products to the cart, check out.
-async fn journey(db: &Db, steps: &mut Steps<'_>, fixed: bool) -> Result<(usize, orders::Order)> {
+async fn journey(
+    db: &Db,
+    steps: &mut Steps<'_>,
+    fixed: bool,
+    items: &[(i64, i64)],
+) -> Result<(usize, orders::Order)> {
     if let Some(c) = steps.capture {
         c.flow(FLOW);
     }
@@ -180,9 +235,9 @@ async fn journey(db: &Db, steps: &mut Steps<'_>, fixed: bool) -> Result<(usize, 
 
     steps.start(STEPS[2]);
     if fixed {
-        cart::add_items(db, user.id, &CART).await?;
+        cart::add_items(db, user.id, items).await?;
     } else {
-        for (product_id, quantity) in CART {
+        for &(product_id, quantity) in items {
             cart::add_item(db, user.id, product_id, quantity).await?;
         }
     }
