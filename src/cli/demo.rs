@@ -19,9 +19,9 @@ pub struct DemoArgs {
     /// transaction, guarded stock updates) instead of the shipped ones.
     #[arg(long)]
     pub fixed: bool,
-    /// Keep the shop's database in this SQLite file (for `flowaudit schema
-    /// sqlite://PATH`); default: in memory. The shop's tables in it are
-    /// dropped and created afresh.
+    /// Keep the shop's database in this SQLite file, to inspect it after the
+    /// run; default: in memory. The shop's tables in it are dropped and
+    /// created afresh.
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Products in the shop's catalogue, 1 to 10000: the first 24 are named,
