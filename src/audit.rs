@@ -324,6 +324,7 @@ impl Audit {
             tighten: Vec::new(),
             notes: self.notes,
             summary,
+            capture: None,
             inputs: Vec::new(),
         };
         if let Some(b) = &self.baseline {

@@ -59,6 +59,10 @@ pub struct Event {
     /// rule of attribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
+    /// On a connection's first statement: how long opening the connection took
+    /// (TCP connect, authentication, session start), when the source saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<u64>,
 }
 
 /// Reads `params`: an array of strings (or nulls), taking numbers and booleans

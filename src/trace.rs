@@ -163,6 +163,7 @@ mod tests {
             }),
             source: Some("proxy".into()),
             application_name: Some("shop".into()),
+            connect_us: Some(2100),
         };
         let mut w = TraceWriter::new(Vec::new());
         w.write(&event).expect("write to a Vec");

@@ -34,9 +34,29 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub summary: Summary,
+    /// What the capture source counted of its own work (the proxy's
+    /// connections and any statements it could not record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureStats>,
     /// The files audited, for formats that point at a location (SARIF).
     #[serde(skip)]
     pub inputs: Vec<String>,
+}
+
+/// The proxy's own counts: nothing it saw goes unaccounted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CaptureStats {
+    /// Client connections relayed to the server.
+    pub connections: u64,
+    /// Statements written to the trace and audited.
+    pub recorded: u64,
+    /// Statements not recorded because the writer fell behind.
+    pub dropped: u64,
+    /// Messages forwarded that the observer could not decode.
+    pub undecoded_frames: u64,
+    /// Connections answered with an error by the proxy itself (upstream
+    /// unreachable, a direct TLS handshake).
+    pub refused: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,228 @@
+//! Framing of the PostgreSQL protocol 3.0 byte stream (protocol docs, "Message
+//! Formats"). After the startup packet every message is a 1-byte tag and a
+//! big-endian int32 length that counts itself but not the tag.
+//!
+//! Written by hand rather than taken from a crate: the relay forwards the bytes
+//! it reads untouched and only *observes* a copy, so it needs a decoder that
+//! accepts arbitrary chunk boundaries, never buffers the bulk of a result set
+//! (DataRow, CopyData), and never fails on a frame it does not understand. The
+//! crates that speak the protocol (tokio-postgres' codec, pgwire) own the stream
+//! and decode every message into their own types instead.
+
+/// How many bytes of one message the observer keeps at most. Larger messages of
+/// an observed kind (a Query with a megabyte of SQL) are still forwarded whole;
+/// the observer sees them as truncated.
+pub const MAX_OBSERVED: usize = 16 * 1024 * 1024;
+
+/// One whole message as the observer sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub tag: u8,
+    /// The body without tag and length; empty when the kind is skipped.
+    pub body: &'a [u8],
+    /// The body's length as the length field gave it.
+    pub len: usize,
+    /// The body was not kept whole (a skipped kind, or longer than [`MAX_OBSERVED`]).
+    pub truncated: bool,
+}
+
+/// Cuts a byte stream into frames, whatever the chunk boundaries.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    /// Bytes of the message being assembled (header first).
+    partial: Vec<u8>,
+    /// Tag and body length of the message in progress, once its header is known.
+    current: Option<(u8, usize)>,
+    /// Body bytes still to come of the message in progress.
+    remaining: usize,
+    /// Whether the message in progress is kept (false: counted, not copied).
+    keeping: bool,
+    /// Kinds whose bodies the observer does not need.
+    skip: fn(u8) -> bool,
+    /// The stream no longer makes sense (a negative length): stop observing.
+    lost: bool,
+}
+
+impl FrameDecoder {
+    /// A decoder that keeps the bodies of every kind except those `skip` names.
+    pub fn new(skip: fn(u8) -> bool) -> Self {
+        FrameDecoder {
+            partial: Vec::new(),
+            current: None,
+            remaining: 0,
+            keeping: false,
+            skip,
+            lost: false,
+        }
+    }
+
+    /// True once a malformed length made the stream undecodable: bytes are
+    /// still forwarded, nothing more is observed.
+    pub fn lost_sync(&self) -> bool {
+        self.lost
+    }
+
+    /// Feeds the next chunk of the stream; calls `on_frame` for every message
+    /// that this chunk completes, in order.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_frame: impl FnMut(Frame<'_>)) {
+        while !chunk.is_empty() && !self.lost {
+            let Some((tag, len)) = self.current else {
+                // Assembling the 5-byte header.
+                let need = 5 - self.partial.len();
+                let take = need.min(chunk.len());
+                self.partial.extend_from_slice(&chunk[..take]);
+                chunk = &chunk[take..];
+                if self.partial.len() < 5 {
+                    return;
+                }
+                let tag = self.partial[0];
+                let raw = i32::from_be_bytes([
+                    self.partial[1],
+                    self.partial[2],
+                    self.partial[3],
+                    self.partial[4],
+                ]);
+                self.partial.clear();
+                if raw < 4 {
+                    self.lost = true;
+                    return;
+                }
+                let len = raw as usize - 4;
+                self.current = Some((tag, len));
+                self.remaining = len;
+                self.keeping = !(self.skip)(tag);
+                if self.keeping && len <= MAX_OBSERVED {
+                    // A whole body inside this chunk needs no copy.
+                    if self.partial.is_empty() && chunk.len() >= len {
+                        on_frame(Frame {
+                            tag,
+                            body: &chunk[..len],
+                            len,
+                            truncated: false,
+                        });
+                        chunk = &chunk[len..];
+                        self.current = None;
+                        continue;
+                    }
+                    self.partial.reserve(len.min(64 * 1024));
+                }
+                if len == 0 {
+                    on_frame(Frame {
+                        tag,
+                        body: &[],
+                        len: 0,
+                        truncated: !self.keeping,
+                    });
+                    self.current = None;
+                }
+                continue;
+            };
+            let take = self.remaining.min(chunk.len());
+            if self.keeping && self.partial.len() < MAX_OBSERVED {
+                let room = MAX_OBSERVED - self.partial.len();
+                self.partial.extend_from_slice(&chunk[..take.min(room)]);
+            }
+            chunk = &chunk[take..];
+            self.remaining -= take;
+            if self.remaining == 0 {
+                let truncated = !self.keeping || len > MAX_OBSERVED;
+                let body = if self.keeping {
+                    &self.partial[..]
+                } else {
+                    &[][..]
+                };
+                on_frame(Frame {
+                    tag,
+                    body,
+                    len,
+                    truncated,
+                });
+                self.partial.clear();
+                if self.partial.capacity() > 1024 * 1024 {
+                    self.partial = Vec::new();
+                }
+                self.current = None;
+            }
+        }
+    }
+}
+
+/// Server messages whose bodies the observer does not read: result rows and
+/// COPY data, the bulk of the traffic.
+pub fn skip_server(tag: u8) -> bool {
+    matches!(tag, b'D' | b'd')
+}
+
+/// Client messages whose bodies the observer does not read: COPY data.
+pub fn skip_client(tag: u8) -> bool {
+    tag == b'd'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn decode_all(stream: &[u8], cuts: &[usize]) -> Vec<(u8, Vec<u8>, bool)> {
+        let mut decoder = FrameDecoder::new(skip_server);
+        let mut seen = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+            let cut = cut.clamp(start, stream.len());
+            decoder.feed(&stream[start..cut], |f| {
+                seen.push((f.tag, f.body.to_vec(), f.truncated))
+            });
+            start = cut;
+        }
+        seen
+    }
+
+    #[test]
+    fn whole_and_split_frames_decode_alike() {
+        let mut stream = frame(b'Q', b"select 1\0");
+        stream.extend(frame(b'D', b"\0\x01\0\0\0\x011"));
+        stream.extend(frame(b'Z', b"I"));
+        stream.extend(frame(b'S', b""));
+        let whole = decode_all(&stream, &[]);
+        assert_eq!(whole.len(), 4);
+        assert_eq!(whole[0], (b'Q', b"select 1\0".to_vec(), false));
+        assert_eq!(
+            whole[1],
+            (b'D', vec![], true),
+            "rows are counted, not copied"
+        );
+        assert_eq!(whole[3], (b'S', vec![], false));
+        for cut in 0..stream.len() {
+            assert_eq!(decode_all(&stream, &[cut]), whole, "cut at {cut}");
+        }
+        let every_byte: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(decode_all(&stream, &every_byte), whole);
+    }
+
+    #[test]
+    fn a_negative_length_stops_observing_without_panicking() {
+        let mut stream = vec![b'Q', 0xff, 0xff, 0xff, 0xff];
+        stream.extend(frame(b'Z', b"I"));
+        let mut decoder = FrameDecoder::new(skip_server);
+        let mut seen = 0;
+        decoder.feed(&stream, |_| seen += 1);
+        assert!(decoder.lost_sync());
+        assert_eq!(seen, 0);
+    }
+
+    #[test]
+    fn an_oversized_body_is_reported_truncated() {
+        let body = vec![b'x'; MAX_OBSERVED + 10];
+        let stream = frame(b'Q', &body);
+        let seen = decode_all(&stream, &[7, 1000, MAX_OBSERVED]);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].1.len(), MAX_OBSERVED);
+        assert!(seen[0].2);
+    }
+}

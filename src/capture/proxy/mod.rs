@@ -1,0 +1,440 @@
+//! The PostgreSQL wire-protocol proxy: the application connects to flowaudit,
+//! flowaudit relays every byte unchanged to the real server over one upstream
+//! connection per client (no pooling, so every authentication method passes
+//! through untouched) and records each statement from copies of the messages.
+//!
+//! - `frame`: cuts each direction's bytes into messages, whatever the chunks;
+//! - `messages`: reads the bodies the observer needs;
+//! - `session`: matches answers to requests and builds the events;
+//! - `split`: the statements of a multi-statement Query;
+//! - `values`: bind values in text form;
+//! - `recorder`: the bounded channel to the trace writer.
+//!
+//! Safety rules kept here: the relay writes each chunk on as soon as it is
+//! read (the client's after it is observed, so that an answer never arrives
+//! before its request is known; observing is a copy and a few comparisons);
+//! nothing the client sends during authentication is read; a frame the observer
+//! cannot decode is forwarded and counted; recording never waits.
+
+mod frame;
+mod messages;
+mod recorder;
+mod session;
+mod split;
+mod values;
+
+pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
+pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
+pub use session::rfc3339;
+pub use split::statements as split_statements;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use session::Session;
+
+/// Protocol codes of the packets that may open a connection.
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+const CANCEL_REQUEST: u32 = 80_877_102;
+/// The first byte of a TLS ClientHello: a client trying TLS without asking.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// Startup packets are small; anything larger is not PostgreSQL.
+const MAX_STARTUP: usize = 10_000;
+/// How long to wait for the upstream server to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const BUFFER: usize = 64 * 1024;
+
+/// Where the real server is.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// From a `postgres://` or `postgresql://` URL; the user, password and
+    /// database in it are the client's business and are not used.
+    pub fn from_url(url: &str) -> Result<Upstream, String> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| format!("--upstream {}: not a URL ({e})", redact(url)))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "--upstream {}: the proxy relays PostgreSQL; give a postgres:// URL",
+                redact(url)
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .unwrap_or("127.0.0.1")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Upstream {
+            host,
+            port: parsed.port().unwrap_or(5432),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A URL with its password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+/// The upstream URL with host and port replaced, for the wrapped command.
+pub fn url_through(url: &str, addr: SocketAddr) -> Result<String, String> {
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("--upstream: not a URL ({e})"))?;
+    parsed
+        .set_host(Some(&addr.ip().to_string()))
+        .map_err(|e| format!("--upstream: {e}"))?;
+    parsed
+        .set_port(Some(addr.port()))
+        .map_err(|()| "--upstream: this URL cannot have a port".to_owned())?;
+    Ok(parsed.to_string())
+}
+
+/// Messages about connections go here (the CLI prints them on stderr).
+pub type Log = Arc<dyn Fn(String) + Send + Sync>;
+
+/// A running proxy: accepts connections until told to stop.
+#[derive(Debug)]
+pub struct Proxy {
+    listener: TcpListener,
+    upstream: Upstream,
+    recorder: Recorder,
+}
+
+impl Proxy {
+    pub async fn bind(
+        addr: SocketAddr,
+        upstream: Upstream,
+        recorder: Recorder,
+    ) -> std::io::Result<Proxy> {
+        Ok(Proxy {
+            listener: TcpListener::bind(addr).await?,
+            upstream,
+            recorder,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` resolves, then waits up to `grace` for open
+    /// connections to end and closes the rest. Every recorder handle is gone
+    /// when this returns, so the writer can finish.
+    pub async fn serve(self, stop: impl Future<Output = ()>, grace: Duration, log: Log) {
+        let Proxy {
+            listener,
+            upstream,
+            recorder,
+        } = self;
+        let mut connections = JoinSet::new();
+        let mut next_conn: u64 = 1;
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((client, peer)) => {
+                        let conn = next_conn;
+                        next_conn += 1;
+                        let upstream = upstream.clone();
+                        let recorder = recorder.clone();
+                        let log = log.clone();
+                        connections.spawn(async move {
+                            if let Err(message) = serve_client(client, conn, &upstream, recorder).await {
+                                log(format!("connection {conn} from {peer}: {message}"));
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        log(format!("cannot accept a connection: {e}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(listener);
+        drop(recorder);
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                next = connections.join_next() => if next.is_none() { break },
+            }
+        }
+        // Aborted connections drop their sessions, which record what was pending.
+        connections.shutdown().await;
+    }
+}
+
+/// One client, from its first byte to its last.
+async fn serve_client(
+    mut client: TcpStream,
+    conn: u64,
+    upstream: &Upstream,
+    recorder: Recorder,
+) -> Result<(), String> {
+    let _ = client.set_nodelay(true);
+    let opened = Instant::now();
+    // The startup phase: answer SSL and GSS requests `N`, pass cancels on.
+    let startup = loop {
+        let mut first = [0u8; 1];
+        if client.peek(&mut first).await.map_err(|e| e.to_string())? == 0 {
+            return Ok(());
+        }
+        if first[0] == TLS_HANDSHAKE {
+            Stats::add(&recorder.stats().refused, 1);
+            return Err(
+                "refused a direct TLS handshake: flowaudit's proxy speaks plain \
+                        PostgreSQL; connect with sslmode=disable or sslmode=prefer, and \
+                        without sslnegotiation=direct"
+                    .into(),
+            );
+        }
+        let packet = read_startup(&mut client).await?;
+        let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        match code {
+            SSL_REQUEST | GSSENC_REQUEST => {
+                client.write_all(b"N").await.map_err(|e| e.to_string())?;
+            }
+            CANCEL_REQUEST => {
+                // The server looks the key up itself; relay and hang up.
+                if let Ok(Ok(mut up)) = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    TcpStream::connect((upstream.host.as_str(), upstream.port)),
+                )
+                .await
+                {
+                    let _ = up.write_all(&packet).await;
+                    let _ = up.shutdown().await;
+                }
+                return Ok(());
+            }
+            _ if code >> 16 == 3 => break packet,
+            _ => {
+                let frame = messages::fatal_error(
+                    "08P01",
+                    &format!(
+                        "flowaudit: unsupported protocol version {}.{}",
+                        code >> 16,
+                        code & 0xffff
+                    ),
+                );
+                let _ = client.write_all(&frame).await;
+                return Err(format!("unsupported protocol version code {code}"));
+            }
+        }
+    };
+    let application_name = startup_parameter(&startup, "application_name");
+    let connect = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((upstream.host.as_str(), upstream.port)),
+    )
+    .await;
+    let mut server = match connect {
+        Ok(Ok(server)) => server,
+        failure => {
+            let reason = match failure {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
+            };
+            Stats::add(&recorder.stats().refused, 1);
+            let message = format!(
+                "flowaudit: cannot reach the database server at {}: {reason}",
+                upstream.describe()
+            );
+            let frame = messages::fatal_error("08001", &message);
+            let _ = client.write_all(&frame).await;
+            let _ = client.shutdown().await;
+            return Err(message);
+        }
+    };
+    let _ = server.set_nodelay(true);
+    Stats::add(&recorder.stats().connections, 1);
+    server
+        .write_all(&startup)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stats = recorder.stats().clone();
+    let session = Arc::new(Mutex::new(SessionGuard(Session::new(
+        conn,
+        recorder,
+        application_name,
+        opened,
+    ))));
+    relay(client, server, &session).await;
+    let undecoded = lock(&session).0.counts.undecoded;
+    Stats::add(&stats.undecoded_frames, undecoded);
+    Ok(())
+}
+
+/// Records what is still pending when the connection goes, however it goes.
+#[derive(Debug)]
+struct SessionGuard(Session);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+fn lock(session: &Mutex<SessionGuard>) -> std::sync::MutexGuard<'_, SessionGuard> {
+    // A panic while observing must not stop the relay: take the state as it is.
+    session
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Copies bytes both ways until either side closes.
+async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuard>) {
+    let (mut client_r, mut client_w) = client.into_split();
+    let (mut server_r, mut server_w) = server.into_split();
+    let upward = async {
+        let mut decoder = FrameDecoder::new(skip_client);
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = match client_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !decoder.lost_sync() {
+                let mut guard = lock(session);
+                decoder.feed(&buf[..n], |f| guard.0.client_frame(f));
+            }
+            if server_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_w.shutdown().await;
+    };
+    let downward = async {
+        let mut decoder = FrameDecoder::new(skip_server);
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = match server_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if client_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            if !decoder.lost_sync() {
+                let mut guard = lock(session);
+                decoder.feed(&buf[..n], |f| guard.0.server_frame(f));
+            }
+        }
+        let _ = client_w.shutdown().await;
+    };
+    tokio::pin!(upward, downward);
+    tokio::select! {
+        () = &mut upward => {
+            // The client is gone; let the server's last answers arrive.
+            let _ = tokio::time::timeout(Duration::from_secs(5), downward).await;
+        }
+        () = &mut downward => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), upward).await;
+        }
+    }
+}
+
+/// Reads one length-prefixed startup packet (length included).
+async fn read_startup(client: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut len = [0u8; 4];
+    client
+        .read_exact(&mut len)
+        .await
+        .map_err(|e| format!("closed during startup: {e}"))?;
+    let n = u32::from_be_bytes(len) as usize;
+    if !(8..=MAX_STARTUP).contains(&n) {
+        let frame = messages::fatal_error("08P01", "flowaudit: invalid startup packet length");
+        let _ = client.write_all(&frame).await;
+        return Err(format!(
+            "invalid startup packet length {n}: not a PostgreSQL client"
+        ));
+    }
+    let mut packet = vec![0u8; n];
+    packet[..4].copy_from_slice(&len);
+    client
+        .read_exact(&mut packet[4..])
+        .await
+        .map_err(|e| format!("closed during startup: {e}"))?;
+    Ok(packet)
+}
+
+/// A parameter of the StartupMessage (name/value pairs after the version).
+fn startup_parameter(packet: &[u8], name: &str) -> Option<String> {
+    let mut r = messages::Reader::new(packet.get(8..)?);
+    while let Some(key) = r.cstr() {
+        if key.is_empty() {
+            break;
+        }
+        let value = r.cstr()?;
+        if key == name {
+            return (!value.is_empty()).then_some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_and_redaction() {
+        let up = Upstream::from_url("postgres://app:s3cret@db.example:6543/shop").expect("valid");
+        assert_eq!(up.describe(), "db.example:6543");
+        assert_eq!(
+            Upstream::from_url("postgresql:///shop")
+                .expect("valid")
+                .describe(),
+            "127.0.0.1:5432"
+        );
+        assert!(Upstream::from_url("mysql://root@localhost/x").is_err());
+        let shown = redact("postgres://app:s3cret@db.example:6543/shop");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let through = url_through(
+            "postgres://app:s3cret@db.example:6543/shop?sslmode=disable",
+            "127.0.0.1:40000".parse().expect("addr"),
+        )
+        .expect("valid");
+        assert_eq!(
+            through,
+            "postgres://app:s3cret@127.0.0.1:40000/shop?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn startup_parameters_are_read() {
+        let mut packet = vec![0, 0, 0, 0, 0, 3, 0, 0];
+        packet.extend_from_slice(b"user\0app\0application_name\0shop\0\0");
+        assert_eq!(
+            startup_parameter(&packet, "application_name").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(startup_parameter(&packet, "database"), None);
+    }
+}

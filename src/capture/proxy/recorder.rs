@@ -1,0 +1,106 @@
+//! Hands recorded statements to the writer without ever making the relay wait.
+//!
+//! Connections put events into a bounded channel with `try_send`; one writer
+//! thread takes them out, streams them to the trace file and through the audit.
+//! When the writer falls behind and the channel is full, the event is dropped
+//! and counted: the count is in the report, and forwarding never slows down.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::model::Event;
+
+/// Events waiting for the writer at most; about 20 MB of typical statements.
+pub const CHANNEL_CAPACITY: usize = 32 * 1024;
+
+/// Counters shared by the relay and the report.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub recorded: AtomicU64,
+    pub dropped: AtomicU64,
+    pub undecoded_frames: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's handle on the channel.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Event>,
+    stats: Arc<Stats>,
+}
+
+impl Recorder {
+    pub fn record(&self, event: Event) {
+        match self.tx.try_send(event) {
+            Ok(()) => Stats::add(&self.stats.recorded, 1),
+            Err(_) => Stats::add(&self.stats.dropped, 1),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+/// Where the writer sends each event after the trace file.
+pub trait Sink: Send + 'static {
+    fn event(&mut self, event: Event);
+}
+
+/// The writer thread and the first handle on its channel.
+#[derive(Debug)]
+pub struct Writer<S> {
+    thread: std::thread::JoinHandle<Result<S, std::io::Error>>,
+}
+
+/// Starts the writer: every event goes to `trace` (when given) as one JSON
+/// line, then to `sink`. Returns the recorder connections clone.
+pub fn start<S: Sink>(
+    trace: Option<Box<dyn Write + Send>>,
+    mut sink: S,
+    stats: Arc<Stats>,
+) -> (Recorder, Writer<S>) {
+    let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL_CAPACITY);
+    let thread = std::thread::Builder::new()
+        .name("flowaudit-writer".into())
+        .spawn(move || {
+            let mut trace =
+                trace.map(|w| crate::trace::TraceWriter::new(std::io::BufWriter::new(w)));
+            while let Some(event) = rx.blocking_recv() {
+                if let Some(t) = trace.as_mut() {
+                    t.write(&event)?;
+                }
+                sink.event(event);
+            }
+            if let Some(mut t) = trace {
+                t.flush()?;
+            }
+            Ok(sink)
+        })
+        .expect("the writer thread starts");
+    (Recorder { tx, stats }, Writer { thread })
+}
+
+impl<S> Writer<S> {
+    /// Waits until every recorder is dropped and the writer has written all it
+    /// received; returns the sink.
+    pub fn finish(self) -> Result<S, std::io::Error> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the trace writer panicked")))
+    }
+}

@@ -1,0 +1,543 @@
+//! What one client connection did, rebuilt from copies of its messages.
+//!
+//! The server answers requests in the order it received them, so the observer
+//! keeps a queue of outstanding requests and matches each answer to the head
+//! of it. Two cases break naive observers and are handled here:
+//!
+//! - pipelining: a client sends several Parse/Bind/Execute batches before any
+//!   answer arrives, reusing the unnamed statement and portal; so every request
+//!   is resolved to its SQL and bind values when it is *sent*;
+//! - errors in the extended protocol: the server skips every message up to the
+//!   next Sync, so an ErrorResponse drops the queue up to that Sync, and a
+//!   Sync not yet sent makes the observer skip the client's messages until it is.
+//!
+//! The transaction status comes from each ReadyForQuery (`I`, `T`, `E`), and
+//! between two of them from the command tags (BEGIN, COMMIT, ROLLBACK) and
+//! errors, so that statements of one pipelined batch or one multi-statement
+//! Query get the status they started in.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::frame::Frame;
+use super::messages as msg;
+use super::recorder::Recorder;
+use super::values;
+use crate::model::{Event, SqlError, TxnStatus};
+
+/// A statement the client prepared (`Parse`).
+#[derive(Debug, Clone)]
+struct Prepared {
+    sql: Arc<str>,
+    types: Vec<u32>,
+}
+
+/// A portal the client bound (`Bind`): the statement with its values.
+#[derive(Debug, Clone)]
+struct Portal {
+    sql: Arc<str>,
+    params: Arc<Vec<Option<String>>>,
+}
+
+/// When a request was sent, on both clocks.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    wall: SystemTime,
+}
+
+impl Sent {
+    fn now() -> Self {
+        Sent {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// A request whose answer has not arrived yet.
+#[derive(Debug)]
+enum Pending {
+    /// A simple Query: its statements still to complete.
+    Query {
+        statements: VecDeque<String>,
+        sent: Sent,
+    },
+    Parse {
+        sql: Arc<str>,
+        sent: Sent,
+    },
+    Bind {
+        portal: Portal,
+        sent: Sent,
+    },
+    /// Describe of a statement (its ParameterDescription gives the types) or
+    /// of a portal (`None`).
+    Describe(Option<String>),
+    Execute {
+        portal_name: String,
+        portal: Portal,
+        sent: Sent,
+        rows: u64,
+    },
+    Close,
+    Sync,
+}
+
+/// A portal fetched in parts (Execute with a row limit): the statement is one
+/// event, from its first Execute to its CommandComplete.
+#[derive(Debug)]
+struct Suspended {
+    sent: Sent,
+    rows: u64,
+}
+
+/// Counts the observer keeps for the report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionCounts {
+    pub undecoded: u64,
+}
+
+/// The observer of one connection.
+#[derive(Debug)]
+pub struct Session {
+    conn: u64,
+    recorder: Recorder,
+    application_name: Option<String>,
+    prepared: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    suspended: HashMap<String, Suspended>,
+    queue: VecDeque<Pending>,
+    /// The server is skipping the client's messages up to the next Sync.
+    discarding: bool,
+    txn: TxnStatus,
+    /// When the previous statement completed: a pipelined statement starts
+    /// then, not when it was sent.
+    last_done: Option<Instant>,
+    /// Connection start, until the first ReadyForQuery sets `connect_us`.
+    opened: Instant,
+    connect_us: Option<u64>,
+    /// The connection's first statement carries the time spent connecting.
+    first_event: bool,
+    pub counts: SessionCounts,
+}
+
+impl Session {
+    pub fn new(
+        conn: u64,
+        recorder: Recorder,
+        application_name: Option<String>,
+        opened: Instant,
+    ) -> Self {
+        Session {
+            conn,
+            recorder,
+            application_name,
+            prepared: HashMap::new(),
+            portals: HashMap::new(),
+            suspended: HashMap::new(),
+            queue: VecDeque::new(),
+            discarding: false,
+            txn: TxnStatus::Idle,
+            last_done: None,
+            opened,
+            connect_us: None,
+            first_event: true,
+            counts: SessionCounts::default(),
+        }
+    }
+
+    /// A whole message from the client.
+    pub fn client_frame(&mut self, frame: Frame<'_>) {
+        if frame.truncated && frame.tag != b'd' {
+            self.counts.undecoded += 1;
+            return;
+        }
+        if self.discarding && frame.tag != b'S' {
+            // The server ignores it too; Terminate and COPY data make no answer.
+            return;
+        }
+        let body = frame.body;
+        let decoded = match frame.tag {
+            b'Q' => msg::query(body).map(|sql| {
+                let statements = super::split::statements(&sql)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                self.queue.push_back(Pending::Query {
+                    statements,
+                    sent: Sent::now(),
+                });
+            }),
+            b'P' => msg::parse(body).map(|p| {
+                let sql: Arc<str> = Arc::from(p.sql);
+                self.prepared.insert(
+                    p.statement,
+                    Prepared {
+                        sql: sql.clone(),
+                        types: p.param_types,
+                    },
+                );
+                self.queue.push_back(Pending::Parse {
+                    sql,
+                    sent: Sent::now(),
+                });
+            }),
+            b'B' => msg::bind(body).map(|b| {
+                let (sql, types) = match self.prepared.get(&b.statement) {
+                    Some(p) => (p.sql.clone(), p.types.as_slice()),
+                    None => (Arc::from(""), &[][..]),
+                };
+                let params = b
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.map(|v| {
+                            let oid = types.get(i).copied().unwrap_or(0);
+                            values::render(oid, b.binary[i], v)
+                        })
+                    })
+                    .collect();
+                let portal = Portal {
+                    sql,
+                    params: Arc::new(params),
+                };
+                self.portals.insert(b.portal, portal.clone());
+                self.queue.push_back(Pending::Bind {
+                    portal,
+                    sent: Sent::now(),
+                });
+            }),
+            b'D' => msg::target(body).map(|(kind, name)| {
+                self.queue
+                    .push_back(Pending::Describe((kind == b'S').then_some(name)));
+            }),
+            b'E' => msg::execute(body).map(|name| {
+                let portal = self.portals.get(&name).cloned().unwrap_or(Portal {
+                    sql: Arc::from(""),
+                    params: Arc::default(),
+                });
+                let (sent, rows) = match self.suspended.remove(&name) {
+                    Some(s) => (s.sent, s.rows),
+                    None => (Sent::now(), 0),
+                };
+                self.queue.push_back(Pending::Execute {
+                    portal_name: name,
+                    portal,
+                    sent,
+                    rows,
+                });
+            }),
+            b'C' => msg::target(body).map(|(kind, name)| {
+                match kind {
+                    b'S' => {
+                        self.prepared.remove(&name);
+                    }
+                    _ => {
+                        self.portals.remove(&name);
+                    }
+                }
+                self.queue.push_back(Pending::Close);
+            }),
+            b'S' => {
+                self.discarding = false;
+                self.queue.push_back(Pending::Sync);
+                Some(())
+            }
+            // Flush, Terminate, COPY data/done/fail, and the authentication
+            // answers (password, SASL), which the observer never reads.
+            b'H' | b'X' | b'd' | b'c' | b'f' | b'p' => Some(()),
+            _ => None,
+        };
+        if decoded.is_none() {
+            self.counts.undecoded += 1;
+        }
+    }
+
+    /// A whole message from the server.
+    pub fn server_frame(&mut self, frame: Frame<'_>) {
+        if frame.truncated && !matches!(frame.tag, b'D' | b'd') {
+            self.counts.undecoded += 1;
+            return;
+        }
+        let body = frame.body;
+        let ok = match frame.tag {
+            b'1' | b'2' | b'3' => {
+                self.queue.pop_front();
+                true
+            }
+            b't' => match (msg::parameter_description(body), self.queue.front()) {
+                (Some(types), Some(Pending::Describe(Some(name)))) => {
+                    if let Some(p) = self.prepared.get_mut(name) {
+                        p.types = types;
+                    }
+                    true
+                }
+                (Some(_), _) => true,
+                (None, _) => false,
+            },
+            b'T' | b'n' => {
+                if matches!(self.queue.front(), Some(Pending::Describe(_))) {
+                    self.queue.pop_front();
+                }
+                true
+            }
+            b'D' => {
+                if let Some(Pending::Execute { rows, .. }) = self.queue.front_mut() {
+                    *rows += 1;
+                }
+                true
+            }
+            b's' => {
+                if let Some(Pending::Execute {
+                    portal_name,
+                    sent,
+                    rows,
+                    ..
+                }) = self.queue.pop_front()
+                {
+                    self.suspended.insert(portal_name, Suspended { sent, rows });
+                }
+                true
+            }
+            b'C' => match msg::command_complete(body) {
+                Some(tag) => {
+                    self.complete(Some(&tag), None);
+                    true
+                }
+                None => false,
+            },
+            b'I' => {
+                // EmptyQueryResponse: nothing ran.
+                match self.queue.front_mut() {
+                    Some(Pending::Execute { .. }) => {
+                        self.queue.pop_front();
+                    }
+                    Some(Pending::Query { statements, .. }) => {
+                        statements.pop_front();
+                    }
+                    _ => {}
+                }
+                true
+            }
+            b'E' => match msg::error_fields(body) {
+                Some(fields) => {
+                    self.fail(fields);
+                    true
+                }
+                None => false,
+            },
+            b'Z' => match msg::ready_for_query(body) {
+                Some(status) => {
+                    self.ready(status);
+                    true
+                }
+                None => false,
+            },
+            b'S' => match msg::parameter_status(body) {
+                Some((name, value)) => {
+                    if name == "application_name" {
+                        self.application_name = (!value.is_empty()).then_some(value);
+                    }
+                    true
+                }
+                None => false,
+            },
+            // Authentication, BackendKeyData, notices, NOTIFY, COPY responses
+            // and data, NegotiateProtocolVersion: forwarded, nothing to record.
+            b'R' | b'K' | b'N' | b'A' | b'G' | b'H' | b'W' | b'd' | b'c' | b'v' => true,
+            _ => false,
+        };
+        if !ok {
+            self.counts.undecoded += 1;
+        }
+    }
+
+    /// CommandComplete (or an error, `tag` None): the statement at the head ended.
+    fn complete(&mut self, tag: Option<&str>, error: Option<msg::ErrorFields>) {
+        let done = Instant::now();
+        let event = match self.queue.front_mut() {
+            Some(Pending::Query { statements, sent }) => {
+                let sent = *sent;
+                let Some(sql) = statements.pop_front() else {
+                    return;
+                };
+                if error.is_some() {
+                    // The rest of the Query does not run.
+                    statements.clear();
+                }
+                Some(self.event(sql, None, sent, done, tag, None, error))
+            }
+            Some(Pending::Execute { .. }) => match self.queue.pop_front() {
+                Some(Pending::Execute {
+                    portal, sent, rows, ..
+                }) => {
+                    let params = Some(portal.params.as_ref().clone());
+                    let sql = portal.sql.to_string();
+                    Some(self.event(sql, params, sent, done, tag, Some(rows), error))
+                }
+                _ => None,
+            },
+            Some(Pending::Parse { .. } | Pending::Bind { .. }) if error.is_some() => {
+                match self.queue.pop_front() {
+                    Some(Pending::Parse { sql, sent }) => {
+                        Some(self.event(sql.to_string(), None, sent, done, None, None, error))
+                    }
+                    Some(Pending::Bind { portal, sent }) => {
+                        let params = Some(portal.params.as_ref().clone());
+                        let sql = portal.sql.to_string();
+                        Some(self.event(sql, params, sent, done, None, None, error))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(event) = event {
+            self.last_done = Some(done);
+            self.recorder.record(event);
+        }
+    }
+
+    /// ErrorResponse: the request at the head failed; in the extended protocol
+    /// the server then skips everything up to the next Sync.
+    fn fail(&mut self, fields: msg::ErrorFields) {
+        let extended = !matches!(self.queue.front(), Some(Pending::Query { .. }) | None);
+        self.complete(None, Some(fields));
+        if self.txn == TxnStatus::Open {
+            self.txn = TxnStatus::Failed;
+        }
+        if extended {
+            while let Some(front) = self.queue.front() {
+                if matches!(front, Pending::Sync) {
+                    return;
+                }
+                self.queue.pop_front();
+            }
+            // The client has not sent its Sync yet: skip until it does.
+            self.discarding = true;
+        }
+    }
+
+    fn ready(&mut self, status: u8) {
+        // The answer to a Query or a Sync: anything still queued before it got
+        // no answer and is dropped, which also recovers from a misread.
+        while let Some(front) = self.queue.pop_front() {
+            if matches!(front, Pending::Sync | Pending::Query { .. }) {
+                break;
+            }
+        }
+        self.txn = match status {
+            b'T' => TxnStatus::Open,
+            b'E' => TxnStatus::Failed,
+            _ => TxnStatus::Idle,
+        };
+        if self.connect_us.is_none() {
+            self.connect_us = Some(micros(self.opened.elapsed()));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        sql: String,
+        params: Option<Vec<Option<String>>>,
+        sent: Sent,
+        done: Instant,
+        tag: Option<&str>,
+        counted_rows: Option<u64>,
+        error: Option<msg::ErrorFields>,
+    ) -> Event {
+        // A pipelined statement starts when the one before it completed.
+        let start = match self.last_done {
+            Some(prev) if prev > sent.at => prev,
+            _ => sent.at,
+        };
+        let wall = sent.wall + start.duration_since(sent.at);
+        let rows = tag.and_then(msg::rows_of_tag).or(match tag {
+            Some(t) if t.starts_with("SELECT") => counted_rows,
+            _ => None,
+        });
+        let status = self.txn;
+        if let Some(tag) = tag {
+            let command = tag.split(' ').next().unwrap_or("");
+            match command {
+                "BEGIN" | "START" => self.txn = TxnStatus::Open,
+                "COMMIT" | "ROLLBACK" => self.txn = TxnStatus::Idle,
+                _ => {}
+            }
+        }
+        let connect_us = if self.first_event {
+            self.first_event = false;
+            self.connect_us
+        } else {
+            None
+        };
+        Event {
+            sql,
+            params: params.filter(|p| !p.is_empty()),
+            ts: Some(rfc3339(wall)),
+            conn: Some(self.conn),
+            txn: Some(status),
+            rows,
+            duration_us: Some(micros(done.saturating_duration_since(start))),
+            error: error.map(|e| SqlError {
+                code: e.code,
+                message: e.message,
+            }),
+            source: Some("proxy".into()),
+            application_name: self.application_name.clone(),
+            connect_us,
+            ..Event::default()
+        }
+    }
+
+    /// The connection closed: statements sent but never answered are recorded
+    /// as failed with a connection error (SQLSTATE 08006), so that none is lost.
+    pub fn close(&mut self) {
+        let done = Instant::now();
+        let pending = std::mem::take(&mut self.queue);
+        for request in pending {
+            let lost = || msg::ErrorFields {
+                code: "08006".into(),
+                message: "the connection closed before the statement completed".into(),
+            };
+            let event = match request {
+                Pending::Query { statements, sent } => statements
+                    .into_iter()
+                    .next()
+                    .map(|sql| self.event(sql, None, sent, done, None, None, Some(lost()))),
+                Pending::Execute { portal, sent, .. } => {
+                    let params = Some(portal.params.as_ref().clone());
+                    let sql = portal.sql.to_string();
+                    Some(self.event(sql, params, sent, done, None, None, Some(lost())))
+                }
+                _ => None,
+            };
+            if let Some(event) = event {
+                self.recorder.record(event);
+            }
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let date = crate::date::Date::from_days((secs / 86_400) as i64);
+    let rest = secs % 86_400;
+    format!(
+        "{date}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
