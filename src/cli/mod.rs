@@ -4,7 +4,9 @@
 pub mod analyze;
 pub mod compare;
 pub mod demo;
+pub mod proxy;
 pub mod rules;
+pub mod run;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,12 @@ pub enum Command {
     /// Compare two traces of the same flows run with different amounts of data:
     /// statements whose count grows with the data are N+1s.
     Compare(compare::CompareArgs),
+    /// Relay PostgreSQL connections to --upstream, record every statement,
+    /// and audit them when stopped (Ctrl-C or SIGTERM).
+    Proxy(proxy::ProxyArgs),
+    /// Run a command against a recording proxy (DATABASE_URL, PGHOST and
+    /// PGPORT point at it) and audit what it ran when it ends.
+    Run(run::RunArgs),
     /// The rule catalogue: list the rules, or explain one.
     Rules(rules::RulesArgs),
 }
@@ -213,6 +221,8 @@ pub fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Rules(args) => rules::run(&args),
     };
     match result {

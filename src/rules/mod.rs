@@ -8,6 +8,7 @@
 
 pub mod config;
 
+mod connection_churn;
 mod n_plus_one;
 mod query_budget;
 mod query_count_regression;
@@ -27,6 +28,7 @@ pub static REGISTRY: &[&RuleMeta] = &[
     &query_budget::META,
     &slow_query::META,
     &query_count_regression::META,
+    &connection_churn::META,
 ];
 
 /// The id of the rule that compares counts with a baseline.
@@ -143,7 +145,7 @@ impl Statement<'_> {
 }
 
 /// A built-in check over a run's statements.
-pub trait Rule: std::fmt::Debug {
+pub trait Rule: std::fmt::Debug + Send {
     fn observe(&mut self, statement: &Statement<'_>);
     /// The findings, once every statement has been observed.
     fn finish(&mut self, out: &mut Vec<Finding>);

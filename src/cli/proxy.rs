@@ -1,0 +1,193 @@
+//! `flowaudit proxy`: relay PostgreSQL connections, record every statement,
+//! and audit them when stopped (SIGINT or SIGTERM). The recording pieces are
+//! shared with `flowaudit run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::audit::Audit;
+use crate::capture::proxy::{self, Log, Proxy, Recorder, Sink, Stats, Upstream, Writer};
+use crate::model::Event;
+use crate::report::{CaptureStats, Report};
+
+use super::AuditArgs;
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on. Loopback by default; listening on another
+    /// interface exposes the database to whoever can reach it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6432")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Where to relay to and where to keep what was recorded.
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// The PostgreSQL server to relay to, as a URL: postgres://HOST:PORT/…
+    /// (user, password and database are the client's own and are not used).
+    #[arg(long, value_name = "URL")]
+    pub upstream: String,
+    /// Also write every recorded statement to FILE (JSON Lines), which
+    /// `flowaudit analyze FILE` audits to the same findings.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+}
+
+/// Messages about single connections go to stderr, prefixed.
+pub fn stderr_log() -> Log {
+    Arc::new(|message| eprintln!("flowaudit: {message}"))
+}
+
+/// The audit, fed by the writer thread as statements arrive.
+#[derive(Debug)]
+pub struct AuditSink {
+    audit: Audit,
+}
+
+impl Sink for AuditSink {
+    fn event(&mut self, event: Event) {
+        self.audit.push(event);
+    }
+}
+
+/// A recording in progress: the writer thread and the shared counters.
+#[derive(Debug)]
+pub struct Recording {
+    writer: Writer<AuditSink>,
+    stats: Arc<Stats>,
+    trace: Option<PathBuf>,
+}
+
+impl CaptureArgs {
+    pub fn upstream(&self) -> anyhow::Result<Upstream> {
+        Upstream::from_url(&self.upstream).map_err(|e| {
+            anyhow::anyhow!("{e}\n  hint: for example --upstream postgres://127.0.0.1:5432/app")
+        })
+    }
+
+    /// Loads the rules, opens the trace file and starts the writer.
+    pub fn start(&self, audit_args: &AuditArgs) -> anyhow::Result<(Recorder, Recording)> {
+        let config = audit_args.load_rules()?;
+        let baseline = audit_args.load_baseline()?;
+        let audit =
+            Audit::with_baseline(&config, baseline.as_ref()).context("invalid rule settings")?;
+        let trace: Option<Box<dyn std::io::Write + Send>> = match &self.trace {
+            Some(path) => Some(Box::new(std::fs::File::create(path).with_context(
+                || format!("cannot write the trace to {}", path.display()),
+            )?)),
+            None => None,
+        };
+        let stats = Arc::new(Stats::default());
+        let (recorder, writer) = proxy::start_writer(trace, AuditSink { audit }, stats.clone());
+        Ok((
+            recorder,
+            Recording {
+                writer,
+                stats,
+                trace: self.trace.clone(),
+            },
+        ))
+    }
+}
+
+impl Recording {
+    /// Waits for the writer (every recorder must be gone) and audits.
+    pub fn finish(self) -> anyhow::Result<Report> {
+        let sink = self.writer.finish().with_context(|| match &self.trace {
+            Some(path) => format!("cannot write the trace to {}", path.display()),
+            None => "the recording failed".into(),
+        })?;
+        let mut report = sink.audit.finish();
+        let s = &self.stats;
+        let capture = CaptureStats {
+            connections: Stats::get(&s.connections),
+            recorded: Stats::get(&s.recorded),
+            dropped: Stats::get(&s.dropped),
+            undecoded_frames: Stats::get(&s.undecoded_frames),
+            refused: Stats::get(&s.refused),
+        };
+        if capture.dropped > 0 {
+            report.notes.push(format!(
+                "{} statements were not recorded: the trace writer fell behind, and the proxy \
+                 drops rather than slow the application; counts above are lower bounds",
+                crate::rules::thousands(capture.dropped)
+            ));
+        }
+        if capture.undecoded_frames > 0 {
+            report.notes.push(format!(
+                "{} protocol messages were forwarded that flowaudit could not decode",
+                crate::rules::thousands(capture.undecoded_frames)
+            ));
+        }
+        if capture.refused > 0 {
+            report.notes.push(format!(
+                "{} connections were refused by the proxy (database unreachable or a direct TLS \
+                 handshake); see the messages above",
+                capture.refused
+            ));
+        }
+        report.capture = Some(capture);
+        if let Some(path) = &self.trace {
+            report.inputs = vec![path.display().to_string()];
+        }
+        Ok(report)
+    }
+}
+
+/// How long open connections may take to finish once the proxy is stopped.
+const GRACE: Duration = Duration::from_secs(2);
+
+pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
+    let upstream = args.capture.upstream()?;
+    let (recorder, recording) = args.capture.start(&args.audit)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let proxy = Proxy::bind(args.listen, upstream.clone(), recorder)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}\n  hint: another program may use that port; choose \
+                     another with --listen",
+                    args.listen
+                )
+            })?;
+        let addr = proxy.local_addr()?;
+        eprintln!(
+            "flowaudit: relaying {addr} → {} (PostgreSQL); point the application at \
+             postgres://…@{addr}/…; Ctrl-C stops and reports",
+            upstream.describe()
+        );
+        proxy.serve(stop_signal(), GRACE, stderr_log()).await;
+        anyhow::Ok(())
+    })?;
+    let mut report = recording.finish()?;
+    args.audit.emit(&mut report)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `flowaudit run -- CMD ARGS…`: start the proxy on a free loopback port, run
+//! CMD with `DATABASE_URL`, `PGHOST` and `PGPORT` pointing at it, and audit
+//! what it ran when it ends. The exit code is CMD's failure first (1), else
+//! the audit's.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::capture::proxy::{Proxy, url_through};
+use crate::exit;
+
+use super::AuditArgs;
+use super::proxy::{CaptureArgs, stderr_log};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address for the proxy; default: a free port on loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// How long the proxy waits for the command's connections after it exits.
+const GRACE: Duration = Duration::from_secs(2);
+
+pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let upstream = args.capture.upstream()?;
+    let (recorder, recording) = args.capture.start(&args.audit)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let status = runtime.block_on(async {
+        let proxy = Proxy::bind(args.listen, upstream, recorder)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = proxy.local_addr()?;
+        let database_url = url_through(&args.capture.upstream, addr).map_err(anyhow::Error::msg)?;
+        let (program, rest) = args
+            .command
+            .split_first()
+            .context("no command given after --")?;
+        let mut child = tokio::process::Command::new(program)
+            .args(rest)
+            .env("DATABASE_URL", &database_url)
+            .env("PGHOST", addr.ip().to_string())
+            .env("PGPORT", addr.port().to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot run {}\n  hint: check that the command exists and is on PATH",
+                    program.to_string_lossy()
+                )
+            })?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(proxy.serve(
+            async {
+                let _ = stop_rx.await;
+            },
+            GRACE,
+            stderr_log(),
+        ));
+        let status = wait_forwarding_signals(&mut child).await;
+        let _ = stop_tx.send(());
+        let _ = serving.await;
+        status.context("cannot wait for the command")
+    })?;
+    let mut report = recording.finish()?;
+    let audit_code = args.audit.emit(&mut report)?;
+    if !status.success() {
+        let name = args.command[0].to_string_lossy();
+        match status.code() {
+            Some(code) => eprintln!("flowaudit: {name} exited with status {code}"),
+            None => eprintln!("flowaudit: {name} was ended by a signal ({status})"),
+        }
+        return Ok(exit::FINDINGS);
+    }
+    Ok(audit_code)
+}
+
+/// Waits for the command; SIGINT and SIGTERM sent to flowaudit go on to it.
+/// A Ctrl-C typed at the terminal already reaches the command, which shares
+/// the terminal's foreground process group; it is not sent a second time.
+async fn wait_forwarding_signals(
+    child: &mut tokio::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let sig = tokio::select! {
+            status = child.wait() => return status,
+            _ = int.recv() => Signal::SIGINT,
+            _ = term.recv() => Signal::SIGTERM,
+        };
+        if sig == Signal::SIGINT && terminal_delivers_to_child() {
+            continue;
+        }
+        if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+}
+
+/// True when flowaudit's process group is the terminal's foreground group:
+/// then the terminal sent the Ctrl-C to the whole group, the command included.
+fn terminal_delivers_to_child() -> bool {
+    let stdin = std::io::stdin();
+    stdin.is_terminal()
+        && nix::unistd::tcgetpgrp(&stdin).is_ok_and(|group| group == nix::unistd::getpgrp())
+}
