@@ -225,4 +225,75 @@ mod tests {
         assert_eq!(seen[0].1.len(), MAX_OBSERVED);
         assert!(seen[0].2);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn encode(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (tag, body) in frames {
+                out.push(*tag);
+                out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+                out.extend_from_slice(body);
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Arbitrary bytes in arbitrary chunks: never a panic, and every
+            /// frame reported is within what was fed.
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+                cuts in proptest::collection::vec(any::<usize>(), 0..16),
+            ) {
+                let mut decoder = FrameDecoder::new(skip_server);
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut start = 0;
+                let mut total = 0;
+                for cut in cuts.into_iter().chain(std::iter::once(bytes.len())) {
+                    decoder.feed(&bytes[start..cut], |f| total += 5 + f.len);
+                    start = cut;
+                }
+                prop_assert!(total <= bytes.len());
+            }
+
+            /// Valid frames split at arbitrary points decode to exactly the
+            /// frames that were sent: the decoder never loses sync.
+            #[test]
+            fn valid_frames_survive_any_split(
+                frames in proptest::collection::vec(
+                    (prop_oneof![Just(b'Q'), Just(b'D'), Just(b'C'), Just(b'Z'), any::<u8>()],
+                     proptest::collection::vec(any::<u8>(), 0..300)),
+                    0..40),
+                cuts in proptest::collection::vec(any::<usize>(), 0..64),
+            ) {
+                let stream = encode(&frames);
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut decoder = FrameDecoder::new(skip_server);
+                let mut seen = Vec::new();
+                let mut start = 0;
+                for cut in cuts.into_iter().chain(std::iter::once(stream.len())) {
+                    decoder.feed(&stream[start..cut], |f| seen.push((f.tag, f.body.to_vec(), f.len)));
+                    start = cut;
+                }
+                prop_assert!(!decoder.lost_sync());
+                prop_assert_eq!(seen.len(), frames.len());
+                for ((tag, body, len), (sent_tag, sent_body)) in seen.iter().zip(&frames) {
+                    prop_assert_eq!(tag, sent_tag);
+                    prop_assert_eq!(*len, sent_body.len());
+                    if skip_server(*tag) {
+                        prop_assert!(body.is_empty());
+                    } else {
+                        prop_assert_eq!(body, sent_body);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -541,3 +541,108 @@ pub fn rfc3339(t: SystemTime) -> String {
         since.subsec_micros()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::capture::proxy::recorder::{Sink, Stats, start};
+
+    #[derive(Debug, Default)]
+    struct Collect(Vec<Event>);
+
+    impl Sink for Collect {
+        fn event(&mut self, event: Event) {
+            self.0.push(event);
+        }
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Frame<'_> {
+        Frame {
+            tag,
+            body,
+            len: body.len(),
+            truncated: false,
+        }
+    }
+
+    fn bind_body(portal: &str, statement: &str, values: &[&str]) -> Vec<u8> {
+        let mut b = format!("{portal}\0{statement}\0").into_bytes();
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(values.len() as i16).to_be_bytes());
+        for v in values {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v.as_bytes());
+        }
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b
+    }
+
+    fn parse_body(name: &str, sql: &str) -> Vec<u8> {
+        let mut b = format!("{name}\0{sql}\0").into_bytes();
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn a_pipeline_reusing_the_unnamed_portal_keeps_each_statements_values() {
+        let (recorder, writer) = start(None, Collect::default(), Arc::new(Stats::default()));
+        let mut s = Session::new(1, recorder, None, Instant::now());
+        // Two batches sent before any answer, both through the unnamed
+        // statement and portal.
+        for (sql, value) in [("select $1::int", "1"), ("select $1::text", "two")] {
+            s.client_frame(frame(b'P', &parse_body("", sql)));
+            s.client_frame(frame(b'B', &bind_body("", "", &[value])));
+            s.client_frame(frame(b'E', b"\0\0\0\0\0"));
+            s.client_frame(frame(b'S', b""));
+        }
+        for _ in 0..2 {
+            s.server_frame(frame(b'1', b""));
+            s.server_frame(frame(b'2', b""));
+            s.server_frame(frame(b'C', b"SELECT 1\0"));
+            s.server_frame(frame(b'Z', b"I"));
+        }
+        drop(s);
+        let events = writer.finish().expect("writer").0;
+        let got: Vec<(String, Option<Vec<Option<String>>>)> =
+            events.into_iter().map(|e| (e.sql, e.params)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("select $1::int".into(), Some(vec![Some("1".into())])),
+                ("select $1::text".into(), Some(vec![Some("two".into())])),
+            ]
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever frames arrive from either side, the observer never panics.
+        #[test]
+        fn arbitrary_frames_never_panic(
+            frames in proptest::collection::vec(
+                (any::<bool>(),
+                 prop_oneof![Just(b'Q'), Just(b'P'), Just(b'B'), Just(b'E'), Just(b'S'),
+                             Just(b'C'), Just(b'Z'), Just(b'D'), Just(b't'), Just(b's'),
+                             Just(b'1'), Just(b'2'), Just(b'I'), any::<u8>()],
+                 proptest::collection::vec(any::<u8>(), 0..64)),
+                0..64),
+        ) {
+            let (recorder, writer) = start(None, Collect::default(), Arc::new(Stats::default()));
+            let mut s = Session::new(1, recorder, None, Instant::now());
+            for (from_client, tag, body) in &frames {
+                if *from_client {
+                    s.client_frame(frame(*tag, body));
+                } else {
+                    s.server_frame(frame(*tag, body));
+                }
+            }
+            drop(s);
+            prop_assert!(writer.finish().is_ok());
+        }
+    }
+}

@@ -1,0 +1,877 @@
+//! The proxy against the machine's real PostgreSQL server, driven by real
+//! clients: psql, pgbench and sqlx.
+
+mod support;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::pg::{self, ProxyProcess, TestDb, psql, text, with_sql};
+
+fn upstream() -> String {
+    format!("postgres://postgres@{}/test", pg::PG_ADDR)
+}
+
+#[test]
+fn psql_script_is_recorded_statement_by_statement() {
+    if !pg::available("psql through the proxy") {
+        return;
+    }
+    let db = TestDb::new("psql");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_csv = dir.path().join("out.csv");
+    let in_csv = dir.path().join("in.csv");
+    std::fs::write(&in_csv, "10,ten\n11,eleven\n12,twelve\n").expect("write csv");
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET flowaudit.step = 'setup';\n\
+             create table items(id int primary key, name text);\n\
+             insert into items select g, 'item ' || g from generate_series(1, 5) g;\n\
+             SET flowaudit.step = 'work';\n\
+             begin;\n\
+             insert into items values (1, 'again');\n\
+             select 1;\n\
+             commit;\n\
+             \\copy items to '{}' csv\n\
+             \\copy items from '{}' csv\n\
+             LISTEN events;\n\
+             NOTIFY events, 'hello';\n",
+            out_csv.display(),
+            in_csv.display()
+        ),
+    )
+    .expect("write script");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let port = proxy.port();
+    let run = psql(
+        &port,
+        &db.name,
+        &["-f", script.to_str().expect("utf-8 path")],
+    );
+    // Several statements in one Query message: psql -c sends them as one.
+    let multi = psql(
+        &port,
+        &db.name,
+        &[
+            "-c",
+            "select count(*) from items; select 'a;b' as s; select 2",
+        ],
+    );
+    let stopped = proxy.stop();
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(multi.status.success(), "{}", text(&multi));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("duplicate key"),
+        "the error reached psql: {stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("Asynchronous notification \"events\""),
+        "NOTIFY reached the listener: {}",
+        text(&run)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out_csv)
+            .expect("copy out")
+            .lines()
+            .count(),
+        5
+    );
+    assert_eq!(
+        db.direct("select count(*) from items"),
+        "8",
+        "copy in stored 3 rows"
+    );
+
+    let trace = &stopped.trace;
+    let dup = with_sql(trace, "values (1, 'again')");
+    assert_eq!(dup.len(), 1);
+    assert_eq!(dup[0]["error"]["code"], "23505");
+    assert_eq!(dup[0]["txn"], "open");
+    let aborted = with_sql(trace, "select 1");
+    assert_eq!(aborted[0]["txn"], "failed");
+    assert_eq!(aborted[0]["error"]["code"], "25P02");
+    let commit = with_sql(trace, "commit");
+    assert_eq!(commit[0]["txn"], "failed");
+    assert!(commit[0].get("error").is_none());
+    let copy_out = with_sql(trace, "TO STDOUT");
+    assert_eq!(copy_out.len(), 1, "COPY out is one statement");
+    assert_eq!(copy_out[0]["rows"], 5);
+    let copy_in = with_sql(trace, "FROM STDIN");
+    assert_eq!(copy_in[0]["rows"], 3);
+    assert_eq!(with_sql(trace, "NOTIFY events").len(), 1);
+    // The three statements of the one Query are three events, in order.
+    let parts: Vec<&str> = trace
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| e["sql"].as_str().expect("sql"))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            "select 2",
+            "select 'a;b' as s",
+            "select count(*) from items"
+        ]
+    );
+    assert_eq!(trace.last().expect("events")["rows"], 1);
+    // Steps come from the markers.
+    let steps: Vec<&str> = stopped.report["flows"][0]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(steps, vec!["setup", "work"]);
+    assert_eq!(stopped.report["capture"]["dropped"], 0);
+    assert_eq!(stopped.report["capture"]["connections"], 2);
+    assert_eq!(stopped.code, Some(0));
+}
+
+#[test]
+fn psql_output_is_the_same_through_the_proxy() {
+    if !pg::available("transparency") {
+        return;
+    }
+    let db = TestDb::new("same");
+    db.direct("create table t(id int, v numeric, d timestamptz, b bytea, j jsonb)");
+    db.direct(
+        "insert into t select g, g / 7.0, '2026-01-01'::timestamptz + g * interval '1 hour', \
+         decode(md5(g::text), 'hex'), jsonb_build_object('g', g) from generate_series(1, 2000) g",
+    );
+    let query = [
+        "-c",
+        "select * from t order by id",
+        "-c",
+        "select pg_typeof(1), 'x' || repeat('y', 100000)",
+    ];
+    let direct = psql("5432", &db.name, &query);
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let through = psql(&proxy.port(), &db.name, &query);
+    let stopped = proxy.stop();
+    assert!(direct.status.success(), "{}", text(&direct));
+    assert_eq!(
+        direct.stdout, through.stdout,
+        "results differ through the proxy"
+    );
+    assert_eq!(direct.stderr, through.stderr);
+    assert_eq!(
+        with_sql(&stopped.trace, "from t order by id")[0]["rows"],
+        2000
+    );
+}
+
+/// pgbench's TPC-B-like script: seven statements a transaction.
+const TPCB: [&str; 7] = [
+    "BEGIN",
+    "UPDATE pgbench_accounts",
+    "SELECT abalance",
+    "UPDATE pgbench_tellers",
+    "UPDATE pgbench_branches",
+    "INSERT INTO pgbench_history",
+    "END",
+];
+
+fn processed(out: &std::process::Output) -> u64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("number of transactions actually processed"))
+        .unwrap_or_else(|| panic!("no transaction count in {stdout}"));
+    line.split(':')
+        .nth(1)
+        .expect("count")
+        .trim()
+        .split('/')
+        .next()
+        .expect("n")
+        .parse()
+        .expect("number")
+}
+
+#[test]
+fn pgbench_in_every_query_mode() {
+    if !pg::available("pgbench through the proxy") {
+        return;
+    }
+    let db = TestDb::new("pgbench");
+    let init = ProxyProcess::start(&upstream(), &[]);
+    let out = Command::new("pgbench")
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &init.port(),
+            "-U",
+            "postgres",
+            &db.name,
+        ])
+        .output()
+        .expect("pgbench runs");
+    let stopped = init.stop();
+    assert!(out.status.success(), "pgbench -i: {}", text(&out));
+    assert!(
+        !with_sql(&stopped.trace, "create table pgbench_accounts").is_empty()
+            || !with_sql(&stopped.trace, "CREATE TABLE pgbench_accounts").is_empty()
+            || !with_sql(&stopped.trace, "create table").is_empty(),
+        "pgbench -i's DDL is in the trace"
+    );
+    assert!(!with_sql(&stopped.trace, "pgbench_accounts").is_empty());
+
+    for mode in ["simple", "extended", "prepared"] {
+        let proxy = ProxyProcess::start(&upstream(), &[]);
+        let out = Command::new("pgbench")
+            .args(["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "40"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &proxy.port(),
+                "-U",
+                "postgres",
+                &db.name,
+            ])
+            .output()
+            .expect("pgbench runs");
+        let stopped = proxy.stop();
+        assert!(out.status.success(), "pgbench -M {mode}: {}", text(&out));
+        let n = processed(&out);
+        assert_eq!(n, 160, "-M {mode}: every transaction processed");
+        for statement in TPCB {
+            let seen = stopped
+                .trace
+                .iter()
+                .filter(|e| {
+                    e["sql"]
+                        .as_str()
+                        .is_some_and(|s| s.trim_start().starts_with(statement))
+                })
+                .count() as u64;
+            assert_eq!(
+                seen, n,
+                "-M {mode}: {statement} recorded once per transaction"
+            );
+        }
+        assert!(
+            stopped.trace.iter().all(|e| e.get("error").is_none()),
+            "-M {mode}: no statement failed"
+        );
+        if mode != "simple" {
+            let update = with_sql(&stopped.trace, "UPDATE pgbench_accounts");
+            let params = update[0]["params"]
+                .as_array()
+                .expect("bind values recorded");
+            assert_eq!(params.len(), 2, "-M {mode}: {}", update[0]);
+        }
+        let findings = stopped.report["findings"].as_array().expect("findings");
+        assert!(
+            !findings.iter().any(|f| f["rule"] == "n-plus-one"),
+            "-M {mode}: independent transactions are not an N+1: {findings:#?}"
+        );
+        assert_eq!(stopped.report["capture"]["dropped"], 0);
+        assert_eq!(
+            stopped.report["capture"]["undecoded_frames"], 0,
+            "-M {mode}"
+        );
+    }
+}
+
+#[test]
+fn pgbench_pipelined_batches() {
+    if !pg::available("a pipelined pgbench script") {
+        return;
+    }
+    let db = TestDb::new("pipeline");
+    db.direct("create table kv(k int primary key, v int)");
+    db.direct("insert into kv select g, 0 from generate_series(1, 100) g");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("pipeline.sql");
+    let mut f = std::fs::File::create(&script).expect("script");
+    // Several batches before any answer, one with an error in the middle: the
+    // server skips to the pipeline's Sync, and so must the observer.
+    writeln!(
+        f,
+        "\\set k random(1, 100)\n\
+         \\startpipeline\n\
+         update kv set v = v + 1 where k = :k;\n\
+         select v from kv where k = :k;\n\
+         select (:k)::int * 2;\n\
+         insert into kv values (1000 + :k, 0) on conflict (k) do update set v = kv.v + 1;\n\
+         \\endpipeline\n\
+         \\startpipeline\n\
+         select v from kv where k = :k;\n\
+         \\endpipeline"
+    )
+    .expect("write");
+    drop(f);
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let out = Command::new("pgbench")
+        .args(["-n", "-M", "extended", "-c", "2", "-t", "25", "-f"])
+        .arg(&script)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &proxy.port(),
+            "-U",
+            "postgres",
+            &db.name,
+        ])
+        .output()
+        .expect("pgbench runs");
+    let stopped = proxy.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(processed(&out), 50);
+    assert_eq!(with_sql(&stopped.trace, "update kv").len(), 50);
+    assert_eq!(with_sql(&stopped.trace, "select v from kv").len(), 100);
+    assert_eq!(with_sql(&stopped.trace, "insert into kv").len(), 50);
+    let updates = with_sql(&stopped.trace, "update kv");
+    assert!(
+        updates.iter().all(|e| e["rows"] == 1),
+        "each update matched its row"
+    );
+    // The values follow the statements they were bound to, batch after batch.
+    for e in with_sql(&stopped.trace, "select v from kv") {
+        let k: u32 = e["params"][0]
+            .as_str()
+            .expect("param")
+            .parse()
+            .expect("int");
+        assert!((1..=100).contains(&k), "{e}");
+    }
+    assert_eq!(db.direct("select sum(v) from kv where k <= 100"), "50");
+}
+
+#[test]
+fn pipelined_error_skips_to_sync() {
+    if !pg::available("an error inside a pipeline") {
+        return;
+    }
+    let db = TestDb::new("pipefail");
+    db.direct("create table kv(k int primary key, v int)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("fail.sql");
+    std::fs::write(
+        &script,
+        "\\startpipeline\n\
+         insert into kv values (1, 1);\n\
+         select 1 / 0;\n\
+         insert into kv values (2, 2);\n\
+         \\endpipeline\n",
+    )
+    .expect("script");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let out = Command::new("pgbench")
+        .args(["-n", "-M", "extended", "-c", "1", "-t", "1", "-f"])
+        .arg(&script)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &proxy.port(),
+            "-U",
+            "postgres",
+            &db.name,
+        ])
+        .output()
+        .expect("pgbench runs");
+    // A second client on the same proxy afterwards still works.
+    let after = psql(&proxy.port(), &db.name, &["-Atc", "select 41 + 1"]);
+    let stopped = proxy.stop();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("division by zero"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(String::from_utf8_lossy(&after.stdout).trim(), "42");
+    let trace = &stopped.trace;
+    assert_eq!(with_sql(trace, "values (1, 1)").len(), 1);
+    let failed = with_sql(trace, "1 / 0");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["error"]["code"], "22012");
+    assert!(
+        with_sql(trace, "values (2, 2)").is_empty(),
+        "the server skipped the statement after the error; so does the trace"
+    );
+    assert_eq!(with_sql(trace, "41 + 1").len(), 1);
+}
+
+#[test]
+fn sqlx_binds_transactions_and_rollback() {
+    if !pg::available("sqlx through the proxy") {
+        return;
+    }
+    let db = TestDb::new("sqlx");
+    db.direct(
+        "create table things(id bigint primary key, small smallint, n int, ratio float8, \
+         real_ float4, ok bool, name text, at timestamp, raw bytea, amount numeric)",
+    );
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let url = db.url(&proxy.addr.to_string());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connect through the proxy");
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 25)
+            .and_then(|d| d.and_hms_micro_opt(14, 50, 44, 500_000))
+            .expect("date");
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query(
+            "insert into things (id, small, n, ratio, real_, ok, name, at, raw, amount) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::numeric)",
+        )
+        .bind(9_000_000_000_i64)
+        .bind(7_i16)
+        .bind(-42_i32)
+        .bind(0.25_f64)
+        .bind(1.5_f32)
+        .bind(true)
+        .bind("café")
+        .bind(at)
+        .bind(vec![0xde_u8, 0xad])
+        .bind(Option::<String>::None)
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+        tx.commit().await.expect("commit");
+
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query("insert into things (id) values ($1)")
+            .bind(1_i64)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        let dup = sqlx::query("insert into things (id) values ($1)")
+            .bind(1_i64)
+            .execute(&mut *tx)
+            .await;
+        assert!(dup.is_err(), "duplicate key fails");
+        tx.rollback().await.expect("rollback");
+
+        let n: i64 = sqlx::query_scalar("select count(*) from things")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(n, 1, "the rolled-back insert is gone");
+        conn.close().await.expect("close");
+    });
+    let stopped = proxy.stop();
+    let trace = &stopped.trace;
+    let insert = with_sql(trace, "insert into things (id, small");
+    assert_eq!(insert.len(), 1, "{}", stopped.trace_text);
+    let params: Vec<serde_json::Value> = insert[0]["params"].as_array().expect("params").clone();
+    assert_eq!(
+        params,
+        serde_json::json!([
+            "9000000000",
+            "7",
+            "-42",
+            "0.25",
+            "1.5",
+            "true",
+            "café",
+            "2026-11-25 14:50:44.5",
+            "\\xdead",
+            null
+        ])
+        .as_array()
+        .expect("array")
+        .clone()
+    );
+    assert_eq!(insert[0]["txn"], "open");
+    assert_eq!(insert[0]["rows"], 1);
+    let dups = with_sql(trace, "insert into things (id) values");
+    assert_eq!(dups.len(), 2);
+    assert!(dups[0].get("error").is_none());
+    assert_eq!(dups[1]["error"]["code"], "23505");
+    let rollback = with_sql(trace, "ROLLBACK");
+    assert_eq!(rollback.len(), 1);
+    assert_eq!(rollback[0]["txn"], "failed");
+    assert_eq!(with_sql(trace, "COMMIT").len(), 1);
+}
+
+#[test]
+fn killed_client_and_unreachable_upstream_leave_the_proxy_serving() {
+    if !pg::available("failure handling") {
+        return;
+    }
+    let db = TestDb::new("kill");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let port = proxy.port();
+    let mut sleeper = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+        ])
+        .args(["-c", "select pg_sleep(20)"])
+        .spawn()
+        .expect("psql starts");
+    std::thread::sleep(Duration::from_millis(700));
+    sleeper.kill().expect("kill psql");
+    let _ = sleeper.wait();
+    let after = psql(&port, &db.name, &["-Atc", "select 'still here'"]);
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout).trim(),
+        "still here",
+        "{}",
+        text(&after)
+    );
+
+    // A cancel (Ctrl-C in psql) reaches the server through the proxy.
+    let started = Instant::now();
+    let cancelled = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+        ])
+        .args(["-c", "select pg_sleep(20)"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql starts");
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = nix::unistd::Pid::from_raw(cancelled.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+    let out = cancelled.wait_with_output().expect("psql ends");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the cancel stopped the sleep"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("canceling statement"),
+        "{}",
+        text(&out)
+    );
+    let stopped = proxy.stop();
+    let sleeps = with_sql(&stopped.trace, "pg_sleep(20)");
+    assert_eq!(sleeps.len(), 2, "{}", stopped.trace_text);
+    assert!(
+        sleeps.iter().any(|e| e["error"]["code"] == "57014"),
+        "the cancelled one: {sleeps:?}"
+    );
+    assert!(
+        sleeps.iter().any(|e| e["error"]["code"] == "08006"),
+        "the killed one: {sleeps:?}"
+    );
+
+    // An upstream that refuses: the client gets a proper error, the proxy stays.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!(
+        "postgres://postgres@{}/test",
+        closed.local_addr().expect("addr")
+    );
+    drop(closed);
+    let proxy = ProxyProcess::start(&dead, &[]);
+    for _ in 0..2 {
+        let out = psql(&proxy.port(), "test", &["-c", "select 1"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot reach the database server"),
+            "{stderr}"
+        );
+    }
+    let stopped = proxy.stop();
+    assert_eq!(stopped.report["capture"]["refused"], 2);
+    assert!(
+        stopped.stderr.contains("cannot reach"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn ssl_and_gss_requests_are_declined_and_direct_tls_refused() {
+    if !pg::available("SSL negotiation") {
+        return;
+    }
+    use std::io::Read;
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    for code in [80_877_103_u32, 80_877_104] {
+        let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+        let mut packet = 8_u32.to_be_bytes().to_vec();
+        packet.extend_from_slice(&code.to_be_bytes());
+        s.write_all(&packet).expect("write");
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).expect("answer");
+        assert_eq!(&answer, b"N");
+    }
+    // libpq with sslmode=require hears "no SSL" and says so.
+    let out = Command::new("psql")
+        .arg(format!(
+            "postgres://postgres@127.0.0.1:{}/test?sslmode=require",
+            proxy.port()
+        ))
+        .args(["-c", "select 1"])
+        .output()
+        .expect("psql runs");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not support SSL"),
+        "{}",
+        text(&out)
+    );
+    // A TLS ClientHello without asking first is refused, with a message.
+    let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .expect("write");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing is answered to a TLS handshake");
+    let stopped = proxy.stop();
+    assert!(
+        stopped.stderr.contains("direct TLS handshake"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn scram_password_login_passes_through_and_is_never_written() {
+    if !pg::available("scram-sha-256 through the proxy") {
+        return;
+    }
+    let Some(bin) = pg::server_bin() else {
+        assert!(
+            std::env::var("CI").ok().as_deref() != Some("true"),
+            "initdb is required in CI"
+        );
+        eprintln!("skipping: no initdb under /usr/lib/postgresql");
+        return;
+    };
+    // A throwaway cluster that asks for scram-sha-256 on TCP.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let pwfile = dir.path().join("pw");
+    let password = "s3cret-Pa55word";
+    std::fs::write(&pwfile, password).expect("pwfile");
+    let as_postgres = |program: &str| {
+        let mut c = if nix::unistd::geteuid().is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+            c
+        } else {
+            Command::new(bin.join(program))
+        };
+        c.current_dir("/");
+        c
+    };
+    if nix::unistd::geteuid().is_root() {
+        Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        Command::new("chmod")
+            .arg("755")
+            .arg(dir.path())
+            .status()
+            .expect("chmod");
+        Command::new("chown")
+            .args(["postgres"])
+            .arg(&pwfile)
+            .status()
+            .expect("chown");
+    }
+    let init = as_postgres("initdb")
+        .args(["-A", "scram-sha-256", "-U", "postgres", "--pwfile"])
+        .arg(&pwfile)
+        .arg("-D")
+        .arg(&data)
+        .output()
+        .expect("initdb");
+    assert!(init.status.success(), "initdb: {}", text(&init));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let start = as_postgres("pg_ctl")
+        .arg("-D")
+        .arg(&data)
+        .args(["-w", "-l"])
+        .arg(dir.path().join("log"))
+        .arg("-o")
+        .arg(format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            dir.path().display()
+        ))
+        .arg("start")
+        .output()
+        .expect("pg_ctl");
+    assert!(start.status.success(), "pg_ctl start: {}", text(&start));
+    let stop = || {
+        let _ = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    };
+    let proxy = ProxyProcess::start(&format!("postgres://127.0.0.1:{port}/postgres"), &[]);
+    let login = |pw: &str| {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &proxy.port(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-Atc", "select 'in as ' || current_user"])
+            .env("PGPASSWORD", pw)
+            .output()
+            .expect("psql runs")
+    };
+    let good = login(password);
+    let bad = login("wrong");
+    let stopped = proxy.stop();
+    stop();
+    assert_eq!(
+        String::from_utf8_lossy(&good.stdout).trim(),
+        "in as postgres",
+        "{}",
+        text(&good)
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("password authentication failed"),
+        "{}",
+        text(&bad)
+    );
+    assert!(!stopped.trace_text.contains(password));
+    assert!(!stopped.stderr.contains(password));
+    let report = serde_json::to_string(&stopped.report).expect("json");
+    assert!(!report.contains(password));
+    assert_eq!(with_sql(&stopped.trace, "in as").len(), 1);
+}
+
+#[test]
+fn run_wraps_psql_and_reports_its_steps() {
+    if !pg::available("flowaudit run") {
+        return;
+    }
+    let db = TestDb::new("run");
+    db.direct("create table products(id int primary key, name text)");
+    db.direct("create table stock(product_id int, qty int)");
+    db.direct("insert into products select g, 'p' || g from generate_series(1, 8) g");
+    db.direct("insert into stock select g, 10 from generate_series(1, 8) g");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("journey.sql");
+    let mut sql = String::from(
+        "SET flowaudit.flow = 'shop';\nSET flowaudit.step = 'browse';\n\
+         select id, name from products order by id;\n",
+    );
+    for id in 1..=8 {
+        sql.push_str(&format!("select qty from stock where product_id = {id};\n"));
+    }
+    sql.push_str(
+        "SET flowaudit.step = 'checkout';\nupdate stock set qty = qty - 1 where product_id = 3;\n",
+    );
+    std::fs::write(&script, sql).expect("script");
+    let trace = dir.path().join("trace.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args(["run", "--upstream", &db.url(pg::PG_ADDR), "--format", "json", "--trace"])
+        .arg(&trace)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "test -n \"$PGPORT\" && psql -X -q -o /dev/null -v ON_ERROR_STOP=1 \"$DATABASE_URL\" -f {}",
+            script.display()
+        ))
+        .current_dir(dir.path())
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an N+1 is an error: {}",
+        text(&out)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON report ({e}): {}", text(&out)));
+    let steps: Vec<(String, u64)> = report["flows"][0]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name").to_owned(),
+                s["statements"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![("browse".to_owned(), 9), ("checkout".to_owned(), 1)]
+    );
+    assert_eq!(report["flows"][0]["name"], "shop");
+    let n1: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "n-plus-one")
+        .collect();
+    assert_eq!(n1.len(), 1, "{report:#}");
+    assert_eq!(n1[0]["step"], "browse");
+    assert_eq!(
+        std::fs::read_to_string(&trace)
+            .expect("trace")
+            .lines()
+            .count(),
+        13
+    );
+
+    // The command's failure comes first: exit 1 even with no findings.
+    let failing = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--upstream",
+            &db.url(pg::PG_ADDR),
+            "--",
+            "psql",
+            "-X",
+            "-c",
+            "select nonsense",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(failing.status.code(), Some(1), "{}", text(&failing));
+    assert!(String::from_utf8_lossy(&failing.stderr).contains("psql exited with status 1"));
+    // A command that does not exist is flowaudit's error: exit 2.
+    let missing = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--upstream",
+            &db.url(pg::PG_ADDR),
+            "--",
+            "no-such-command-here",
+        ])
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+}
