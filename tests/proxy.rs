@@ -60,7 +60,23 @@ fn psql_script_is_recorded_statement_by_statement() {
             "select count(*) from items; select 'a;b' as s; select 2",
         ],
     );
+    // application_name set during the session is followed (ParameterStatus).
+    let renamed = psql(
+        &port,
+        &db.name,
+        &[
+            "-c",
+            "set application_name = 'reports'",
+            "-c",
+            "select 'renamed'",
+        ],
+    );
     let stopped = proxy.stop();
+    assert!(renamed.status.success(), "{}", text(&renamed));
+    assert_eq!(
+        with_sql(&stopped.trace, "select 'renamed'")[0]["application_name"],
+        "reports"
+    );
     assert!(run.status.success(), "{}", text(&run));
     assert!(multi.status.success(), "{}", text(&multi));
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -104,7 +120,11 @@ fn psql_script_is_recorded_statement_by_statement() {
     assert_eq!(copy_in[0]["rows"], 3);
     assert_eq!(with_sql(trace, "NOTIFY events").len(), 1);
     // The three statements of the one Query are three events, in order.
-    let parts: Vec<&str> = trace
+    let last_of_multi = trace
+        .iter()
+        .position(|e| e["sql"] == "select 2")
+        .expect("the multi-statement query");
+    let parts: Vec<&str> = trace[..=last_of_multi]
         .iter()
         .rev()
         .take(3)
@@ -118,7 +138,7 @@ fn psql_script_is_recorded_statement_by_statement() {
             "select count(*) from items"
         ]
     );
-    assert_eq!(trace.last().expect("events")["rows"], 1);
+    assert_eq!(trace[last_of_multi]["rows"], 1);
     // Steps come from the markers.
     let steps: Vec<&str> = stopped.report["flows"][0]["steps"]
         .as_array()
@@ -128,7 +148,7 @@ fn psql_script_is_recorded_statement_by_statement() {
         .collect();
     assert_eq!(steps, vec!["setup", "work"]);
     assert_eq!(stopped.report["capture"]["dropped"], 0);
-    assert_eq!(stopped.report["capture"]["connections"], 2);
+    assert_eq!(stopped.report["capture"]["connections"], 3);
     assert_eq!(stopped.code, Some(0));
 }
 
@@ -874,4 +894,175 @@ fn run_wraps_psql_and_reports_its_steps() {
         .output()
         .expect("flowaudit run");
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+}
+
+/// The README's CI jobs: `flowaudit run` writes a baseline once, then gates
+/// later runs on it, reporting as SARIF or JUnit.
+#[test]
+fn run_as_a_ci_gate_with_a_baseline() {
+    if !pg::available("flowaudit run with a baseline") {
+        return;
+    }
+    let db = TestDb::new("gate");
+    db.direct("create table users(id int primary key, name text)");
+    db.direct("insert into users select g, 'u' || g from generate_series(1, 3) g");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tests = |extra_lookups: u32| {
+        let mut sql =
+            String::from("SET flowaudit.step = 'profile';\nselect name from users where id = 1;\n");
+        for _ in 0..extra_lookups {
+            sql.push_str("select count(*) from users;\n");
+        }
+        let path = dir.path().join(format!("tests-{extra_lookups}.sql"));
+        std::fs::write(&path, sql).expect("script");
+        path
+    };
+    let baseline = dir.path().join("baseline.json");
+    let run = |script: &std::path::Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+            .args(["run", "--upstream", &db.url(pg::PG_ADDR)])
+            .args(args)
+            .args(["--", "psql", "-X", "-q", "-o", "/dev/null", "-f"])
+            .arg(script)
+            .current_dir(dir.path())
+            .output()
+            .expect("flowaudit run")
+    };
+    let write = run(
+        &tests(0),
+        &["--write-baseline", baseline.to_str().expect("path")],
+    );
+    assert_eq!(write.status.code(), Some(0), "{}", text(&write));
+    let sarif = dir.path().join("flowaudit.sarif");
+    let same = run(
+        &tests(0),
+        &[
+            "--baseline",
+            baseline.to_str().expect("path"),
+            "--format",
+            "sarif",
+            "--output",
+            sarif.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(same.status.code(), Some(0), "unchanged: {}", text(&same));
+    let log: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sarif).expect("sarif")).expect("JSON");
+    assert_eq!(log["version"], "2.1.0");
+    let junit = dir.path().join("flowaudit.xml");
+    let more = run(
+        &tests(1),
+        &[
+            "--baseline",
+            baseline.to_str().expect("path"),
+            "--format",
+            "junit",
+            "--output",
+            junit.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(
+        more.status.code(),
+        Some(1),
+        "one more statement: {}",
+        text(&more)
+    );
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(xml.contains("query-count-regression"), "{xml}");
+}
+
+#[test]
+fn pgbench_with_a_connection_per_transaction_is_connection_churn() {
+    if !pg::available("connection churn") {
+        return;
+    }
+    let db = TestDb::new("churn");
+    let init = Command::new("pgbench")
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            &db.name,
+        ])
+        .output()
+        .expect("pgbench runs");
+    assert!(init.status.success(), "{}", text(&init));
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    // -C: a new connection for every transaction, one SELECT each.
+    let out = Command::new("pgbench")
+        .args(["-n", "-C", "-S", "-c", "2", "-t", "15"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &proxy.port(),
+            "-U",
+            "postgres",
+            &db.name,
+        ])
+        .output()
+        .expect("pgbench runs");
+    // The same work on two kept connections is not churn.
+    let pooled = ProxyProcess::start(&upstream(), &[]);
+    let kept = Command::new("pgbench")
+        .args(["-n", "-S", "-c", "2", "-t", "15"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pooled.port(),
+            "-U",
+            "postgres",
+            &db.name,
+        ])
+        .output()
+        .expect("pgbench runs");
+    let stopped = proxy.stop();
+    let stopped_pooled = pooled.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(kept.status.success(), "{}", text(&kept));
+    let churn: Vec<&serde_json::Value> = stopped.report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "connection-churn")
+        .collect();
+    assert_eq!(churn.len(), 1, "{:#}", stopped.report);
+    let message = churn[0]["message"].as_str().expect("message");
+    // pgbench's 30 transactions, plus its own connection that reads the scale.
+    let conns: std::collections::BTreeSet<u64> = stopped
+        .trace
+        .iter()
+        .map(|e| e["conn"].as_u64().expect("conn"))
+        .collect();
+    assert!(conns.len() >= 30, "{conns:?}");
+    let expected = format!(
+        "opened {} connections for {} statements",
+        conns.len(),
+        stopped.trace.len()
+    );
+    assert!(
+        message.contains(&expected),
+        "{message} (expected {expected})"
+    );
+    assert!(
+        message.contains(&format!("spent connecting ({} measured)", conns.len())),
+        "{message}"
+    );
+    assert!(
+        !stopped_pooled.report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .any(|f| f["rule"] == "connection-churn"),
+        "{:#}",
+        stopped_pooled.report
+    );
 }

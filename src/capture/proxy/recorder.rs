@@ -104,3 +104,54 @@ impl<S> Writer<S> {
             .unwrap_or_else(|_| Err(std::io::Error::other("the trace writer panicked")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+
+    /// A sink that holds the writer until told to go on.
+    #[derive(Debug)]
+    struct Stuck {
+        go: std_mpsc::Receiver<()>,
+        seen: u64,
+    }
+
+    impl Sink for Stuck {
+        fn event(&mut self, _: Event) {
+            if self.seen == 0 {
+                let _ = self.go.recv();
+            }
+            self.seen += 1;
+        }
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_drops_and_counts_instead_of_blocking() {
+        let (go_tx, go) = std_mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let (recorder, writer) = start(None, Stuck { go, seen: 0 }, stats.clone());
+        let total = CHANNEL_CAPACITY as u64 + 500;
+        let started = std::time::Instant::now();
+        for i in 0..total {
+            recorder.record(Event {
+                sql: format!("select {i}"),
+                ..Event::default()
+            });
+        }
+        // Recording never waited for the stuck writer.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let dropped = Stats::get(&stats.dropped);
+        let recorded = Stats::get(&stats.recorded);
+        assert_eq!(recorded + dropped, total);
+        assert!(dropped >= 499, "dropped {dropped}");
+        go_tx.send(()).expect("release the writer");
+        drop(recorder);
+        let sink = writer.finish().expect("writer");
+        assert_eq!(
+            sink.seen, recorded,
+            "every event not dropped reached the sink"
+        );
+    }
+}
