@@ -2,6 +2,7 @@
 //! and audit them when stopped (SIGINT or SIGTERM). The recording pieces are
 //! shared with `flowaudit run`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -166,11 +167,36 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
              postgres://…@{addr}/…; Ctrl-C stops and reports",
             upstream.describe()
         );
+        let progress = live_counts(recording.stats.clone());
         proxy.serve(stop_signal(), GRACE, stderr_log()).await;
+        if let Some(progress) = progress {
+            progress.abort();
+        }
         anyhow::Ok(())
     })?;
     let mut report = recording.finish()?;
     args.audit.emit(&mut report)
+}
+
+/// On a terminal, a line on stderr that counts connections and statements
+/// while the proxy runs.
+fn live_counts(stats: Arc<Stats>) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    Some(tokio::spawn(async move {
+        loop {
+            bar.set_message(format!(
+                "{} connections · {} statements recorded · {} dropped",
+                crate::rules::thousands(Stats::get(&stats.connections)),
+                crate::rules::thousands(Stats::get(&stats.recorded)),
+                crate::rules::thousands(Stats::get(&stats.dropped)),
+            ));
+            bar.tick();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }))
 }
 
 /// Resolves on SIGINT or SIGTERM.
