@@ -162,6 +162,12 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
                 )
             })?;
         let addr = proxy.local_addr()?;
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "flowaudit: warning: listening on {addr}, not on loopback: whoever reaches this \
+                 address reaches the database through flowaudit"
+            );
+        }
         eprintln!(
             "flowaudit: relaying {addr} → {} (PostgreSQL); point the application at \
              postgres://…@{addr}/…; Ctrl-C stops and reports",
