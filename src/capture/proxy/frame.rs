@@ -41,6 +41,8 @@ pub struct FrameDecoder {
     skip: fn(u8) -> bool,
     /// The stream no longer makes sense (a negative length): stop observing.
     lost: bool,
+    /// Bodies kept at most (see [`MAX_OBSERVED`]).
+    max: usize,
 }
 
 impl FrameDecoder {
@@ -53,6 +55,16 @@ impl FrameDecoder {
             keeping: false,
             skip,
             lost: false,
+            max: MAX_OBSERVED,
+        }
+    }
+
+    /// A decoder that keeps every message whole, whatever its kind and size:
+    /// for the relay that forwards message by message (fault injection).
+    pub fn keeping_everything() -> Self {
+        FrameDecoder {
+            max: usize::MAX,
+            ..FrameDecoder::new(|_| false)
         }
     }
 
@@ -91,7 +103,7 @@ impl FrameDecoder {
                 self.current = Some((tag, len));
                 self.remaining = len;
                 self.keeping = !(self.skip)(tag);
-                if self.keeping && len <= MAX_OBSERVED {
+                if self.keeping && len <= self.max {
                     // A whole body inside this chunk needs no copy.
                     if self.partial.is_empty() && chunk.len() >= len {
                         on_frame(Frame {
@@ -118,14 +130,14 @@ impl FrameDecoder {
                 continue;
             };
             let take = self.remaining.min(chunk.len());
-            if self.keeping && self.partial.len() < MAX_OBSERVED {
-                let room = MAX_OBSERVED - self.partial.len();
+            if self.keeping && self.partial.len() < self.max {
+                let room = self.max - self.partial.len();
                 self.partial.extend_from_slice(&chunk[..take.min(room)]);
             }
             chunk = &chunk[take..];
             self.remaining -= take;
             if self.remaining == 0 {
-                let truncated = !self.keeping || len > MAX_OBSERVED;
+                let truncated = !self.keeping || len > self.max;
                 let body = if self.keeping {
                     &self.partial[..]
                 } else {

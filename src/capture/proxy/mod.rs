@@ -25,7 +25,7 @@ mod values;
 
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
-pub use session::rfc3339;
+pub use session::{FaultFn, FaultHook, rfc3339};
 pub use split::statements as split_statements;
 
 use std::net::SocketAddr;
@@ -120,6 +120,7 @@ pub struct Proxy {
     listener: TcpListener,
     upstream: Upstream,
     recorder: Recorder,
+    fault: Option<FaultHook>,
 }
 
 impl Proxy {
@@ -132,7 +133,15 @@ impl Proxy {
             listener: TcpListener::bind(addr).await?,
             upstream,
             recorder,
+            fault: None,
         })
+    }
+
+    /// Makes the statements the hook picks fail in the server instead of
+    /// running (`--inject-fault`). Only then does the relay rewrite traffic.
+    pub fn with_fault(mut self, hook: Option<FaultHook>) -> Self {
+        self.fault = hook;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -147,6 +156,7 @@ impl Proxy {
             listener,
             upstream,
             recorder,
+            fault,
         } = self;
         let mut connections = JoinSet::new();
         let mut next_conn: u64 = 1;
@@ -161,8 +171,9 @@ impl Proxy {
                         let upstream = upstream.clone();
                         let recorder = recorder.clone();
                         let log = log.clone();
+                        let fault = fault.clone();
                         connections.spawn(async move {
-                            if let Err(message) = serve_client(client, conn, &upstream, recorder).await {
+                            if let Err(message) = serve_client(client, conn, &upstream, recorder, fault).await {
                                 log(format!("connection {conn} from {peer}: {message}"));
                             }
                         });
@@ -196,6 +207,7 @@ async fn serve_client(
     conn: u64,
     upstream: &Upstream,
     recorder: Recorder,
+    fault: Option<FaultHook>,
 ) -> Result<(), String> {
     let _ = client.set_nodelay(true);
     let opened = Instant::now();
@@ -279,13 +291,15 @@ async fn serve_client(
         .await
         .map_err(|e| e.to_string())?;
     let stats = recorder.stats().clone();
-    let session = Arc::new(Mutex::new(SessionGuard(Session::new(
-        conn,
-        recorder,
-        application_name,
-        opened,
-    ))));
-    relay(client, server, &session).await;
+    let rewriting = fault.is_some();
+    let session = Arc::new(Mutex::new(SessionGuard(
+        Session::new(conn, recorder, application_name, opened).with_fault(fault),
+    )));
+    if rewriting {
+        relay_rewriting(client, server, &session).await;
+    } else {
+        relay(client, server, &session).await;
+    }
     let undecoded = lock(&session).0.counts.undecoded;
     Stats::add(&stats.undecoded_frames, undecoded);
     Ok(())
@@ -352,6 +366,68 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
     tokio::select! {
         () = &mut upward => {
             // The client is gone; let the server's last answers arrive.
+            let _ = tokio::time::timeout(Duration::from_secs(5), downward).await;
+        }
+        () = &mut downward => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), upward).await;
+        }
+    }
+}
+
+/// The relay with fault injection: both directions go message by message, so
+/// that the statement chosen to fail can be replaced and the answers to what
+/// the proxy added kept from the client. Slower than [`relay`], and only used
+/// when a fault is asked for.
+async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuard>) {
+    let (mut client_r, mut client_w) = client.into_split();
+    let (mut server_r, mut server_w) = server.into_split();
+    let upward = async {
+        let mut decoder = FrameDecoder::keeping_everything();
+        let mut buf = vec![0u8; BUFFER];
+        let mut out = Vec::with_capacity(BUFFER);
+        loop {
+            let n = match client_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            out.clear();
+            if decoder.lost_sync() {
+                out.extend_from_slice(&buf[..n]);
+            } else {
+                let mut guard = lock(session);
+                decoder.feed(&buf[..n], |f| guard.0.client_frame_rewriting(f, &mut out));
+            }
+            if server_w.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_w.shutdown().await;
+    };
+    let downward = async {
+        let mut decoder = FrameDecoder::keeping_everything();
+        let mut buf = vec![0u8; BUFFER];
+        let mut out = Vec::with_capacity(BUFFER);
+        loop {
+            let n = match server_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            out.clear();
+            if decoder.lost_sync() {
+                out.extend_from_slice(&buf[..n]);
+            } else {
+                let mut guard = lock(session);
+                decoder.feed(&buf[..n], |f| guard.0.server_frame_forwarding(f, &mut out));
+            }
+            if client_w.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_w.shutdown().await;
+    };
+    tokio::pin!(upward, downward);
+    tokio::select! {
+        () = &mut upward => {
             let _ = tokio::time::timeout(Duration::from_secs(5), downward).await;
         }
         () = &mut downward => {

@@ -17,7 +17,7 @@
 //! Query get the status they started in.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::frame::Frame;
@@ -93,6 +93,20 @@ struct Suspended {
     rows: u64,
 }
 
+/// Fault injection: called for every statement about to be sent to the
+/// server, in order, with the connection's `application_name`; returns the SQL
+/// to run in its place when the statement must fail instead of running.
+#[derive(Clone)]
+pub struct FaultHook(pub Arc<Mutex<FaultFn>>);
+
+pub type FaultFn = dyn FnMut(&str, Option<&str>) -> Option<String> + Send;
+
+impl std::fmt::Debug for FaultHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultHook")
+    }
+}
+
 /// Counts the observer keeps for the report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SessionCounts {
@@ -121,6 +135,12 @@ pub struct Session {
     /// The connection's first statement carries the time spent connecting.
     first_event: bool,
     pub counts: SessionCounts,
+    /// With fault injection, the hook that picks the statement to fail.
+    fault: Option<FaultHook>,
+    /// Answers the server owes to messages the proxy added (ParseComplete,
+    /// BindComplete of an injected statement): not passed to the client.
+    swallow: u32,
+    injected: u32,
 }
 
 impl Session {
@@ -145,7 +165,94 @@ impl Session {
             connect_us: None,
             first_event: true,
             counts: SessionCounts::default(),
+            fault: None,
+            swallow: 0,
+            injected: 0,
         }
+    }
+
+    pub fn with_fault(mut self, hook: Option<FaultHook>) -> Self {
+        self.fault = hook;
+        self
+    }
+
+    /// Asks the fault hook about one statement.
+    fn fault_for(&self, sql: &str) -> Option<String> {
+        let hook = self.fault.as_ref()?;
+        let mut decide = hook
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        decide(sql, self.application_name.as_deref())
+    }
+
+    /// With fault injection: observes a whole client message and appends to
+    /// `out` what goes to the server: the message itself, or, for the
+    /// statement chosen to fail, a replacement that fails in the server. A
+    /// Query runs its statements before the chosen one, then the replacement;
+    /// an Execute becomes Parse, Bind and Execute of the replacement, whose
+    /// ParseComplete and BindComplete the client never sees.
+    pub fn client_frame_rewriting(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        let replaced = if self.discarding {
+            None
+        } else {
+            match frame.tag {
+                b'Q' => msg::query(frame.body).and_then(|sql| {
+                    let statements = super::split::statements(&sql);
+                    statements.iter().enumerate().find_map(|(i, statement)| {
+                        self.fault_for(statement).map(|failing| {
+                            let mut text = statements[..i].join(";\n");
+                            if i > 0 {
+                                text.push_str(";\n");
+                            }
+                            text.push_str(&failing);
+                            text.push('\0');
+                            encode(b'Q', text.as_bytes())
+                        })
+                    })
+                }),
+                b'E' => msg::execute(frame.body).and_then(|name| {
+                    let sql = self.portals.get(&name).map(|p| p.sql.clone())?;
+                    let failing = self.fault_for(&sql)?;
+                    self.injected += 1;
+                    let statement = format!("flowaudit_fault_{}", self.injected);
+                    let mut parse = format!("{statement}\0{failing}\0").into_bytes();
+                    parse.extend_from_slice(&0i16.to_be_bytes());
+                    let mut bind = format!("{statement}\0{statement}\0").into_bytes();
+                    bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+                    let mut execute = format!("{statement}\0").into_bytes();
+                    execute.extend_from_slice(&0i32.to_be_bytes());
+                    let mut bytes = encode(b'P', &parse);
+                    bytes.extend(encode(b'B', &bind));
+                    bytes.extend(encode(b'E', &execute));
+                    self.swallow += 2;
+                    Some(bytes)
+                }),
+                _ => None,
+            }
+        };
+        match replaced {
+            Some(bytes) => out.extend_from_slice(&bytes),
+            None => {
+                out.push(frame.tag);
+                out.extend_from_slice(&(frame.body.len() as i32 + 4).to_be_bytes());
+                out.extend_from_slice(frame.body);
+            }
+        }
+        self.client_frame(frame);
+    }
+
+    /// With fault injection: observes a whole server message and appends it
+    /// to `out`, unless it answers a message the proxy added.
+    pub fn server_frame_forwarding(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        if self.swallow > 0 && matches!(frame.tag, b'1' | b'2') {
+            self.swallow -= 1;
+            return;
+        }
+        out.push(frame.tag);
+        out.extend_from_slice(&(frame.body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(frame.body);
+        self.server_frame(frame);
     }
 
     /// A whole message from the client.
@@ -521,6 +628,15 @@ impl Session {
             }
         }
     }
+}
+
+/// A message: tag, length, body.
+fn encode(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.push(tag);
+    out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
 }
 
 fn micros(d: Duration) -> u64 {
