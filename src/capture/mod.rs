@@ -1,5 +1,7 @@
-//! In-process capture: sources that observe the statements an application runs
-//! from inside its own process and turn each into an [`crate::model::Event`].
+//! Capture: sources that observe the statements an application runs and turn
+//! each into an [`crate::model::Event`]: in-process (the embedded demo) and the
+//! database servers' own logs.
 
 pub mod expanded;
+pub mod logs;
 pub mod sqlite;
