@@ -73,6 +73,9 @@ impl Default for Session {
     }
 }
 
+/// Sessions kept before the idle ones are forgotten.
+const MAX_SESSIONS: usize = 1 << 16;
+
 /// The sessions of one log.
 #[derive(Debug, Default)]
 pub struct PgSessions {
@@ -129,6 +132,13 @@ impl PgSessions {
         }
         if let Some(id) = self.complete.take() {
             self.release(id, sink);
+        }
+        if self.sessions.len() >= MAX_SESSIONS {
+            // Without log_disconnections no session says it ended: forget the
+            // ones with nothing pending, so memory stays bounded.
+            self.sessions.retain(|_, s| {
+                s.pending.is_some() || s.error.is_some() || s.txn != TxnStatus::Idle
+            });
         }
         let known = matches!(
             r.severity,
