@@ -394,3 +394,86 @@ mod tests {
         assert!(Prefix::parse("%% %-10u ").is_ok());
     }
 }
+
+#[cfg(test)]
+mod reading {
+    use crate::capture::logs::{LogFormat, LogOptions, read_str};
+    use crate::model::TxnStatus;
+
+    const P: &str = "2026-11-25 14:54:35.877 UTC";
+
+    fn read(lines: &[&str]) -> Vec<crate::model::Event> {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        read_str(&text, LogFormat::PgStderr, &LogOptions::default())
+            .expect("reads")
+            .0
+    }
+
+    #[test]
+    fn log_statement_alone_extended_protocol_and_transaction_status() {
+        let events = read(&[
+            &format!("{P} [7] u@d LOG:  statement: BEGIN"),
+            &format!("{P} [7] u@d LOG:  execute S_1: select $1"),
+            &format!("{P} [7] u@d DETAIL:  parameters: $1 = 'a'"),
+            &format!("{P} [8] u@d LOG:  statement: select 2"),
+            &format!("{P} [7] u@d LOG:  statement: insert into t values (1)"),
+            &format!("{P} [7] u@d ERROR:  23505: duplicate key"),
+            &format!("{P} [7] u@d STATEMENT:  insert into t values (1)"),
+            &format!("{P} [7] u@d LOG:  statement: COMMIT"),
+            &format!("{P} [7] u@d LOG:  disconnection: session time: 0:00:00.010"),
+        ]);
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.sql.as_str(),
+                    e.conn,
+                    e.txn,
+                    e.error.as_ref().map(|x| x.code.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("BEGIN", Some(7), Some(TxnStatus::Idle), None),
+                ("select $1", Some(7), Some(TxnStatus::Open), None),
+                (
+                    "insert into t values (1)",
+                    Some(7),
+                    Some(TxnStatus::Open),
+                    Some("23505")
+                ),
+                ("COMMIT", Some(7), Some(TxnStatus::Failed), None),
+                ("select 2", Some(8), Some(TxnStatus::Idle), None),
+            ]
+        );
+        assert_eq!(events[1].params, Some(vec![Some("a".into())]));
+        assert_eq!(events[0].ts.as_deref(), Some("2026-11-25T14:54:35.877Z"));
+    }
+
+    #[test]
+    fn durations_pair_with_their_statement_and_parse_bind_are_not_statements() {
+        let events = read(&[
+            &format!("{P} [7] u@d LOG:  statement: select 1"),
+            &format!("{P} [8] u@d LOG:  duration: 0.010 ms  parse <unnamed>: select $1"),
+            &format!("{P} [8] u@d LOG:  duration: 0.020 ms  bind <unnamed>: select $1"),
+            &format!("{P} [8] u@d DETAIL:  parameters: $1 = '5'"),
+            &format!("{P} [8] u@d LOG:  duration: 0.030 ms  execute <unnamed>: select $1"),
+            &format!("{P} [8] u@d DETAIL:  parameters: $1 = '6'"),
+            &format!("{P} [7] u@d LOG:  duration: 1.500 ms"),
+            &format!("{P} [9] LOG:  checkpoint complete"),
+        ]);
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| (e.sql.as_str(), e.duration_us, e.params.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("select $1", Some(30), Some(vec![Some("6".into())])),
+                ("select 1", Some(1500), None),
+            ]
+        );
+    }
+}
