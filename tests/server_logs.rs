@@ -670,3 +670,29 @@ fn a_file_in_no_format_is_exit_2_naming_the_formats_tried() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_log_without_statements_says_which_setting_logs_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("quiet.log");
+    std::fs::write(
+        &path,
+        "2026-11-25 14:54:33.058 UTC [12103] LOG:  starting PostgreSQL 15\n\
+         2026-11-25 14:54:33.065 UTC [12103] LOG:  database system is ready to accept connections\n",
+    )
+    .expect("write");
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("binary")
+        .arg("analyze")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).replace("\n   ", " ");
+    assert!(text.contains("no statements were captured"), "{text}");
+    assert!(
+        text.contains("read as pg-stderr (detected): 2 lines, 0 statements")
+            && text.contains("log_min_duration_statement = 0"),
+        "{text}"
+    );
+}

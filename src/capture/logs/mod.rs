@@ -157,6 +157,16 @@ impl LogSummary {
         for r in &self.remarks {
             let _ = write!(first, "; {r}");
         }
+        if self.statements == 0 {
+            let setting = match self.format {
+                LogFormat::MysqlGeneral => "general_log = ON",
+                _ => "log_min_duration_statement = 0 or log_statement = 'all'",
+            };
+            let _ = write!(
+                first,
+                "; no statement was logged: the server logs them with {setting} (README, \"Server logs\")"
+            );
+        }
         let mut notes = vec![first];
         for (kind, n) in &self.not_understood {
             notes.push(format!(
@@ -550,13 +560,14 @@ mod tests {
             true,
         ));
         sink.summary.lines = 3;
+        sink.summary.statements = 1;
         sink.not_understood("no log_line_prefix match", 2, "garbage");
         sink.not_understood("no log_line_prefix match", 3, "more");
         let notes = sink.summary.notes();
         assert_eq!(
             notes,
             [
-                "pg.log: read as pg-stderr (detected): 3 lines, 0 statements, 2 not understood",
+                "pg.log: read as pg-stderr (detected): 3 lines, 1 statements, 2 not understood",
                 "pg.log: 2 line(s) not understood (no log_line_prefix match), first at pg.log:2: \
                  garbage"
             ]
