@@ -20,6 +20,8 @@ const MESSAGE: usize = 13;
 const DETAIL: usize = 14;
 const QUERY: usize = 19;
 const APPLICATION_NAME: usize = 22;
+/// A record longer than this is given up (statements are rarely over 1 MB).
+const MAX_RECORD: usize = 16 << 20;
 /// PostgreSQL 13 and later write at least this many columns.
 const MIN_COLUMNS: usize = 23;
 
@@ -136,6 +138,11 @@ impl LineParser for PgCsv {
         // An even count of quotes: no quoted field is left open.
         if self.quotes.is_multiple_of(2) {
             self.dispatch(sink);
+        } else if self.record.len() > MAX_RECORD {
+            // A quote left open by a damaged line would swallow the rest of the log.
+            let record = std::mem::take(&mut self.record);
+            self.quotes = 0;
+            sink.not_understood("csvlog record over 16 MB", self.first_line, &record);
         }
     }
 

@@ -29,9 +29,7 @@ pub struct PgRecord<'a> {
     pub ts: Option<&'a str>,
     /// The session: session id or process id, 0 for none.
     pub session: u64,
-    /// Whether the message came from a client session (it has a user or a
-    /// database or a session field); background processes' messages do not
-    /// carry statements.
+    /// The session's `application_name`, when the format carries it.
     pub application_name: Option<&'a str>,
     /// `LOG`, `ERROR`, `DETAIL`, `STATEMENT`, …
     pub severity: &'a str,
@@ -158,9 +156,6 @@ impl PgSessions {
         );
         if !known {
             return Understood::UnknownSeverity;
-        }
-        if r.session == 0 && r.application_name.is_none() && r.severity != "LOG" {
-            return Understood::Yes;
         }
         match r.severity {
             "LOG" => self.log(r, sink),
