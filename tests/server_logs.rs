@@ -696,3 +696,24 @@ fn a_log_without_statements_says_which_setting_logs_them() {
         "{text}"
     );
 }
+
+#[test]
+fn a_gzipped_trace_reads_as_the_trace() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plain = root().join("tests/fixtures/checkout.jsonl");
+    let gz = dir.path().join("checkout.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).expect("create"),
+        flate2::Compression::default(),
+    );
+    enc.write_all(&std::fs::read(&plain).expect("fixture"))
+        .expect("compress");
+    enc.finish().expect("finish");
+    let a = analyze(&plain);
+    let b = analyze(&gz);
+    assert_eq!(a["summary"], b["summary"]);
+    assert_eq!(steps(&a), steps(&b));
+    assert_eq!(findings(&a), findings(&b));
+    assert!(a["summary"]["statements"].as_u64() > Some(0));
+}
