@@ -176,4 +176,36 @@ mod tests {
             "2026-11-25 14:54:35.877 UTC [1] LOG:  statement: a,LOG,b"
         ));
     }
+
+    #[test]
+    fn an_error_names_its_statement_even_when_another_is_pending() {
+        let rec = |n: u32, sev: &str, code: &str, msg: &str, query: &str| {
+            format!(
+                "2026-11-25 14:54:35.877 UTC,\"u\",\"d\",7,\"[local]\",6b06f6ab.7,{n},\"idle\",\
+                 2026-11-25 14:54:35 UTC,3/2,0,{sev},{code},\"{msg}\",,,,,,{query},,,\"app\",\
+                 \"client backend\",,0\n"
+            )
+        };
+        let text = rec(1, "LOG", "00000", "statement: insert into t values (1)", "")
+            + &rec(2, "ERROR", "42601", "syntax error", "\"selec 2\"");
+        let (events, summary) = crate::capture::logs::read_str(
+            &text,
+            crate::capture::logs::LogFormat::PgCsv,
+            &crate::capture::logs::LogOptions::default(),
+        )
+        .expect("reads");
+        assert_eq!(summary.not_understood_lines(), 0, "{summary:?}");
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| (e.sql.as_str(), e.error.as_ref().map(|x| x.code.as_str())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("insert into t values (1)", None),
+                ("selec 2", Some("42601"))
+            ]
+        );
+        assert_eq!(events[1].application_name.as_deref(), Some("app"));
+    }
 }

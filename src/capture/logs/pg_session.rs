@@ -237,7 +237,14 @@ impl PgSessions {
             code: r.sqlstate.unwrap_or_default().to_owned(),
             message: r.message.to_owned(),
         };
-        if s.pending.is_some() && !s.timed {
+        // csvlog and jsonlog name the failed statement: with log_statement
+        // = 'ddl' or 'mod' the one pending may be an earlier one.
+        let same = match (&s.pending, r.statement) {
+            (Some(p), Some(q)) => p.sql == q,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if same && !s.timed {
             // log_statement logged it; now it failed.
             if let Some(e) = s.pending.as_mut() {
                 e.error = Some(error);
