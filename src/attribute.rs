@@ -299,7 +299,14 @@ pub struct Attributor {
     step: Option<String>,
     conns: HashMap<u64, Conn>,
     seq: u64,
+    /// Fingerprints of recent statement texts: applications (and server logs
+    /// of prepared statements) send the same text again and again, and the
+    /// same text always has the same fingerprint. Cleared when full.
+    fingerprints: HashMap<String, Fingerprint>,
 }
+
+/// Statement texts whose fingerprints [`Attributor`] keeps.
+const FINGERPRINT_CACHE: usize = 4096;
 
 impl Attributor {
     pub fn new() -> Self {
@@ -312,7 +319,17 @@ impl Attributor {
         let seq = self.seq;
         self.seq += 1;
         let conn_id = event.conn.unwrap_or(0);
-        let fingerprint = fingerprint(&event.sql);
+        let fingerprint = match self.fingerprints.get(&event.sql) {
+            Some(fp) => fp.clone(),
+            None => {
+                let fp = fingerprint(&event.sql);
+                if self.fingerprints.len() >= FINGERPRINT_CACHE {
+                    self.fingerprints.clear();
+                }
+                self.fingerprints.insert(event.sql.clone(), fp.clone());
+                fp
+            }
+        };
         let marker = parse_marker(&event.sql);
         let txn_op = TxnOp::of(&fingerprint);
         let tags = if event.flow.is_some() && event.step.is_some() {

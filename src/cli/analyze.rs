@@ -1,11 +1,14 @@
-//! `flowaudit analyze FILE...`: audit trace files.
+//! `flowaudit analyze FILE...`: audit trace files and server logs.
 
-use std::path::PathBuf;
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use crate::audit::Audit;
+use crate::capture::logs::{self, LogError, LogFormat, LogOptions, LogReader};
+use crate::model::Event;
 use crate::report::Report;
 use crate::trace::{TraceError, TraceReader};
 
@@ -13,27 +16,57 @@ use super::AuditArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct AnalyzeArgs {
-    /// Trace files to audit, in order (JSON Lines: one statement a line).
+    /// Files to audit, in order: traces (JSON Lines, one statement a line) or
+    /// PostgreSQL / MySQL / MariaDB server logs; `.gz` files are read as they are.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Input format.
+    /// Input format; `auto` detects it from each file's first lines and the
+    /// report says which it chose.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto, value_name = "FORMAT")]
     pub input: InputFormat,
+    /// PostgreSQL's log_line_prefix, for reading pg-stderr logs (`SHOW
+    /// log_line_prefix` on the server).
+    #[arg(long, value_name = "PREFIX", default_value = logs::DEFAULT_LOG_LINE_PREFIX)]
+    pub log_line_prefix: String,
     #[command(flatten)]
     pub audit: AuditArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InputFormat {
-    /// Detect the format from the content (today: JSON Lines traces).
+    /// Detect the format from the content.
     Auto,
     /// flowaudit's trace format.
     Jsonl,
+    /// PostgreSQL's stderr log (or the collector's .log files), read with --log-line-prefix.
+    PgStderr,
+    /// PostgreSQL's csvlog.
+    PgCsv,
+    /// PostgreSQL's jsonlog (15 and later).
+    PgJson,
+    /// The MySQL / MariaDB general query log.
+    MysqlGeneral,
+}
+
+impl InputFormat {
+    fn format(self) -> Option<LogFormat> {
+        match self {
+            InputFormat::Auto => None,
+            InputFormat::Jsonl => Some(LogFormat::Jsonl),
+            InputFormat::PgStderr => Some(LogFormat::PgStderr),
+            InputFormat::PgCsv => Some(LogFormat::PgCsv),
+            InputFormat::PgJson => Some(LogFormat::PgJson),
+            InputFormat::MysqlGeneral => Some(LogFormat::MysqlGeneral),
+        }
+    }
 }
 
 /// Connection ids are unique within one trace; files are separate traces, so
 /// each file's ids are moved into a range of their own.
 const CONN_RANGE_BITS: u32 = 40;
+
+/// Inputs above this size show a progress bar (on a terminal).
+const PROGRESS_BYTES: u64 = 8 << 20;
 
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<u8> {
     let config = args.audit.load_rules()?;
@@ -41,38 +74,109 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<u8> {
     args.audit.emit(&mut report)
 }
 
+fn cannot_read(path: &Path, source: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot read trace {}: {source}\n  hint: check the path; analyze takes trace files \
+         written by `flowaudit proxy --trace`, `demo --trace` or by hand (see README, \
+         \"The trace file\"), and PostgreSQL or MySQL server logs (README, \"Server logs\")",
+        path.display()
+    )
+}
+
+fn log_error(e: LogError) -> anyhow::Error {
+    match e {
+        LogError::Io { path, source } => cannot_read(&path, &source),
+        e @ LogError::UnknownFormat { .. } => anyhow::anyhow!(
+            "{e}\n  hint: name the format with --input; for a PostgreSQL stderr log, give the \
+             server's log_line_prefix with --log-line-prefix (README, \"Server logs\")"
+        ),
+        other => other.into(),
+    }
+}
+
+/// A progress bar over the file's bytes when stderr is a terminal and the file is large.
+fn progress(path: &Path) -> Option<indicatif::ProgressBar> {
+    let len = std::fs::metadata(path).ok()?.len();
+    if len < PROGRESS_BYTES || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(path.display().to_string());
+    Some(bar)
+}
+
 /// Audits the files and returns the report (tests call this directly).
 pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow::Result<Report> {
     let baseline = args.audit.load_baseline()?;
     let mut audit =
         Audit::with_baseline(config, baseline.as_ref()).context("invalid rule settings")?;
+    let options = LogOptions {
+        log_line_prefix: args.log_line_prefix.clone(),
+    };
+    let mut notes = Vec::new();
     for (index, path) in args.files.iter().enumerate() {
-        let reader = TraceReader::open(path).map_err(|e| match e {
-            TraceError::Io { path, source } => anyhow::anyhow!(
-                "cannot read trace {}: {source}\n  hint: check the path; analyze takes trace files \
-                 written by `flowaudit proxy --trace`, `demo --trace` or by hand (see README, \
-                 \"The trace file\")",
-                path.display()
-            ),
-            other => other.into(),
-        })?;
+        let (format, detected) = match args.input.format() {
+            Some(f) => (f, false),
+            None => match logs::detect(path, &options) {
+                Ok(f) => (f, true),
+                // A trace by its name: its reader names the malformed line.
+                Err(LogError::UnknownFormat { .. })
+                    if path.to_string_lossy().contains(".jsonl") =>
+                {
+                    (LogFormat::Jsonl, true)
+                }
+                Err(e) => return Err(log_error(e)),
+            },
+        };
+        let bar = progress(path);
+        let wrap_bar = bar.clone();
+        let input: Box<dyn BufRead> = logs::open(path, move |f| -> Box<dyn Read> {
+            match wrap_bar {
+                Some(b) => Box::new(b.wrap_read(f)),
+                None => Box::new(f),
+            }
+        })
+        .map_err(log_error)?;
         let offset = (index as u64) << CONN_RANGE_BITS;
-        for event in reader {
-            let mut event = event.map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}\n  hint: every line of a trace is one JSON object with at least a string \
-                     field \"sql\" (see README, \"The trace file\"); fix or remove that line"
-                )
-            })?;
+        let mut push = |mut event: Event| {
             if let Some(conn) = event.conn.as_mut() {
                 *conn = conn.wrapping_add(offset);
             } else if index > 0 {
                 event.conn = Some(offset);
             }
             audit.push(event);
+        };
+        if format == LogFormat::Jsonl {
+            for event in TraceReader::new(input, path) {
+                let event = event.map_err(|e| match e {
+                    TraceError::Io { path, source } => cannot_read(&path, &source),
+                    e => anyhow::anyhow!(
+                        "{e}\n  hint: every line of a trace is one JSON object with at least a \
+                         string field \"sql\" (see README, \"The trace file\"); fix or remove \
+                         that line"
+                    ),
+                })?;
+                push(event);
+            }
+        } else {
+            let mut reader =
+                LogReader::new(input, path, format, detected, &options).map_err(log_error)?;
+            for event in reader.by_ref() {
+                push(event.map_err(log_error)?);
+            }
+            notes.extend(reader.summary().notes());
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
     }
     let mut report = audit.finish();
+    report.notes.extend(notes);
     report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
     Ok(report)
 }

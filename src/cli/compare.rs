@@ -36,6 +36,7 @@ pub fn compare(
         let one = AnalyzeArgs {
             files: vec![file.clone()],
             input: InputFormat::Auto,
+            log_line_prefix: crate::capture::logs::DEFAULT_LOG_LINE_PREFIX.to_owned(),
             audit: AuditArgs {
                 baseline,
                 write_baseline: None,

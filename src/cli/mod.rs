@@ -40,7 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the bundled shop's journey on embedded SQLite and audit it.
     Demo(demo::DemoArgs),
-    /// Audit trace files (JSON Lines, one executed statement a line).
+    /// Audit trace files (JSON Lines, one executed statement a line) and
+    /// PostgreSQL / MySQL / MariaDB server logs.
     Analyze(analyze::AnalyzeArgs),
     /// Compare two traces of the same flows run with different amounts of data:
     /// statements whose count grows with the data are N+1s.

@@ -29,6 +29,11 @@ pub fn render(report: &Report, width: usize) -> String {
              Nothing to audit: check that the application ran and that its statements reached \
              the capture (the trace file, the proxy's port, the server's log settings)."
         );
+        // What was read (a server log's format and counts) says where to look.
+        for note in &report.notes {
+            out.push('\n');
+            wrap_into(&mut out, &format!("note: {note}"), width, " ", "   ");
+        }
         return out;
     }
     let _ = writeln!(

@@ -1,0 +1,719 @@
+//! Server logs from the real servers: a throwaway PostgreSQL cluster logging
+//! to stderr, csvlog and jsonlog at once, and MariaDB's general query log,
+//! each fed the workloads in tests/workloads/ and then analyzed.
+//!
+//! When a server is missing the test says why and passes, unless CI=true.
+//! FLOWAUDIT_KEEP_LOGS=DIR copies the logs there (how tests/fixtures/logs/
+//! was made).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flowaudit::capture::logs::{self, LogFormat, LogOptions, LogReader};
+use flowaudit::model::Event;
+
+fn skip(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{reason} (CI=true: a missing server fails the test)");
+    }
+    eprintln!("skipped: {reason}");
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn keep(path: &Path, name: &str) {
+    if let Ok(dir) = std::env::var("FLOWAUDIT_KEEP_LOGS") {
+        std::fs::create_dir_all(&dir).expect("keep dir");
+        std::fs::copy(path, Path::new(&dir).join(name)).expect("copy log");
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs a command, as the postgres user when we are root (the server refuses root).
+fn as_postgres(program: &str, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]).args(args);
+        c
+    } else {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn events(path: &Path, format: LogFormat) -> (Vec<Event>, logs::LogSummary) {
+    let options = LogOptions::default();
+    let input = logs::open(path, |f| Box::new(f)).expect("open log");
+    let mut reader = LogReader::new(input, path, format, false, &options).expect("reader");
+    let events: Vec<Event> = reader.by_ref().map(|e| e.expect("event")).collect();
+    (events, reader.summary().clone())
+}
+
+/// The JSON report of `flowaudit analyze` on a file.
+fn analyze(path: &Path) -> serde_json::Value {
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("binary")
+        .args(["analyze", "--format", "json", "--fail-on", "never"])
+        .arg(path)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json report")
+}
+
+/// (flow, step, statements, queries, connections) per step, sorted.
+fn steps(report: &serde_json::Value) -> Vec<(String, String, u64, u64, u64)> {
+    let mut out = Vec::new();
+    for flow in report["flows"].as_array().expect("flows") {
+        for s in flow["steps"].as_array().expect("steps") {
+            out.push((
+                flow["name"].as_str().unwrap_or_default().to_owned(),
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["statements"].as_u64().unwrap_or_default(),
+                s["queries"].as_u64().unwrap_or_default(),
+                s["connections"].as_u64().unwrap_or_default(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (rule, flow, step) per finding.
+fn findings(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or_default().to_owned(),
+                f["flow"].as_str().unwrap_or_default().to_owned(),
+                f["step"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn step(flow: &str, name: &str, statements: u64, queries: u64) -> (String, String, u64, u64, u64) {
+    (flow.into(), name.into(), statements, queries, 1)
+}
+
+fn pg_bindir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
+    let Some(bin) = pg_bindir() else {
+        return skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin");
+    };
+    if Command::new("psql").arg("--version").output().is_err() {
+        return skip("psql is not installed");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = dir.path();
+    if is_root() {
+        run_ok(Command::new("chown").args(["postgres"]).arg(work));
+    }
+    let w = work.to_str().expect("utf-8 path");
+    let data = format!("{w}/data");
+    run_ok(&mut as_postgres(
+        bin.join("initdb").to_str().expect("path"),
+        &["-D", &data, "-A", "trust", "-U", "postgres"],
+    ));
+    let port = free_port().to_string();
+    let options = format!(
+        "-p {port} -k {w} -c listen_addresses='' -c logging_collector=on \
+         -c log_destination=stderr,csvlog,jsonlog -c log_directory={w}/log -c log_filename=pg \
+         -c log_statement=all -c log_min_duration_statement=0 \
+         -c log_line_prefix='%m [%p] %q%u@%d '"
+    );
+    let pg_ctl = bin.join("pg_ctl");
+    let pg_ctl = pg_ctl.to_str().expect("path");
+    run_ok(&mut as_postgres(
+        pg_ctl,
+        &[
+            "-D",
+            &data,
+            "-w",
+            "-l",
+            &format!("{w}/server.log"),
+            "-o",
+            &options,
+            "start",
+        ],
+    ));
+    struct Stop<'a>(&'a str, String);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = as_postgres(self.0, &["-D", &self.1, "-m", "fast", "-w", "stop"]).output();
+        }
+    }
+    let stop = Stop(pg_ctl, data.clone());
+
+    let workloads = root().join("tests/workloads");
+    let script = work.join("pg_shop.sql");
+    std::fs::copy(workloads.join("pg_shop.sql"), &script).expect("copy workload");
+    let bench = work.join("pg_stock.pgbench");
+    std::fs::copy(workloads.join("pg_stock.pgbench"), &bench).expect("copy workload");
+    let conn = ["-h", w, "-p", &port, "-U", "postgres"];
+    let mut psql = conn.to_vec();
+    psql.extend([
+        "-X",
+        "-q",
+        "-d",
+        "postgres",
+        "-f",
+        script.to_str().expect("path"),
+    ]);
+    // The workload's failing statement makes psql say so; it goes on.
+    let _ = as_postgres("psql", &psql).output().expect("psql runs");
+    let mut pgbench = conn.to_vec();
+    pgbench.extend(["-n", "-M", "extended", "-t", "5", "-f"]);
+    pgbench.push(bench.to_str().expect("path"));
+    pgbench.push("postgres");
+    run_ok(&mut as_postgres("pgbench", &pgbench));
+    drop(stop);
+
+    let mut reports = Vec::new();
+    for (file, format) in [
+        ("pg", LogFormat::PgStderr),
+        ("pg.csv", LogFormat::PgCsv),
+        ("pg.json", LogFormat::PgJson),
+    ] {
+        let path = work.join("log").join(file);
+        keep(&path, &format!("real-{}", format.name()));
+        let (events, summary) = events(&path, format);
+        assert_eq!(summary.not_understood_lines(), 0, "{summary:?}");
+        let sql: Vec<&str> = events.iter().map(|e| e.sql.as_str()).collect();
+
+        // The prepared lookups became the statement they ran, with their values.
+        let lookups: Vec<_> = events
+            .iter()
+            .filter(|e| e.sql == "SELECT stock FROM inventory WHERE product_id = $1")
+            .map(|e| e.params.clone())
+            .collect();
+        let expected: Vec<_> = (1..=6).map(|i| Some(vec![Some(i.to_string())])).collect();
+        assert_eq!(lookups, expected, "{format}: {sql:#?}");
+        let note = events
+            .iter()
+            .find(|e| e.sql.starts_with("SELECT $1::text"))
+            .expect("the note lookup");
+        assert_eq!(note.params, Some(vec![Some("it's".into()), None]));
+        // The multi-line statement, whole.
+        assert!(
+            sql.contains(&"SELECT name\n  FROM products\n WHERE id = 2 /*step='cart_lookup'*/;"),
+            "{format}: {sql:#?}"
+        );
+        // The failure, in the transaction it broke.
+        let failed = events
+            .iter()
+            .find(|e| e.sql.contains("no_such_table"))
+            .expect("the failed statement");
+        let error = failed.error.as_ref().expect("an error");
+        assert!(error.message.contains("no_such_table"), "{error:?}");
+        if format != LogFormat::PgStderr {
+            assert_eq!(error.code, "42P01");
+        }
+        let rollback = events
+            .iter()
+            .find(|e| e.sql == "ROLLBACK;")
+            .expect("rollback");
+        assert_eq!(rollback.txn, Some(flowaudit::model::TxnStatus::Failed));
+        // pgbench's extended protocol: one event per execute, two parameters each.
+        let checks: Vec<_> = events
+            .iter()
+            .filter(|e| e.sql.contains("stock_check"))
+            .collect();
+        assert_eq!(checks.len(), 5, "{format}");
+        for c in &checks {
+            let p = c.params.as_ref().expect("parameters");
+            assert_eq!(p.len(), 2);
+            assert_eq!(p[0], p[1]);
+            let v: u32 = p[0].as_deref().expect("a value").parse().expect("a number");
+            assert!((1..=1_000_000).contains(&v));
+            assert!(c.duration_us.is_some(), "durations pair with executes");
+        }
+        // Two sessions: psql's, pgbench's.
+        let mut conns: Vec<_> = events.iter().filter_map(|e| e.conn).collect();
+        conns.dedup();
+        assert_eq!(conns.len(), 2, "{format}: {conns:?}");
+
+        let report = analyze(&path);
+        let notes = report["notes"].to_string();
+        assert!(
+            notes.contains(&format!("read as {} (detected)", format.name())),
+            "{notes}"
+        );
+        reports.push(report);
+    }
+    for report in &reports {
+        assert_eq!(
+            steps(report),
+            vec![
+                step("shop", "browse", 8, 8),
+                step("shop", "cart", 4, 4),
+                step("shop", "cart_lookup", 1, 1),
+                step("shop", "checkout", 4, 2),
+                step("shop", "setup", 4, 4),
+                step("stock", "stock_check", 5, 5),
+            ]
+        );
+        assert_eq!(
+            findings(report),
+            vec![
+                ("n-plus-one".into(), "shop".into(), "browse".into()),
+                ("repeated-query".into(), "shop".into(), "cart".into()),
+            ]
+        );
+    }
+}
+
+fn mysql(args: &[&str], input: Option<&Path>) -> std::process::Output {
+    let mut c = Command::new("mysql");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-P",
+        "3306",
+        "-u",
+        "root",
+        "--batch",
+        "--skip-column-names",
+    ])
+    .args(args);
+    if let Some(path) = input {
+        c.stdin(std::fs::File::open(path).expect("workload"));
+    }
+    c.output().expect("mysql runs")
+}
+
+/// Keeps the lines of the given connections (and the header): the general log
+/// is the whole server's, and other clients may be running.
+fn only_connections(text: &str, db: &str) -> String {
+    let mut ours = std::collections::HashSet::new();
+    let mut keep_line = true;
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line
+            .split_once('\t')
+            .map_or(line, |(_, r)| r)
+            .trim_start_matches(['\t', ' ']);
+        let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+        let is_entry = !digits.is_empty()
+            && t[digits.len()..].starts_with(' ')
+            && t[digits.len() + 1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase());
+        if is_entry {
+            if t.contains(&format!(" on {db} using")) {
+                ours.insert(digits.clone());
+            }
+            keep_line = ours.contains(&digits);
+        } else if line.starts_with('/') || line.starts_with("Tcp port") || line.starts_with("Time")
+        {
+            keep_line = true;
+        }
+        if keep_line {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn mariadb_general_log_gives_the_workloads_statements_and_findings() {
+    if Command::new("mysql").arg("--version").output().is_err() {
+        return skip("the mysql client is not installed");
+    }
+    let ping = mysql(&["-e", "select 1"], None);
+    if !ping.status.success() {
+        return skip("MariaDB does not answer on 127.0.0.1:3306");
+    }
+    let db = format!("flowaudit_logs_{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The server writes the log as its own user.
+    let mut perms = std::fs::metadata(dir.path()).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    std::fs::set_permissions(dir.path(), perms).expect("chmod");
+    let log = dir.path().join("general.log");
+    let before = mysql(&["-e", "select @@general_log, @@general_log_file"], None);
+    let before = String::from_utf8_lossy(&before.stdout).trim().to_owned();
+    let (was_on, old_file) = before.split_once('\t').unwrap_or(("0", "vm.log"));
+    let restore = format!(
+        "SET GLOBAL general_log = {}; SET GLOBAL general_log_file = '{}'",
+        if was_on == "1" { "ON" } else { "OFF" },
+        old_file.replace('\'', "''")
+    );
+    let setup = mysql(
+        &[
+            "-e",
+            &format!(
+                "CREATE DATABASE {db}; SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = ON",
+                log.display()
+            ),
+        ],
+        None,
+    );
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let run = mysql(
+        &["--comments", "-D", &db],
+        Some(&root().join("tests/workloads/mysql_shop.sql")),
+    );
+    let _ = mysql(
+        &[
+            "-e",
+            &format!("SET GLOBAL general_log = OFF; DROP DATABASE {db}"),
+        ],
+        None,
+    );
+    let _ = mysql(&["-e", &restore], None);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let text = std::fs::read_to_string(&log).expect("general log");
+    let filtered = dir.path().join("ours.log");
+    std::fs::write(&filtered, only_connections(&text, &db)).expect("write");
+    keep(&filtered, "real-mysql-general");
+
+    let (events, summary) = events(&filtered, LogFormat::MysqlGeneral);
+    assert_eq!(summary.not_understood_lines(), 0, "{summary:?}");
+    let sql: Vec<&str> = events.iter().map(|e| e.sql.as_str()).collect();
+    // Each EXECUTE counts once, as the statement it ran with its value.
+    for i in 1..=6 {
+        let text = format!("SELECT stock FROM inventory WHERE product_id = {i}");
+        assert_eq!(sql.iter().filter(|s| **s == text).count(), 1, "{sql:#?}");
+    }
+    assert!(!sql.iter().any(|s| s.starts_with("EXECUTE")), "{sql:#?}");
+    assert!(
+        sql.contains(&"SELECT name\n  FROM products\n WHERE id = 2 /*step='cart_lookup'*/"),
+        "{sql:#?}"
+    );
+    let commit = events.iter().find(|e| e.sql == "COMMIT").expect("commit");
+    assert_eq!(commit.txn, Some(flowaudit::model::TxnStatus::Open));
+
+    let report = analyze(&filtered);
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("read as mysql-general (detected)"),
+        "{}",
+        report["notes"]
+    );
+    assert_eq!(
+        steps(&report),
+        vec![
+            step("shop", "browse", 14, 8),
+            step("shop", "cart", 2, 2),
+            step("shop", "cart_lookup", 1, 1),
+            step("shop", "checkout", 3, 1),
+            step("shop", "setup", 4, 4),
+        ]
+    );
+    assert_eq!(
+        findings(&report),
+        vec![
+            ("n-plus-one".into(), "shop".into(), "browse".into()),
+            ("repeated-query".into(), "shop".into(), "cart".into()),
+        ]
+    );
+}
+
+// The committed logs in tests/fixtures/logs/ were made by the two tests above
+// (FLOWAUDIT_KEEP_LOGS), each with a truncated last line added; the
+// custom-prefix one is written by hand in the log_min_duration_statement form.
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/logs").join(name)
+}
+
+fn pg_fixture_steps() -> Vec<(String, String, u64, u64, u64)> {
+    vec![
+        step("shop", "browse", 8, 8),
+        step("shop", "cart", 4, 4),
+        step("shop", "cart_lookup", 1, 1),
+        step("shop", "checkout", 4, 2),
+        step("shop", "setup", 4, 4),
+        step("stock", "stock_check", 5, 5),
+    ]
+}
+
+fn shop_findings() -> Vec<(String, String, String)> {
+    vec![
+        ("n-plus-one".into(), "shop".into(), "browse".into()),
+        ("repeated-query".into(), "shop".into(), "cart".into()),
+    ]
+}
+
+#[test]
+fn fixture_logs_in_every_format_read_the_same_workload() {
+    for (file, format) in [
+        ("pg-stderr.log", "pg-stderr"),
+        ("pg-stderr.log.gz", "pg-stderr"),
+        ("pg.csv", "pg-csv"),
+        ("pg.json", "pg-json"),
+    ] {
+        let path = fixture(file);
+        let report = analyze(&path);
+        assert_eq!(steps(&report), pg_fixture_steps(), "{file}");
+        assert_eq!(findings(&report), shop_findings(), "{file}");
+        let notes: Vec<String> = report["notes"]
+            .as_array()
+            .expect("notes")
+            .iter()
+            .map(|n| n.as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            notes[0].contains(&format!("read as {format} (detected)")),
+            "{notes:?}"
+        );
+        assert!(notes[0].ends_with("1 not understood"), "{notes:?}");
+        // The truncated last line is counted, with where it is, and not read.
+        let last = std::fs::read_to_string(fixture(file.trim_end_matches(".gz")))
+            .expect("fixture")
+            .lines()
+            .count();
+        assert!(
+            notes[1].contains("truncated last line")
+                && notes[1].contains(&format!("{}:{last}: ", path.display())),
+            "{notes:?}"
+        );
+        assert_eq!(report["sources"], serde_json::json!(["pg-log"]));
+    }
+    let report = analyze(&fixture("mysql-general.log"));
+    assert_eq!(
+        steps(&report),
+        vec![
+            step("shop", "browse", 14, 8),
+            step("shop", "cart", 2, 2),
+            step("shop", "cart_lookup", 1, 1),
+            step("shop", "checkout", 3, 1),
+            step("shop", "setup", 4, 4),
+        ]
+    );
+    assert_eq!(findings(&report), shop_findings());
+    assert_eq!(report["sources"], serde_json::json!(["mysql-log"]));
+    assert!(
+        report["notes"][1]
+            .to_string()
+            .contains("truncated last line")
+    );
+}
+
+#[test]
+fn fixture_events_carry_parameters_errors_and_multi_line_statements() {
+    for (file, format) in [
+        ("pg-stderr.log", LogFormat::PgStderr),
+        ("pg.csv", LogFormat::PgCsv),
+        ("pg.json", LogFormat::PgJson),
+    ] {
+        let (events, summary) = events(&fixture(file), format);
+        assert_eq!(summary.statements, events.len() as u64);
+        let note = events
+            .iter()
+            .find(|e| e.sql.starts_with("SELECT $1::text"))
+            .expect("the note lookup");
+        assert_eq!(note.params, Some(vec![Some("it's".into()), None]), "{file}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.sql
+                    == "SELECT name\n  FROM products\n WHERE id = 2 /*step='cart_lookup'*/;"),
+            "{file}"
+        );
+        let failed = events
+            .iter()
+            .find(|e| e.sql.contains("no_such_table"))
+            .expect("failed");
+        assert!(failed.error.is_some(), "{file}");
+        assert!(events.iter().all(|e| e.source.as_deref() == Some("pg-log")));
+        let checks = events.iter().filter(|e| e.sql.contains("stock_check"));
+        assert!(checks.clone().count() == 5 && checks.clone().all(|e| e.params.is_some()));
+    }
+}
+
+#[test]
+fn custom_prefix_duration_lines_and_errors_without_log_statement() {
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("binary")
+        .args([
+            "analyze",
+            "--input",
+            "pg-stderr",
+            "--log-line-prefix",
+            "%t [%p-%l] %q%u@%d %c app=%a ",
+            "--format",
+            "json",
+        ])
+        .arg(fixture("pg-duration-custom-prefix.log"))
+        .output()
+        .expect("runs");
+    // The N+1 is an error: exit 1.
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut got = steps(&report);
+    got.iter_mut().for_each(|s| s.4 = 1);
+    assert_eq!(
+        got,
+        vec![step("web", "list", 6, 6), step("worker", "list", 1, 1)]
+    );
+    assert_eq!(report["flows"][0]["steps"][0]["duration_us"], 2250);
+    assert_eq!(
+        findings(&report),
+        vec![("n-plus-one".into(), "web".into(), "list".into())]
+    );
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("read as pg-stderr (given with --input)"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("(no log_line_prefix match), first at ")
+            && notes.contains("pg-duration-custom-prefix.log:33: garbage line here"),
+        "{notes}"
+    );
+
+    let (events, _) = logs::read_str(
+        &std::fs::read_to_string(fixture("pg-duration-custom-prefix.log")).expect("fixture"),
+        LogFormat::PgStderr,
+        &LogOptions {
+            log_line_prefix: "%t [%p-%l] %q%u@%d %c app=%a ".into(),
+        },
+    )
+    .expect("reads");
+    let failed = events.last().expect("events");
+    assert_eq!(failed.sql, "INSERT INTO products VALUES (1)");
+    assert_eq!(failed.application_name.as_deref(), Some("worker"));
+    assert!(
+        failed
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("products_pkey"))
+    );
+    assert_eq!(
+        events[1].sql,
+        "SELECT id FROM products\nORDER BY id LIMIT 5"
+    );
+    assert_ne!(events[0].conn, failed.conn);
+}
+
+#[test]
+fn a_file_in_no_format_is_exit_2_naming_the_formats_tried() {
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("binary")
+        .arg("analyze")
+        .arg(fixture("not-a-log.txt"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "not-a-log.txt: not in any format flowaudit reads (tried pg-stderr with \
+             --log-line-prefix '%m [%p] %q%u@%d ', pg-csv, pg-json, mysql-general, jsonl)"
+        ),
+        "{err}"
+    );
+    // A stderr log read with the wrong prefix is not detected either.
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("binary")
+        .args(["analyze", "--log-line-prefix", "%t <%c> "])
+        .arg(fixture("pg-stderr.log"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_log_without_statements_says_which_setting_logs_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("quiet.log");
+    std::fs::write(
+        &path,
+        "2026-11-25 14:54:33.058 UTC [12103] LOG:  starting PostgreSQL 15\n\
+         2026-11-25 14:54:33.065 UTC [12103] LOG:  database system is ready to accept connections\n",
+    )
+    .expect("write");
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("binary")
+        .arg("analyze")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).replace("\n   ", " ");
+    assert!(text.contains("no statements were captured"), "{text}");
+    assert!(
+        text.contains("read as pg-stderr (detected): 2 lines, 0 statements")
+            && text.contains("log_min_duration_statement = 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_gzipped_trace_reads_as_the_trace() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plain = root().join("tests/fixtures/checkout.jsonl");
+    let gz = dir.path().join("checkout.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).expect("create"),
+        flate2::Compression::default(),
+    );
+    enc.write_all(&std::fs::read(&plain).expect("fixture"))
+        .expect("compress");
+    enc.finish().expect("finish");
+    let a = analyze(&plain);
+    let b = analyze(&gz);
+    assert_eq!(a["summary"], b["summary"]);
+    assert_eq!(steps(&a), steps(&b));
+    assert_eq!(findings(&a), findings(&b));
+    assert!(a["summary"]["statements"].as_u64() > Some(0));
+}
