@@ -6,6 +6,8 @@
 //! FLOWAUDIT_KEEP_LOGS=DIR copies the logs there (how tests/fixtures/logs/
 //! was made).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -161,7 +163,7 @@ fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
     ));
     let port = free_port().to_string();
     let options = format!(
-        "-p {port} -k {w} -c listen_addresses='' -c logging_collector=on \
+        "-p {port} -k {w} -c listen_addresses=127.0.0.1 -c logging_collector=on \
          -c log_destination=stderr,csvlog,jsonlog -c log_directory={w}/log -c log_filename=pg \
          -c log_statement=all -c log_min_duration_statement=0 \
          -c log_line_prefix='%m [%p] %q%u@%d '"
@@ -194,7 +196,12 @@ fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
     std::fs::copy(workloads.join("pg_shop.sql"), &script).expect("copy workload");
     let bench = work.join("pg_stock.pgbench");
     std::fs::copy(workloads.join("pg_stock.pgbench"), &bench).expect("copy workload");
-    let conn = ["-h", w, "-p", &port, "-U", "postgres"];
+    // The workloads run through flowaudit's proxy, so that one run gives both
+    // captures: the server's logs and the proxy's trace, which must agree.
+    let proxy =
+        support::pg::ProxyProcess::start(&format!("postgres://127.0.0.1:{port}/postgres"), &[]);
+    let proxy_port = proxy.port();
+    let conn = ["-h", "127.0.0.1", "-p", &proxy_port, "-U", "postgres"];
     let mut psql = conn.to_vec();
     psql.extend([
         "-X",
@@ -211,6 +218,7 @@ fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
     pgbench.push(bench.to_str().expect("path"));
     pgbench.push("postgres");
     run_ok(&mut as_postgres("pgbench", &pgbench));
+    let through_proxy = proxy.stop();
     drop(stop);
 
     let mut reports = Vec::new();
@@ -285,6 +293,7 @@ fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
         );
         reports.push(report);
     }
+    reports.push(through_proxy.report);
     for report in &reports {
         assert_eq!(
             steps(report),

@@ -409,7 +409,7 @@ pub fn parse_parameters(list: &str) -> Vec<Option<String>> {
 /// An `EXECUTE q(1, 'x')` whose DETAIL gave `PREPARE q(int, text) AS SQL`
 /// becomes SQL with parameters 1 and x, so that its runs fingerprint as the
 /// statement they ran. The EXECUTE's sqlcommenter comment, if any, is kept.
-fn resolve_execute(e: &mut Event, prepare: &str) {
+pub(crate) fn resolve_execute(e: &mut Event, prepare: &str) {
     let lower = prepare.to_ascii_lowercase();
     let Some(body_at) = find_as(&lower) else {
         return;

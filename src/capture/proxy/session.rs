@@ -120,6 +120,10 @@ pub struct Session {
     recorder: Recorder,
     application_name: Option<String>,
     prepared: HashMap<String, Prepared>,
+    /// SQL-level `PREPARE name AS …` texts by name, so that `EXECUTE name(…)`
+    /// is recorded as the statement it ran, with its arguments as parameters
+    /// (as the server logs show it).
+    sql_prepared: HashMap<String, String>,
     portals: HashMap<String, Portal>,
     suspended: HashMap<String, Suspended>,
     queue: VecDeque<Pending>,
@@ -155,6 +159,7 @@ impl Session {
             recorder,
             application_name,
             prepared: HashMap::new(),
+            sql_prepared: HashMap::new(),
             portals: HashMap::new(),
             suspended: HashMap::new(),
             queue: VecDeque::new(),
@@ -475,7 +480,12 @@ impl Session {
                     // The rest of the Query does not run.
                     statements.clear();
                 }
-                Some(self.event(sql, None, sent, done, tag, None, error))
+                let failed = error.is_some();
+                let mut event = self.event(sql, None, sent, done, tag, None, error);
+                if !failed {
+                    self.follow_sql_prepare(&mut event);
+                }
+                Some(event)
             }
             Some(Pending::Execute { .. }) => match self.queue.pop_front() {
                 Some(Pending::Execute {
@@ -505,6 +515,40 @@ impl Session {
         if let Some(event) = event {
             self.last_done = Some(done);
             self.recorder.record(event);
+        }
+    }
+
+    /// Keeps `PREPARE`d texts and resolves `EXECUTE`s of them.
+    fn follow_sql_prepare(&mut self, event: &mut Event) {
+        let bare = crate::attribute::strip_tags(&event.sql).trim_start();
+        let word = |kw: &str| {
+            bare.len() > kw.len()
+                && bare[..kw.len()].eq_ignore_ascii_case(kw)
+                && bare.as_bytes()[kw.len()].is_ascii_whitespace()
+        };
+        let name_after = |kw: usize| -> String {
+            bare[kw..]
+                .trim_start()
+                .split(|c: char| c == '(' || c == ';' || c.is_whitespace())
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        };
+        if word("prepare") {
+            let name = name_after(7);
+            self.sql_prepared.insert(name, bare.to_owned());
+        } else if word("execute") {
+            let name = name_after(7);
+            if let Some(prepare) = self.sql_prepared.get(&name) {
+                crate::capture::logs::pg_session::resolve_execute(event, prepare);
+            }
+        } else if word("deallocate") {
+            let name = name_after(10);
+            if name == "all" {
+                self.sql_prepared.clear();
+            } else {
+                self.sql_prepared.remove(&name);
+            }
         }
     }
 
