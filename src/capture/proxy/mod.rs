@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -322,56 +323,38 @@ fn lock(session: &Mutex<SessionGuard>) -> std::sync::MutexGuard<'_, SessionGuard
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Copies bytes both ways until either side closes.
+/// Copies bytes both ways until either side closes. The client's bytes are
+/// observed before they are forwarded, so that an answer is never observed
+/// before its request; the server's are forwarded first.
 async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuard>) {
-    let (mut client_r, mut client_w) = client.into_split();
-    let (mut server_r, mut server_w) = server.into_split();
-    let upward = async {
-        let mut decoder = FrameDecoder::new(skip_client);
-        let mut buf = vec![0u8; BUFFER];
-        loop {
-            let n = match client_r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if !decoder.lost_sync() {
+    let (client_r, client_w) = client.into_split();
+    let (server_r, server_w) = server.into_split();
+    let mut up = FrameDecoder::new(skip_client);
+    let mut down = FrameDecoder::new(skip_server);
+    let upward = pump(
+        client_r,
+        server_w,
+        |chunk, _| {
+            if !up.lost_sync() {
                 let mut guard = lock(session);
-                decoder.feed(&buf[..n], |f| guard.0.client_frame(f));
+                up.feed(chunk, |f| guard.0.client_frame(f));
             }
-            if server_w.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = server_w.shutdown().await;
-    };
-    let downward = async {
-        let mut decoder = FrameDecoder::new(skip_server);
-        let mut buf = vec![0u8; BUFFER];
-        loop {
-            let n = match server_r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if client_w.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            if !decoder.lost_sync() {
+            Write::Chunk
+        },
+        |_| {},
+    );
+    let downward = pump(
+        server_r,
+        client_w,
+        |_, _| Write::Chunk,
+        |chunk| {
+            if !down.lost_sync() {
                 let mut guard = lock(session);
-                decoder.feed(&buf[..n], |f| guard.0.server_frame(f));
+                down.feed(chunk, |f| guard.0.server_frame(f));
             }
-        }
-        let _ = client_w.shutdown().await;
-    };
-    tokio::pin!(upward, downward);
-    tokio::select! {
-        () = &mut upward => {
-            // The client is gone; let the server's last answers arrive.
-            let _ = tokio::time::timeout(Duration::from_secs(5), downward).await;
-        }
-        () = &mut downward => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), upward).await;
-        }
-    }
+        },
+    );
+    both_ways(upward, downward).await;
 }
 
 /// The relay with fault injection: both directions go message by message, so
@@ -379,52 +362,80 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
 /// the proxy added kept from the client. Slower than [`relay`], and only used
 /// when a fault is asked for.
 async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuard>) {
-    let (mut client_r, mut client_w) = client.into_split();
-    let (mut server_r, mut server_w) = server.into_split();
-    let upward = async {
-        let mut decoder = FrameDecoder::keeping_everything();
-        let mut buf = vec![0u8; BUFFER];
-        let mut out = Vec::with_capacity(BUFFER);
-        loop {
-            let n = match client_r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            out.clear();
-            if decoder.lost_sync() {
-                out.extend_from_slice(&buf[..n]);
-            } else {
-                let mut guard = lock(session);
-                decoder.feed(&buf[..n], |f| guard.0.client_frame_rewriting(f, &mut out));
+    let (client_r, client_w) = client.into_split();
+    let (server_r, server_w) = server.into_split();
+    let mut up = FrameDecoder::keeping_everything();
+    let mut down = FrameDecoder::keeping_everything();
+    let upward = pump(
+        client_r,
+        server_w,
+        |chunk, out| {
+            let mut guard = lock(session);
+            up.feed(chunk, |f| guard.0.client_frame_rewriting(f, out));
+            if up.lost_sync() {
+                return Write::Chunk;
             }
-            if server_w.write_all(&out).await.is_err() {
-                break;
+            Write::Buffer
+        },
+        |_| {},
+    );
+    let downward = pump(
+        server_r,
+        client_w,
+        |chunk, out| {
+            let mut guard = lock(session);
+            down.feed(chunk, |f| guard.0.server_frame_forwarding(f, out));
+            if down.lost_sync() {
+                return Write::Chunk;
             }
+            Write::Buffer
+        },
+        |_| {},
+    );
+    both_ways(upward, downward).await;
+}
+
+/// What a pump writes for a chunk it read.
+#[derive(Debug)]
+enum Write {
+    /// The chunk as read.
+    Chunk,
+    /// What `before` put in the buffer.
+    Buffer,
+}
+
+/// One direction: read a chunk, let `before` see it (and fill the buffer when
+/// it rewrites), write, let `after` see it; at the end, close the write side.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut before: impl FnMut(&[u8], &mut Vec<u8>) -> Write,
+    mut after: impl FnMut(&[u8]),
+) {
+    let mut buf = vec![0u8; BUFFER];
+    let mut out = Vec::new();
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        out.clear();
+        let bytes = match before(chunk, &mut out) {
+            Write::Chunk => chunk,
+            Write::Buffer => &out[..],
+        };
+        if to.write_all(bytes).await.is_err() {
+            break;
         }
-        let _ = server_w.shutdown().await;
-    };
-    let downward = async {
-        let mut decoder = FrameDecoder::keeping_everything();
-        let mut buf = vec![0u8; BUFFER];
-        let mut out = Vec::with_capacity(BUFFER);
-        loop {
-            let n = match server_r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            out.clear();
-            if decoder.lost_sync() {
-                out.extend_from_slice(&buf[..n]);
-            } else {
-                let mut guard = lock(session);
-                decoder.feed(&buf[..n], |f| guard.0.server_frame_forwarding(f, &mut out));
-            }
-            if client_w.write_all(&out).await.is_err() {
-                break;
-            }
-        }
-        let _ = client_w.shutdown().await;
-    };
+        after(chunk);
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Runs both directions; once one ends, the other gets a moment to finish:
+/// a gone client leaves the server time to send its last answers.
+async fn both_ways(upward: impl Future<Output = ()>, downward: impl Future<Output = ()>) {
     tokio::pin!(upward, downward);
     tokio::select! {
         () = &mut upward => {
