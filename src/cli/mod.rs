@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod compare;
 pub mod demo;
 pub mod rules;
+pub mod schema;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,9 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// The rule catalogue: list the rules, or explain one.
     Rules(rules::RulesArgs),
+    /// Review a database's relationships: declared and implied foreign keys,
+    /// their indexes and types, orphan rows, an ER diagram.
+    Schema(schema::SchemaArgs),
 }
 
 /// Options shared by the commands that audit.
@@ -84,7 +88,7 @@ pub enum FailOn {
 }
 
 impl FailOn {
-    fn level(self) -> Option<Severity> {
+    pub(crate) fn level(self) -> Option<Severity> {
         match self {
             FailOn::Error => Some(Severity::Error),
             FailOn::Warning => Some(Severity::Warning),
@@ -176,7 +180,7 @@ impl AuditArgs {
     }
 }
 
-fn terminal_width() -> usize {
+pub(crate) fn terminal_width() -> usize {
     if std::io::stdout().is_terminal()
         && let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size()
     {
@@ -214,6 +218,7 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Rules(args) => rules::run(&args),
+        Command::Schema(args) => schema::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
