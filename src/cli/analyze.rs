@@ -19,6 +19,10 @@ pub struct AnalyzeArgs {
     /// Input format.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto, value_name = "FORMAT")]
     pub input: InputFormat,
+    /// Also review this database's relationships (the schema rules), limited
+    /// to the tables the traces touched: postgres://…, mysql://…, sqlite://….
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     #[command(flatten)]
     pub audit: AuditArgs,
 }
@@ -74,5 +78,46 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
     }
     let mut report = audit.finish();
     report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
+    if let Some(url) = &args.database {
+        review_schema(url, &args.files, config, &mut report)?;
+    }
     Ok(report)
+}
+
+/// Adds the schema rules' findings on the tables the traces touched (and the
+/// relationships their joins imply) to the report.
+fn review_schema(
+    url: &str,
+    files: &[PathBuf],
+    config: &crate::rules::RuleConfig,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use crate::model::Severity;
+    let mut tables = std::collections::BTreeSet::new();
+    let mut joins = std::collections::BTreeSet::new();
+    for path in files {
+        let (t, j) = super::schema::trace_joins(path)?;
+        tables.extend(t);
+        joins.extend(j);
+    }
+    let options = crate::schema::ReviewOptions {
+        tables: Some(tables),
+        joins: joins.into_iter().collect(),
+        ..crate::schema::ReviewOptions::default()
+    };
+    let review = crate::schema::review(url, &options, config)
+        .map_err(super::schema::database_error)?;
+    report.findings.extend(review.findings);
+    report.findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    report.allowed.extend(review.allowed);
+    report
+        .allowed
+        .sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
+    report.notes.extend(review.notes);
+    let count = |l: Severity| report.findings.iter().filter(|f| f.severity == l).count() as u64;
+    report.summary.errors = count(Severity::Error);
+    report.summary.warnings = count(Severity::Warning);
+    report.summary.infos = count(Severity::Info);
+    report.summary.allowed = report.allowed.len() as u64;
+    Ok(())
 }

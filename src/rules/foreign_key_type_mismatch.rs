@@ -29,7 +29,8 @@ documented_rule! {
     /// keys outgrow it (an `integer` referring to a `bigint` id), a shorter
     /// `varchar` truncates or rejects valid keys, and joins across different
     /// types need casts that keep indexes from being used. In SQLite a `TEXT`
-    /// child never equals an `INTEGER` parent, so every join silently misses.
+    /// child keeps what it is given as text (`'01'`, `'1 '`), which no
+    /// `INTEGER` parent key equals.
     ///
     /// ## Example
     /// ```sql

@@ -109,7 +109,20 @@ impl SchemaRule for OrphanRows {
             if *count == 0 {
                 continue;
             }
+            let engine = cx
+                .schema
+                .table(&r.child)
+                .and_then(|t| t.engine.as_deref())
+                .filter(|e| !e.eq_ignore_ascii_case("InnoDB"));
+            let keeps_none;
             let why = match (r.origin, r.enforcement) {
+                (Origin::Naming | Origin::Trace, _) if engine.is_some() => {
+                    keeps_none = format!(
+                        "no foreign key: {} tables keep none",
+                        engine.unwrap_or_default()
+                    );
+                    keeps_none.as_str()
+                }
                 (Origin::Naming | Origin::Trace, _) => "no foreign key",
                 (_, Some(Enforcement::NotValid)) => "the foreign key is NOT VALID",
                 (_, Some(Enforcement::PerConnection)) => {
@@ -124,10 +137,11 @@ impl SchemaRule for OrphanRows {
                 &r.child,
                 r.describe(cx.schema),
                 format!(
-                    "{} {} of {} refer to no row of {} ({why})",
+                    "{} {} of {} {} to no row of {} ({why})",
                     thousands(*count),
                     if *count == 1 { "row" } else { "rows" },
                     crate::schema::relations::shown(cx.schema, &r.child),
+                    if *count == 1 { "refers" } else { "refer" },
                     crate::schema::relations::shown(cx.schema, &r.parent),
                 ),
                 "restore, repoint, null or delete those rows, then enforce the relationship",
