@@ -105,10 +105,12 @@ fn review_schema(
         joins: joins.into_iter().collect(),
         ..crate::schema::ReviewOptions::default()
     };
-    let review = crate::schema::review(url, &options, config)
-        .map_err(super::schema::database_error)?;
+    let review =
+        crate::schema::review(url, &options, config).map_err(super::schema::database_error)?;
     report.findings.extend(review.findings);
-    report.findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    report
+        .findings
+        .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     report.allowed.extend(review.allowed);
     report
         .allowed

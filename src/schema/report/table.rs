@@ -19,9 +19,13 @@ pub fn render(review: &SchemaReview, width: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "flowaudit schema · {} · {} · {} · {} ({} implied)",
+        "flowaudit schema · {} ({})",
         review.database,
         review.schema.dialect.as_str(),
+    );
+    let _ = writeln!(
+        out,
+        "{} · {}, {} implied",
         plural(s.tables, "table", "tables"),
         plural(s.relationships, "relationship", "relationships"),
         s.implied
