@@ -340,7 +340,7 @@ mod tests {
         assert_eq!(parent("paid"), None);
         assert_eq!(parent("supplier_id"), None);
         // A table's own key does not point at itself.
-        assert_eq!(parent_by_name(&s, &s.tables[4], "person_id"), None);
+        assert!(parent_by_name(&s, &s.tables[4], "person_id").is_none());
     }
 
     #[test]
@@ -353,7 +353,7 @@ mod tests {
             ("ledger".to_owned(), "acct".to_owned()),
             ("accounts".to_owned(), "id".to_owned()),
         );
-        let r = relationships(&s, &[join.clone()]);
+        let r = relationships(&s, std::slice::from_ref(&join));
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].origin, Origin::Trace);
         assert_eq!(r[0].describe(&s), "ledger(acct) → accounts(id)");
