@@ -290,6 +290,32 @@ fn postgres_schemas_can_be_excluded_and_reviews_are_read_only() {
     });
     let e = refused.expect_err("read-only").to_string();
     assert!(e.contains("read-only"), "{e}");
+    // And every statement is bounded by the timeout.
+    let slow = runtime().block_on(async {
+        let mut conn =
+            flowaudit::schema::introspect::Conn::open(&db.url, std::time::Duration::from_secs(1))
+                .await
+                .expect("open");
+        conn.rows("SELECT pg_sleep(5)::text").await
+    });
+    let e = slow.expect_err("cancelled").to_string();
+    assert!(e.contains("statement timeout"), "{e}");
+}
+
+#[test]
+fn mariadb_reviews_are_read_only() {
+    let Some(db) = mariadb_with("mysql_clean.sql") else {
+        return;
+    };
+    let refused = runtime().block_on(async {
+        let mut conn =
+            flowaudit::schema::introspect::Conn::open(&db.url, std::time::Duration::from_secs(5))
+                .await
+                .expect("open");
+        conn.rows("INSERT INTO coupons VALUES ('SNEAKY')").await
+    });
+    let e = refused.expect_err("read-only").to_string();
+    assert!(e.contains("READ ONLY"), "{e}");
 }
 
 #[test]
