@@ -712,3 +712,44 @@ fn unreachable_database_is_exit_2_without_the_password() {
     .expect("utf-8");
     assert!(err.contains("must start with postgres://"), "{err}");
 }
+
+#[test]
+fn analyze_with_a_database_honours_the_baseline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sqlite_with(dir.path(), "fixture.db", "sqlite.sql");
+    let trace = format!(
+        "{}/tests/fixtures/schema/payments.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "analyze",
+            trace.as_str(),
+            "--database",
+            "sqlite://fixture.db",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    flowaudit(dir.path())
+        .args(args(&["--write-baseline", "baseline.json"]))
+        .assert()
+        .code(0);
+    let json = stdout_of(
+        flowaudit(dir.path()).args(args(&["--baseline", "baseline.json", "--format", "json"])),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(v["findings"].as_array().map(Vec::len), Some(0), "{json}");
+    assert_eq!(v["summary"]["known"], 3);
+    // Each schema finding keeps an identity of its own in the baseline.
+    let baseline = std::fs::read_to_string(dir.path().join("baseline.json")).expect("baseline");
+    let b: serde_json::Value = serde_json::from_str(&baseline).expect("json");
+    let identities: BTreeSet<(&str, &str)> = b["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| Some((f["rule"].as_str()?, f["fingerprint_hash"].as_str()?)))
+        .collect();
+    assert_eq!(identities.len(), 3, "{baseline}");
+}

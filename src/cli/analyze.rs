@@ -79,7 +79,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
     let mut report = audit.finish();
     report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
     if let Some(url) = &args.database {
-        review_schema(url, &args.files, config, &mut report)?;
+        review_schema(url, &args.files, config, baseline.as_ref(), &mut report)?;
     }
     Ok(report)
 }
@@ -90,6 +90,7 @@ fn review_schema(
     url: &str,
     files: &[PathBuf],
     config: &crate::rules::RuleConfig,
+    baseline: Option<&crate::baseline::Baseline>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     use crate::model::Severity;
@@ -107,7 +108,16 @@ fn review_schema(
     };
     let review =
         crate::schema::review(url, &options, config).map_err(super::schema::database_error)?;
-    report.findings.extend(review.findings);
+    // Findings the --baseline has are known, as for the trace's own.
+    for f in review.findings {
+        if baseline.is_some_and(|b| b.knows(&f)) {
+            report.known.push(f);
+        } else {
+            report.findings.push(f);
+        }
+    }
+    report.known.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    report.summary.known = report.known.len() as u64;
     report
         .findings
         .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));

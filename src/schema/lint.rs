@@ -90,8 +90,13 @@ pub fn finding(
         flow: SCHEMA_FLOW.to_owned(),
         step: shown(cx.schema, table),
         message,
+        // The subject's xxh3-64, as statements' fingerprints are hashed, so
+        // that baselines tell apart two findings of one rule on one table.
+        fingerprint_hash: Some(format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(subject.as_bytes())
+        )),
         fingerprint: Some(subject),
-        fingerprint_hash: None,
         count: 1,
         examples: Vec::new(),
         help: help.to_owned(),
