@@ -28,6 +28,10 @@ pub struct AnalyzeArgs {
     /// log_line_prefix` on the server).
     #[arg(long, value_name = "PREFIX", default_value = logs::DEFAULT_LOG_LINE_PREFIX)]
     pub log_line_prefix: String,
+    /// Also review this database's relationships (the schema rules), limited
+    /// to the tables the traces touched: postgres://…, mysql://…, sqlite://….
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     #[command(flatten)]
     pub audit: AuditArgs,
 }
@@ -178,5 +182,58 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
     let mut report = audit.finish();
     report.notes.extend(notes);
     report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
+    if let Some(url) = &args.database {
+        review_schema(url, &args.files, config, baseline.as_ref(), &mut report)?;
+    }
     Ok(report)
+}
+
+/// Adds the schema rules' findings on the tables the traces touched (and the
+/// relationships their joins imply) to the report.
+fn review_schema(
+    url: &str,
+    files: &[PathBuf],
+    config: &crate::rules::RuleConfig,
+    baseline: Option<&crate::baseline::Baseline>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use crate::model::Severity;
+    let mut tables = std::collections::BTreeSet::new();
+    let mut joins = std::collections::BTreeSet::new();
+    for path in files {
+        let (t, j) = super::schema::trace_joins(path)?;
+        tables.extend(t);
+        joins.extend(j);
+    }
+    let options = crate::schema::ReviewOptions {
+        tables: Some(tables),
+        joins: joins.into_iter().collect(),
+        ..crate::schema::ReviewOptions::default()
+    };
+    let review =
+        crate::schema::review(url, &options, config).map_err(super::schema::database_error)?;
+    // Findings the --baseline has are known, as for the trace's own.
+    for f in review.findings {
+        if baseline.is_some_and(|b| b.knows(&f)) {
+            report.known.push(f);
+        } else {
+            report.findings.push(f);
+        }
+    }
+    report.known.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    report.summary.known = report.known.len() as u64;
+    report
+        .findings
+        .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    report.allowed.extend(review.allowed);
+    report
+        .allowed
+        .sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
+    report.notes.extend(review.notes);
+    let count = |l: Severity| report.findings.iter().filter(|f| f.severity == l).count() as u64;
+    report.summary.errors = count(Severity::Error);
+    report.summary.warnings = count(Severity::Warning);
+    report.summary.infos = count(Severity::Info);
+    report.summary.allowed = report.allowed.len() as u64;
+    Ok(())
 }

@@ -37,6 +37,7 @@ pub fn compare(
             files: vec![file.clone()],
             input: InputFormat::Auto,
             log_line_prefix: crate::capture::logs::DEFAULT_LOG_LINE_PREFIX.to_owned(),
+            database: None,
             audit: AuditArgs {
                 baseline,
                 write_baseline: None,

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod proxy;
 pub mod rules;
 pub mod run;
+pub mod schema;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// The rule catalogue: list the rules, or explain one.
     Rules(rules::RulesArgs),
+    /// Review a database's relationships: declared and implied foreign keys,
+    /// their indexes and types, orphan rows, an ER diagram.
+    Schema(schema::SchemaArgs),
 }
 
 /// Options shared by the commands that audit.
@@ -93,7 +97,7 @@ pub enum FailOn {
 }
 
 impl FailOn {
-    fn level(self) -> Option<Severity> {
+    pub(crate) fn level(self) -> Option<Severity> {
         match self {
             FailOn::Error => Some(Severity::Error),
             FailOn::Warning => Some(Severity::Warning),
@@ -185,7 +189,7 @@ impl AuditArgs {
     }
 }
 
-fn terminal_width() -> usize {
+pub(crate) fn terminal_width() -> usize {
     if std::io::stdout().is_terminal()
         && let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size()
     {
@@ -225,6 +229,7 @@ pub fn main() -> ExitCode {
         Command::Proxy(args) => proxy::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Rules(args) => rules::run(&args),
+        Command::Schema(args) => schema::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -107,7 +107,7 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-fn item(out: &mut String, f: &Finding) {
+pub(crate) fn item(out: &mut String, f: &Finding) {
     let icon = match f.severity {
         Severity::Error => "🔴 error",
         Severity::Warning => "🟠 warning",
@@ -127,7 +127,7 @@ fn item(out: &mut String, f: &Finding) {
 }
 
 /// Text on one line, with the characters Markdown would act on escaped.
-fn inline(text: &str) -> String {
+pub(crate) fn inline(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
         match c {

@@ -213,7 +213,7 @@ fn write_finding(out: &mut String, f: &Finding, width: usize) {
     );
 }
 
-fn wrap_into(out: &mut String, text: &str, width: usize, first: &str, rest: &str) {
+pub(crate) fn wrap_into(out: &mut String, text: &str, width: usize, first: &str, rest: &str) {
     let options = textwrap::Options::new(width)
         .initial_indent(first)
         .subsequent_indent(rest)
@@ -223,7 +223,7 @@ fn wrap_into(out: &mut String, text: &str, width: usize, first: &str, rest: &str
     }
 }
 
-fn shorten(text: &str, max: usize) -> String {
+pub(crate) fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
     } else {
@@ -249,6 +249,6 @@ fn severity_counts(findings: &[&Finding]) -> String {
     }
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }

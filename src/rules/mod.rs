@@ -15,6 +15,13 @@ mod query_count_regression;
 mod repeated_query;
 mod slow_query;
 
+// Schema rules (src/schema/lint.rs runs them).
+pub(crate) mod foreign_key_type_mismatch;
+pub(crate) mod missing_foreign_key;
+pub(crate) mod missing_primary_key;
+pub(crate) mod orphan_rows;
+pub(crate) mod unindexed_foreign_key;
+
 use crate::attribute::TxnOp;
 use crate::fingerprint::Fingerprint;
 use crate::model::{Event, Finding, Severity, StepKey};
@@ -29,6 +36,11 @@ pub static REGISTRY: &[&RuleMeta] = &[
     &slow_query::META,
     &query_count_regression::META,
     &connection_churn::META,
+    &missing_primary_key::META,
+    &unindexed_foreign_key::META,
+    &foreign_key_type_mismatch::META,
+    &missing_foreign_key::META,
+    &orphan_rows::META,
 ];
 
 /// The id of the rule that compares counts with a baseline.

@@ -522,12 +522,16 @@ impl Session {
     fn follow_sql_prepare(&mut self, event: &mut Event) {
         let bare = crate::attribute::strip_tags(&event.sql).trim_start();
         let word = |kw: &str| {
-            bare.len() > kw.len()
-                && bare[..kw.len()].eq_ignore_ascii_case(kw)
-                && bare.as_bytes()[kw.len()].is_ascii_whitespace()
+            bare.get(..kw.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(kw))
+                && bare
+                    .as_bytes()
+                    .get(kw.len())
+                    .is_some_and(u8::is_ascii_whitespace)
         };
         let name_after = |kw: usize| -> String {
-            bare[kw..]
+            bare.get(kw..)
+                .unwrap_or("")
                 .trim_start()
                 .split(|c: char| c == '(' || c == ';' || c.is_whitespace())
                 .next()
@@ -776,6 +780,31 @@ mod tests {
                 ("select $1::text".into(), Some(vec![Some("two".into())])),
             ]
         );
+    }
+
+    #[test]
+    fn sql_level_execute_becomes_its_prepared_statement_and_odd_text_is_safe() {
+        let (recorder, writer) = start(None, Collect::default(), Arc::new(Stats::default()));
+        let mut s = Session::new(1, recorder, None, Instant::now());
+        for sql in [
+            "PREPARE stock(int) AS SELECT stock FROM inventory WHERE product_id = $1",
+            "EXECUTE stock(7)",
+            "execut\u{e9} x",
+            "\u{e9}\u{e9}\u{e9}",
+        ] {
+            s.client_frame(frame(b'Q', format!("{sql}\0").as_bytes()));
+            s.server_frame(frame(b'C', b"SELECT 1\0"));
+            s.server_frame(frame(b'Z', b"I"));
+        }
+        drop(s);
+        let events = writer.finish().expect("writer").0;
+        assert_eq!(events.len(), 4);
+        assert_eq!(
+            events[1].sql,
+            "SELECT stock FROM inventory WHERE product_id = $1"
+        );
+        assert_eq!(events[1].params, Some(vec![Some("7".into())]));
+        assert_eq!(events[2].sql, "execut\u{e9} x");
     }
 
     proptest! {

@@ -1,0 +1,141 @@
+//! `flowaudit schema URL`: a DBA review of a schema's relationships —
+//! declared and implied foreign keys, their indexes and types, orphan rows —
+//! as a table, JSON, Markdown, or an ER diagram (Mermaid, Graphviz dot).
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::audit::at_or_above;
+use crate::exit;
+use crate::rules::RuleConfig;
+use crate::schema::report::{SchemaFormat, render};
+use crate::schema::{JoinPair, ReviewOptions, SchemaFilter, SchemaReview, review};
+use crate::trace::TraceReader;
+
+use super::{AuditArgs, FailOn, print_stdout};
+
+#[derive(Debug, Clone, Args)]
+pub struct SchemaArgs {
+    /// The database: postgres://user@host/db, mysql://root@host/db (MariaDB
+    /// too), sqlite://path.db (opened read-only).
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Review only this schema (PostgreSQL) or database (MySQL); repeatable.
+    /// Default: every user schema, no system catalogue (for MySQL, the URL's
+    /// database when it names one).
+    #[arg(long = "schema", value_name = "NAME")]
+    pub include: Vec<String>,
+    /// Leave this schema or database out; repeatable.
+    #[arg(long = "exclude-schema", value_name = "NAME")]
+    pub exclude: Vec<String>,
+    /// A trace whose JOIN conditions imply relationships too; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Vec<PathBuf>,
+    /// Bound on connecting and on every statement flowaudit runs, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+    /// A directory of rule files (*.toml); repeatable. Default: ./rules when it
+    /// exists. The built-in defaults always load first.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Report format: a relationships table and findings, JSON, Markdown, or
+    /// an ER diagram (mermaid, dot).
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Table)]
+    pub format: SchemaFormat,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit 1 when a finding at or above this severity remains [default: error].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub fail_on: Option<FailOn>,
+}
+
+pub fn run(args: &SchemaArgs) -> anyhow::Result<u8> {
+    let config = load_rules(&args.rules, args.fail_on)?;
+    let review = review_database(args, &config)?;
+    let width = if args.output.is_some() {
+        80
+    } else {
+        super::terminal_width()
+    };
+    let text = render(&review, args.format, width);
+    match &args.output {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?,
+        None => print_stdout(&text)?,
+    }
+    Ok(match args.fail_on.unwrap_or(FailOn::Error).level() {
+        Some(level) if at_or_above(&review.findings, level) > 0 => exit::FINDINGS,
+        _ => exit::OK,
+    })
+}
+
+/// The rule files, loaded as the auditing commands load them.
+pub fn load_rules(dirs: &[PathBuf], fail_on: Option<FailOn>) -> anyhow::Result<RuleConfig> {
+    AuditArgs {
+        rules: dirs.to_vec(),
+        format: crate::report::Format::Table,
+        output: None,
+        fail_on,
+        baseline: None,
+        write_baseline: None,
+    }
+    .load_rules()
+}
+
+/// Runs the review (tests call this directly).
+pub fn review_database(args: &SchemaArgs, config: &RuleConfig) -> anyhow::Result<SchemaReview> {
+    let mut joins = BTreeSet::new();
+    for path in &args.trace {
+        joins.extend(trace_joins(path)?.1);
+    }
+    let options = ReviewOptions {
+        filter: SchemaFilter {
+            include: args.include.clone(),
+            exclude: args.exclude.clone(),
+        },
+        tables: None,
+        joins: joins.into_iter().collect(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    };
+    review(&args.url, &options, config).map_err(database_error)
+}
+
+/// A review error with what to do about it.
+pub fn database_error(e: crate::schema::SchemaError) -> anyhow::Error {
+    use crate::schema::SchemaError;
+    match e {
+        SchemaError::Connect { .. } => anyhow::anyhow!(
+            "{e}\n  hint: check that the server runs and the URL (postgres://user@host:5432/db, \
+             mysql://user@host:3306/db, sqlite://path.db) is right"
+        ),
+        SchemaError::Settings { .. } => anyhow::anyhow!(
+            "invalid rule settings: {e}\n  hint: rules/README.md documents every key"
+        ),
+        other => other.into(),
+    }
+}
+
+/// The tables a trace's statements touch and the column pairs they join on,
+/// each distinct statement read once.
+pub fn trace_joins(path: &Path) -> anyhow::Result<(BTreeSet<String>, BTreeSet<JoinPair>)> {
+    let reader = TraceReader::open(path)?;
+    let mut seen = HashSet::new();
+    let mut tables = BTreeSet::new();
+    let mut joins = BTreeSet::new();
+    for event in reader {
+        let event = event?;
+        if !seen.insert(event.sql.clone()) {
+            continue;
+        }
+        if let Some(names) = crate::fingerprint::tables(&event.sql) {
+            tables.extend(names);
+        }
+        joins.extend(crate::schema::joins::join_pairs(&event.sql));
+    }
+    Ok((tables, joins))
+}
