@@ -577,6 +577,64 @@ fn analyze_with_a_database_reviews_the_tables_the_trace_touched() {
 }
 
 #[test]
+fn analyze_with_a_database_reviews_the_tables_a_server_log_touched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sqlite_with(dir.path(), "fixture.db", "sqlite.sql");
+    // The same two statements as payments.jsonl, in PostgreSQL's stderr log.
+    std::fs::write(
+        dir.path().join("postgresql.log"),
+        "2026-11-25 15:07:34.020 UTC [2610] app@shop LOG:  statement: SELECT p.id, c.email \
+         FROM payments p JOIN customers c ON c.id = p.payer WHERE p.id = 1\n\
+         2026-11-25 15:07:34.021 UTC [2610] app@shop LOG:  statement: SELECT id, customer_id \
+         FROM orders WHERE id = 10\n",
+    )
+    .expect("write log");
+    let json = stdout_of(
+        flowaudit(dir.path()).args([
+            "analyze",
+            "postgresql.log",
+            "--database",
+            "sqlite://fixture.db",
+            "--format",
+            "json",
+        ]),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    let got: BTreeSet<(String, String)> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or_default().to_owned(),
+                f["fingerprint"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        set(&[
+            (
+                "foreign-key-type-mismatch",
+                "orders(customer_id) → customers(id)"
+            ),
+            ("missing-foreign-key", "payments(payer) → customers(id)"),
+            (
+                "unindexed-foreign-key",
+                "orders(customer_id) → customers(id)"
+            ),
+        ])
+    );
+    assert!(
+        v["notes"]
+            .to_string()
+            .contains("read as pg-stderr (detected)"),
+        "{v}"
+    );
+}
+
+#[test]
 fn rule_files_allow_disable_and_limit_schema_rules() {
     let dir = tempfile::tempdir().expect("tempdir");
     sqlite_with(dir.path(), "fixture.db", "sqlite.sql");

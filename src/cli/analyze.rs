@@ -123,6 +123,8 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         log_line_prefix: args.log_line_prefix.clone(),
     };
     let mut notes = Vec::new();
+    // With --database, the tables and joins the statements used.
+    let mut touched = args.database.as_ref().map(|_| Touched::default());
     for (index, path) in args.files.iter().enumerate() {
         let (format, detected) = match args.input.format() {
             Some(f) => (f, false),
@@ -153,9 +155,15 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
             } else if index > 0 {
                 event.conn = Some(offset);
             }
+            if let Some(t) = touched.as_mut() {
+                t.observe(&event.sql);
+            }
             audit.push(event);
         };
         if format == LogFormat::Jsonl {
+            if detected {
+                notes.push(format!("{}: read as jsonl (detected)", path.display()));
+            }
             for event in TraceReader::new(input, path) {
                 let event = event.map_err(|e| match e {
                     TraceError::Io { path, source } => cannot_read(&path, &source),
@@ -182,32 +190,47 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
     let mut report = audit.finish();
     report.notes.extend(notes);
     report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
-    if let Some(url) = &args.database {
-        review_schema(url, &args.files, config, baseline.as_ref(), &mut report)?;
+    if let (Some(url), Some(touched)) = (&args.database, touched) {
+        review_schema(url, touched, config, baseline.as_ref(), &mut report)?;
     }
     Ok(report)
 }
 
+/// The tables and JOIN conditions of a run's statements, each distinct
+/// statement shape read once: what the schema rules are limited to.
+#[derive(Debug, Default)]
+pub struct Touched {
+    seen: std::collections::HashSet<u64>,
+    tables: std::collections::BTreeSet<String>,
+    joins: std::collections::BTreeSet<crate::schema::relations::JoinPair>,
+}
+
+impl Touched {
+    pub fn observe(&mut self, sql: &str) {
+        let fp = crate::fingerprint::fingerprint(sql);
+        if !self.seen.insert(fp.hash) {
+            return;
+        }
+        if let Some(names) = crate::fingerprint::tables(sql) {
+            self.tables.extend(names);
+        }
+        self.joins.extend(crate::schema::joins::join_pairs(sql));
+    }
+}
+
 /// Adds the schema rules' findings on the tables the traces touched (and the
 /// relationships their joins imply) to the report.
-fn review_schema(
+pub fn review_schema(
     url: &str,
-    files: &[PathBuf],
+    touched: Touched,
     config: &crate::rules::RuleConfig,
     baseline: Option<&crate::baseline::Baseline>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     use crate::model::Severity;
-    let mut tables = std::collections::BTreeSet::new();
-    let mut joins = std::collections::BTreeSet::new();
-    for path in files {
-        let (t, j) = super::schema::trace_joins(path)?;
-        tables.extend(t);
-        joins.extend(j);
-    }
     let options = crate::schema::ReviewOptions {
-        tables: Some(tables),
-        joins: joins.into_iter().collect(),
+        tables: Some(touched.tables),
+        joins: touched.joins.into_iter().collect(),
         ..crate::schema::ReviewOptions::default()
     };
     let review =
