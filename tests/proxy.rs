@@ -1066,3 +1066,51 @@ fn pgbench_with_a_connection_per_transaction_is_connection_churn() {
         stopped_pooled.report
     );
 }
+
+#[test]
+fn run_with_a_database_reviews_the_tables_the_command_touched() {
+    if !pg::available("run --database") {
+        return;
+    }
+    let db = TestDb::new("review");
+    db.direct("create table customers(id int primary key, email text)");
+    db.direct("create table orders(id int primary key, customer_id int)");
+    db.direct("create table audit_log(at timestamptz, what text)");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--upstream",
+            &db.url(pg::PG_ADDR),
+            "--database",
+            &db.url(pg::PG_ADDR),
+        ])
+        .args(["--format", "json", "--fail-on", "never", "--"])
+        .args(["psql", "-X", "-q", "-o", "/dev/null", "-c"])
+        .arg("select o.id, c.email from orders o join customers c on c.id = o.customer_id")
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let mut got: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or_default().to_owned(),
+                f["fingerprint"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    // orders.customer_id refers to customers without a constraint; audit_log
+    // has no primary key but the command never touched it.
+    assert_eq!(
+        got,
+        vec![(
+            "missing-foreign-key".to_owned(),
+            "orders(customer_id) → customers(id)".to_owned()
+        )],
+        "{report:#}"
+    );
+}

@@ -17,6 +17,9 @@ use crate::model::Event;
 use crate::report::{CaptureStats, Report};
 
 use super::AuditArgs;
+use super::analyze::{Touched, review_schema};
+use crate::baseline::Baseline;
+use crate::rules::RuleConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
@@ -41,6 +44,11 @@ pub struct CaptureArgs {
     /// `flowaudit analyze FILE` audits to the same findings.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// When the run ends, also review this database's relationships (the
+    /// schema rules), limited to the tables the statements touched:
+    /// postgres://…, mysql://…, sqlite://….
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
 }
 
 /// Messages about single connections go to stderr, prefixed.
@@ -52,10 +60,15 @@ pub fn stderr_log() -> Log {
 #[derive(Debug)]
 pub struct AuditSink {
     audit: Audit,
+    /// With --database: the tables and joins the statements used.
+    touched: Option<Touched>,
 }
 
 impl Sink for AuditSink {
     fn event(&mut self, event: Event) {
+        if let Some(t) = self.touched.as_mut() {
+            t.observe(&event.sql);
+        }
         self.audit.push(event);
     }
 }
@@ -66,6 +79,9 @@ pub struct Recording {
     writer: Writer<AuditSink>,
     stats: Arc<Stats>,
     trace: Option<PathBuf>,
+    database: Option<String>,
+    config: RuleConfig,
+    baseline: Option<Baseline>,
 }
 
 impl CaptureArgs {
@@ -88,13 +104,20 @@ impl CaptureArgs {
             None => None,
         };
         let stats = Arc::new(Stats::default());
-        let (recorder, writer) = proxy::start_writer(trace, AuditSink { audit }, stats.clone());
+        let sink = AuditSink {
+            audit,
+            touched: self.database.as_ref().map(|_| Touched::default()),
+        };
+        let (recorder, writer) = proxy::start_writer(trace, sink, stats.clone());
         Ok((
             recorder,
             Recording {
                 writer,
                 stats,
                 trace: self.trace.clone(),
+                database: self.database.clone(),
+                config,
+                baseline,
             },
         ))
     }
@@ -108,6 +131,15 @@ impl Recording {
             None => "the recording failed".into(),
         })?;
         let mut report = sink.audit.finish();
+        if let (Some(url), Some(touched)) = (&self.database, sink.touched) {
+            review_schema(
+                url,
+                touched,
+                &self.config,
+                self.baseline.as_ref(),
+                &mut report,
+            )?;
+        }
         let s = &self.stats;
         let capture = CaptureStats {
             connections: Stats::get(&s.connections),

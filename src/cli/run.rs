@@ -1,5 +1,6 @@
 //! `flowaudit run -- CMD ARGS…`: start the proxy on a free loopback port, run
-//! CMD with `DATABASE_URL`, `PGHOST` and `PGPORT` pointing at it, and audit
+//! CMD with `DATABASE_URL`, `PGHOST` and `PGPORT` pointing at it (and
+//! `PGUSER`, `PGDATABASE` from the URL), and audit
 //! what it ran when it ends. The exit code is CMD's failure first (1), else
 //! the audit's.
 
@@ -48,19 +49,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             .command
             .split_first()
             .context("no command given after --")?;
-        let mut child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        command
             .args(rest)
             .env("DATABASE_URL", &database_url)
             .env("PGHOST", addr.ip().to_string())
-            .env("PGPORT", addr.port().to_string())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot run {}\n  hint: check that the command exists and is on PATH",
-                    program.to_string_lossy()
-                )
-            })?;
+            .env("PGPORT", addr.port().to_string());
+        // libpq's other defaults, from the URL, so that `psql` alone connects
+        // where DATABASE_URL does (the password stays in DATABASE_URL only).
+        if let Ok(url) = url::Url::parse(&database_url) {
+            if !url.username().is_empty() {
+                command.env("PGUSER", percent_decode(url.username()));
+            }
+            let database = url.path().trim_start_matches('/');
+            if !database.is_empty() {
+                command.env("PGDATABASE", percent_decode(database));
+            }
+        }
+        let mut child = command.kill_on_drop(true).spawn().with_context(|| {
+            format!(
+                "cannot run {}\n  hint: check that the command exists and is on PATH",
+                program.to_string_lossy()
+            )
+        })?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(proxy.serve(
             async {
@@ -85,6 +96,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         return Ok(exit::FINDINGS);
     }
     Ok(audit_code)
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Waits for the command; SIGINT and SIGTERM sent to flowaudit go on to it.
