@@ -19,6 +19,11 @@ pub struct AnalyzeArgs {
     /// Input format.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto, value_name = "FORMAT")]
     pub input: InputFormat,
+    /// The application's database (sqlite:PATH, postgres://…, mysql://…):
+    /// the rule files' [[invariant]] queries run on it once the trace is
+    /// read, on a read-only connection with a statement timeout.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     #[command(flatten)]
     pub audit: AuditArgs,
 }
@@ -72,7 +77,43 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
             audit.push(event);
         }
     }
+    if let Some(url) = &args.database {
+        audit.add_findings(check_invariants(url, config)?);
+    }
     let mut report = audit.finish();
     report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
     Ok(report)
+}
+
+/// Every invariant of the rule files, once, on the database at `url`.
+fn check_invariants(
+    url: &str,
+    config: &crate::rules::RuleConfig,
+) -> anyhow::Result<Vec<crate::model::Finding>> {
+    let invariants = crate::invariants::Invariants::from_config(config);
+    if invariants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(async {
+            let runner = crate::invariants::InvariantRunner::connect(
+                url,
+                invariants,
+                crate::invariants::DEFAULT_TIMEOUT,
+            )
+            .await?;
+            let found = runner.all_at_end().await;
+            runner.close().await;
+            found
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n  hint: check --database, or fix the invariant's query in that rule file \
+                 (rules/README.md, \"[[invariant]]\")"
+            )
+        })
 }

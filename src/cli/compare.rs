@@ -36,6 +36,7 @@ pub fn compare(
         let one = AnalyzeArgs {
             files: vec![file.clone()],
             input: InputFormat::Auto,
+            database: None,
             audit: AuditArgs {
                 baseline,
                 write_baseline: None,

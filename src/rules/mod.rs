@@ -8,11 +8,19 @@
 
 pub mod config;
 
+mod commit_after_error;
+mod invariant_violated;
 mod n_plus_one;
+mod non_atomic_write;
+mod open_transaction;
+mod partial_write_on_failure;
 mod query_budget;
 mod query_count_regression;
 mod repeated_query;
 mod slow_query;
+mod unbounded_write;
+pub mod units;
+mod unlocked_read_modify_write;
 
 use crate::attribute::TxnOp;
 use crate::fingerprint::Fingerprint;
@@ -27,7 +35,18 @@ pub static REGISTRY: &[&RuleMeta] = &[
     &query_budget::META,
     &slow_query::META,
     &query_count_regression::META,
+    &non_atomic_write::META,
+    &open_transaction::META,
+    &commit_after_error::META,
+    &unlocked_read_modify_write::META,
+    &unbounded_write::META,
+    &partial_write_on_failure::META,
+    &invariant_violated::META,
 ];
+
+/// The id of the rule whose findings come from data invariants (see
+/// [`crate::invariants`]), not from the trace.
+pub const INVARIANT_VIOLATED: &str = "invariant-violated";
 
 /// The id of the rule that compares counts with a baseline.
 pub const QUERY_COUNT_REGRESSION: &str = "query-count-regression";

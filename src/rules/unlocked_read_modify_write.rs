@@ -1,0 +1,256 @@
+//! `unlocked-read-modify-write`: a row read by key, then updated by the same
+//! key to a value the application computed, with nothing to stop another
+//! session changing it in between.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::units::{
+    KeyedRead, KeyedWrite, MAX_EXAMPLES, NoSettings, ValueRef, failed, keyed_read, keyed_write,
+    step_finding,
+};
+use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
+use crate::fingerprint::StatementKind;
+use crate::model::{Event, Finding, Severity};
+
+pub static META: RuleMeta = RuleMeta {
+    id: "unlocked-read-modify-write",
+    default_severity: Severity::Warning,
+    summary: "a row read and then updated without a lock or guard",
+    doc: UnlockedReadModifyWrite::DOC,
+    build,
+};
+
+/// Reads remembered per connection.
+const READS_CAP: usize = 1024;
+
+documented_rule! {
+    /// ## What it does
+    /// Flags an UPDATE that sets a row, found by key (`WHERE id = ?`, nothing
+    /// else), to values the application computed (`SET stock = ?`, no
+    /// column on the right side), when the same step read that row by the same
+    /// key and value earlier on the same connection without `FOR UPDATE` or
+    /// `FOR SHARE`. It fires whether the two ran in one transaction or in
+    /// autocommit, where no lock can protect the row at all.
+    ///
+    /// ## Why is this bad?
+    /// Two requests read the same stock (5), each computes 5 − 2 = 3, each
+    /// writes 3: four units sold, two taken off. In PostgreSQL's and MySQL's
+    /// default isolation a plain SELECT takes no lock, so the transaction
+    /// does not help; in autocommit nothing does.
+    ///
+    /// ## Example
+    /// ```sql
+    /// SELECT stock FROM inventory WHERE product_id = $1;           -- 5
+    /// UPDATE inventory SET stock = $1 WHERE product_id = $2;       -- 3, computed in the app
+    /// ```
+    ///
+    /// ## How to fix
+    /// Let the database compute it, guarded:
+    /// `UPDATE inventory SET stock = stock - $1 WHERE product_id = $2 AND
+    /// stock >= $1` (and check the row count); or lock the row when reading
+    /// it (`SELECT … FOR UPDATE`) inside the transaction that writes it; or
+    /// use a version column (`… WHERE id = $1 AND version = $2`).
+    pub struct UnlockedReadModifyWrite {
+        severity: Severity,
+        reads_by_fp: HashMap<u64, Option<KeyedRead>>,
+        writes_by_fp: HashMap<u64, Option<KeyedWrite>>,
+        /// Per connection: the (step, instance) the reads belong to, and the
+        /// rows read: (table, keys with their values) → (locked, example).
+        reads: HashMap<u64, ((usize, u64), HashMap<RowKey, (bool, String)>)>,
+        /// (flow, step, fingerprint) → (hash, count, examples).
+        found: BTreeMap<(String, String, String), (u64, u64, Vec<String>)>,
+    }
+}
+
+type RowKey = (String, Vec<(String, String)>);
+
+fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
+    let _: NoSettings = setup.settings()?;
+    Ok(Box::new(UnlockedReadModifyWrite {
+        severity: setup.severity,
+        reads_by_fp: HashMap::new(),
+        writes_by_fp: HashMap::new(),
+        reads: HashMap::new(),
+        found: BTreeMap::new(),
+    }))
+}
+
+fn has_literal(keys: &[(String, ValueRef)]) -> bool {
+    keys.iter().any(|(_, v)| matches!(v, ValueRef::Literal(_)))
+}
+
+/// The row a keyed statement names: its table and its key values.
+fn row(keyed: &super::units::Keyed, event: &Event) -> Option<RowKey> {
+    let mut keys = Vec::with_capacity(keyed.keys.len());
+    for (col, v) in &keyed.keys {
+        keys.push((col.clone(), v.resolve(event)?));
+    }
+    keys.sort();
+    Some((keyed.table.clone(), keys))
+}
+
+impl Rule for UnlockedReadModifyWrite {
+    fn observe(&mut self, s: &Statement<'_>) {
+        if failed(s.event) {
+            return;
+        }
+        let here = (s.step, s.instance);
+        match s.fingerprint.kind {
+            StatementKind::Select => {
+                let mut read = self
+                    .reads_by_fp
+                    .entry(s.fingerprint.hash)
+                    .or_insert_with(|| keyed_read(&s.event.sql))
+                    .clone();
+                if read.as_ref().is_some_and(|r| has_literal(&r.keyed.keys)) {
+                    read = keyed_read(&s.event.sql);
+                }
+                let Some(read) = read else { return };
+                let Some(key) = row(&read.keyed, s.event) else {
+                    return;
+                };
+                let entry = self
+                    .reads
+                    .entry(s.conn)
+                    .or_insert_with(|| (here, HashMap::new()));
+                if entry.0 != here {
+                    *entry = (here, HashMap::new());
+                }
+                if entry.1.len() < READS_CAP || entry.1.contains_key(&key) {
+                    entry.1.insert(key, (read.locked, s.example()));
+                }
+            }
+            StatementKind::Update => {
+                let mut write = self
+                    .writes_by_fp
+                    .entry(s.fingerprint.hash)
+                    .or_insert_with(|| keyed_write(&s.event.sql))
+                    .clone();
+                if write.as_ref().is_some_and(|w| has_literal(&w.keyed.keys)) {
+                    write = keyed_write(&s.event.sql);
+                }
+                let Some(write) = write.filter(|w| w.absolute) else {
+                    return;
+                };
+                let Some(key) = row(&write.keyed, s.event) else {
+                    return;
+                };
+                let Some((at, reads)) = self.reads.get(&s.conn) else {
+                    return;
+                };
+                if *at != here {
+                    return;
+                }
+                let Some((locked, read_example)) = reads.get(&key) else {
+                    return;
+                };
+                if *locked {
+                    return;
+                }
+                let entry = self
+                    .found
+                    .entry((
+                        s.key.flow.clone(),
+                        s.key.step.clone(),
+                        s.fingerprint.text.clone(),
+                    ))
+                    .or_insert_with(|| (s.fingerprint.hash, 0, Vec::new()));
+                entry.1 += 1;
+                if entry.2.len() + 2 <= MAX_EXAMPLES {
+                    entry.2.push(format!("read:  {read_example}"));
+                    entry.2.push(format!("wrote: {}", s.example()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        for ((flow, step, text), (hash, count, examples)) in &self.found {
+            out.push(step_finding(
+                &META,
+                self.severity,
+                &(flow.clone(), step.clone()),
+                format!(
+                    "a row read by key is then updated by the same key to a value computed in \
+                     the application, with no lock on the read and no guard on the update \
+                     ({count}×): a concurrent request can change it in between, and one of the \
+                     two updates is lost"
+                ),
+                *count,
+                examples.clone(),
+                Some((text, *hash)),
+                "update relative to the row and guard it (SET stock = stock - ? WHERE id = ? AND \
+                 stock >= ?), or read it with SELECT … FOR UPDATE in the transaction that writes it",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::testing::{audit, events, fired};
+
+    const READ: &str = "SELECT inventory.stock FROM inventory WHERE inventory.product_id = ?";
+
+    #[test]
+    fn fires_on_read_then_computed_write_of_the_same_row() {
+        let found = audit(
+            events(&[
+                (1, READ, &["7"], Some(1)),
+                (
+                    1,
+                    "UPDATE inventory SET stock = ? WHERE product_id = ?",
+                    &["2", "7"],
+                    Some(1),
+                ),
+            ]),
+            "",
+        );
+        let f = fired(&found, "unlocked-read-modify-write");
+        assert_eq!(f.len(), 1, "{found:#?}");
+        assert_eq!(f[0].examples.len(), 2);
+    }
+
+    #[test]
+    fn silent_with_a_lock_a_relative_update_a_guard_or_another_row() {
+        for (read, read_params, write, write_params) in [
+            (
+                "SELECT stock FROM inventory WHERE product_id = $1 FOR UPDATE",
+                &["7"][..],
+                "UPDATE inventory SET stock = $1 WHERE product_id = $2",
+                &["2", "7"][..],
+            ),
+            (
+                READ,
+                &["7"][..],
+                "UPDATE inventory SET stock = stock - ? WHERE product_id = ?",
+                &["2", "7"][..],
+            ),
+            (
+                READ,
+                &["7"][..],
+                "UPDATE inventory SET stock = ? WHERE product_id = ? AND stock = ?",
+                &["2", "7", "4"][..],
+            ),
+            (
+                READ,
+                &["8"][..],
+                "UPDATE inventory SET stock = ? WHERE product_id = ?",
+                &["2", "7"][..],
+            ),
+        ] {
+            let found = audit(
+                events(&[
+                    (1, read, read_params, Some(1)),
+                    (1, write, write_params, Some(1)),
+                ]),
+                "",
+            );
+            assert!(
+                fired(&found, "unlocked-read-modify-write").is_empty(),
+                "{write}: {found:#?}"
+            );
+        }
+    }
+}
