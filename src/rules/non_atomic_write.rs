@@ -19,10 +19,13 @@ documented_rule! {
     /// Flags a step whose writes (INSERT, UPDATE, DELETE, MERGE, upserts that
     /// succeeded) do not all run in one transaction: some run in autocommit,
     /// or the step commits several transactions one after another (an ORM
-    /// session committed after every write). A step that marks repeat (each
-    /// marker starts a new run) is judged run by run. In MySQL, DDL commits
-    /// the open transaction implicitly, which splits it too. The finding lists
-    /// the writes, each with the unit it ran in.
+    /// session committed after every write). Only a step whose writes touch
+    /// at least two tables is judged: writes to one table, each in its own
+    /// unit, are usually separate requests of one step (two "add to cart"
+    /// clicks), each atomic by itself. A step that marks repeat (each marker
+    /// starts a new run) is judged run by run. In MySQL, DDL commits the open
+    /// transaction implicitly, which splits it too. The finding lists the
+    /// writes, each with the unit it ran in.
     ///
     /// ## Why is this bad?
     /// A step is one unit of work for the user (check out, transfer, sign
@@ -60,7 +63,22 @@ struct Run {
     writes: u64,
     autocommit: u64,
     units: BTreeSet<u64>,
+    tables: BTreeSet<String>,
     examples: Vec<String>,
+}
+
+/// The table a write changes, read from its normalised text: the name after
+/// `into`, `update` or `from`.
+fn target(fingerprint: &str) -> String {
+    let mut words = fingerprint.split_whitespace();
+    let mut previous = "";
+    for word in words.by_ref() {
+        if matches!(previous, "into" | "update" | "from") {
+            return word.trim_matches(['"', '`', '(']).to_owned();
+        }
+        previous = word;
+    }
+    String::new()
 }
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
@@ -75,7 +93,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
 
 impl NonAtomicWrite {
     fn judge(&mut self, run: Run) {
-        if run.writes < 2 || (run.autocommit == 0 && run.units.len() <= 1) {
+        if run.writes < 2 || run.tables.len() < 2 || (run.autocommit == 0 && run.units.len() <= 1) {
             return;
         }
         let mut split = Vec::new();
@@ -122,9 +140,13 @@ impl Rule for NonAtomicWrite {
             writes: 0,
             autocommit: 0,
             units: BTreeSet::new(),
+            tables: BTreeSet::new(),
             examples: Vec::new(),
         });
         run.writes += 1;
+        if run.tables.len() < 2 {
+            run.tables.insert(target(&s.fingerprint.text));
+        }
         let label = match seen.unit {
             None => {
                 run.autocommit += 1;
@@ -225,6 +247,36 @@ mod tests {
             f[0].message.contains("in 2 transactions"),
             "{}",
             f[0].message
+        );
+    }
+
+    #[test]
+    fn writes_to_one_table_in_separate_units_are_separate_requests() {
+        let found = audit(
+            events(&[
+                (
+                    1,
+                    "INSERT INTO cart_items (cart_id, product_id) VALUES ($1, $2)",
+                    &["1", "3"],
+                    Some(1),
+                ),
+                (
+                    1,
+                    "INSERT INTO cart_items (cart_id, product_id) VALUES ($1, $2)",
+                    &["1", "5"],
+                    Some(1),
+                ),
+            ]),
+            "",
+        );
+        assert!(fired(&found, "non-atomic-write").is_empty(), "{found:#?}");
+        assert_eq!(
+            super::target("update \"inventory\" set stock = ?"),
+            "inventory"
+        );
+        assert_eq!(
+            super::target("delete from cart_items where id = ?"),
+            "cart_items"
         );
     }
 
