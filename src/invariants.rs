@@ -292,13 +292,18 @@ impl InvariantRunner {
         invariant: &Invariant,
         sql: String,
     ) -> Result<Vec<String>, InvariantError> {
+        let timeout = invariant
+            .timeout_ms
+            .map_or(self.timeout, Duration::from_millis);
+        self.set_timeout(timeout)
+            .await
+            .map_err(InvariantError::Connect)?;
         let started = Instant::now();
-        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(started + self.timeout);
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = Some(started + timeout);
         let sql = sqlx::AssertSqlSafe(sql);
         // The server's own timeout acts first; this bounds a server that
         // ignores it.
-        let limit = self.timeout + Duration::from_secs(2);
+        let limit = timeout + Duration::from_secs(2);
         let result = match &self.pool {
             Pool::Sqlite(p) => tokio::time::timeout(limit, sqlx::raw_sql(sql).fetch_all(p))
                 .await
@@ -314,13 +319,13 @@ impl InvariantRunner {
         let timed_out = || InvariantError::Timeout {
             file: invariant.file.clone(),
             name: invariant.name.clone(),
-            secs: self.timeout.as_secs_f64(),
+            secs: timeout.as_secs_f64(),
         };
         match result {
             Err(_) => Err(timed_out()),
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(e)) => {
-                if started.elapsed() >= self.timeout || is_timeout(&e) {
+                if started.elapsed() >= timeout || is_timeout(&e) {
                     Err(timed_out())
                 } else {
                     Err(InvariantError::Query {
@@ -333,6 +338,27 @@ impl InvariantRunner {
                 }
             }
         }
+    }
+
+    /// The server-side statement timeout for the next query (SQLite's is the
+    /// progress handler's deadline, set by the caller).
+    async fn set_timeout(&self, timeout: Duration) -> Result<(), sqlx::Error> {
+        let ms = timeout.as_millis().max(1);
+        match &self.pool {
+            Pool::Sqlite(_) => {}
+            Pool::Postgres(p) => {
+                p.execute(sqlx::AssertSqlSafe(format!("SET statement_timeout = {ms}")))
+                    .await?;
+            }
+            Pool::MySql(p) => {
+                let mysql = format!("SET SESSION max_execution_time = {ms}");
+                let mariadb = format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64());
+                if p.execute(sqlx::AssertSqlSafe(mysql)).await.is_err() {
+                    p.execute(sqlx::AssertSqlSafe(mariadb)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn close(self) {

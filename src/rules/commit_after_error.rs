@@ -46,9 +46,12 @@ documented_rule! {
         severity: Severity,
         tracker: Tracker,
         /// (flow, step) → (count, examples, dialects).
-        found: BTreeMap<(String, String), (u64, Vec<String>, Vec<Dialect>)>,
+        found: BTreeMap<(String, String), Found>,
     }
 }
+
+/// How many, examples, and the dialects they ran on.
+type Found = (u64, Vec<String>, Vec<Dialect>);
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
     let _: NoSettings = setup.settings()?;
@@ -111,7 +114,6 @@ impl Rule for CommitAfterError {
                 ),
                 *count,
                 examples.clone(),
-                None,
                 "roll back when a statement fails (let the error leave the scoped transaction), \
                  or recover from an expected error with SAVEPOINT and ROLLBACK TO SAVEPOINT",
             ));

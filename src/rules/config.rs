@@ -81,6 +81,8 @@ pub struct Invariant {
     pub steps: Option<Vec<String>>,
     /// Default: the severity of `[rules.invariant-violated]` (error).
     pub severity: Option<Severity>,
+    /// The query's statement timeout in milliseconds (default 5000).
+    pub timeout_ms: Option<u64>,
     /// The rule file that declared it.
     #[serde(skip)]
     pub file: String,
@@ -337,6 +339,12 @@ impl RuleConfig {
                     format!(
                         "[[invariant]] \"{name}\" steps: name at least one step, or leave it out"
                     ),
+                ));
+            }
+            if invariant.timeout_ms == Some(0) {
+                return Err(invalid(
+                    path,
+                    format!("[[invariant]] \"{name}\" timeout_ms: at least 1"),
                 ));
             }
             if invariant.when == When::End && invariant.steps.is_some() {

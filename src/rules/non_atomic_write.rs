@@ -183,7 +183,6 @@ impl Rule for NonAtomicWrite {
                 message,
                 *count,
                 examples.clone(),
-                None,
                 "run the step's writes in one transaction (BEGIN … COMMIT, or the framework's \
                  transaction block) and commit the ORM session once, at the end",
             ));

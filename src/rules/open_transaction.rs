@@ -131,7 +131,6 @@ impl Rule for OpenTransaction {
                 ),
                 *count,
                 examples.clone(),
-                None,
                 "end every transaction on every path (COMMIT or ROLLBACK): use the driver's \
                  scoped transaction, which rolls back when dropped",
             ));

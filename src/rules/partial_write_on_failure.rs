@@ -183,7 +183,6 @@ impl Rule for PartialWriteOnFailure {
                 message,
                 count,
                 examples,
-                None,
                 "run the step's writes in one transaction and roll it back when a statement \
                  fails",
             ));

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::units::{NoSettings, lacks_where, step_finding};
+use super::units::{NoSettings, fingerprinted, lacks_where, step_finding};
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule, thousands};
 use crate::fingerprint::StatementKind;
 use crate::model::{Finding, Severity};
@@ -37,12 +37,14 @@ documented_rule! {
     /// `[[allow]]` that says why; to empty a table, `TRUNCATE` says so.
     pub struct UnboundedWrite {
         severity: Severity,
-        /// Per (step, fingerprint hash): flow/step, text, runs, example.
-        groups: HashMap<(usize, u64), ((String, String), String, u64, String)>,
+        groups: HashMap<(usize, u64), Group>,
         /// Fingerprints already judged: whether they lack a WHERE.
         judged: HashMap<u64, bool>,
     }
 }
+
+/// Per (step, fingerprint hash): flow/step, text, runs, example.
+type Group = ((String, String), String, u64, String);
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
     let _: NoSettings = setup.settings()?;
@@ -84,24 +86,27 @@ impl Rule for UnboundedWrite {
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
         for ((_, hash), (key, text, runs, example)) in &self.groups {
-            out.push(step_finding(
-                &META,
-                self.severity,
-                key,
-                format!(
-                    "{} without WHERE changes every row of the table; ran {}×",
-                    if text.starts_with("update") {
-                        "UPDATE"
-                    } else {
-                        "DELETE"
-                    },
-                    thousands(*runs)
-                ),
-                *runs,
-                vec![example.clone()],
-                Some((text, *hash)),
-                "add the WHERE that names the rows meant; allow a deliberate full-table change \
+            out.push(fingerprinted(
+                step_finding(
+                    &META,
+                    self.severity,
+                    key,
+                    format!(
+                        "{} without WHERE changes every row of the table; ran {}×",
+                        if text.starts_with("update") {
+                            "UPDATE"
+                        } else {
+                            "DELETE"
+                        },
+                        thousands(*runs)
+                    ),
+                    *runs,
+                    vec![example.clone()],
+                    "add the WHERE that names the rows meant; allow a deliberate full-table change \
                  with an [[allow]] that says why",
+                ),
+                text,
+                *hash,
             ));
         }
     }

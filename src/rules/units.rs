@@ -15,8 +15,9 @@
 //!   `ROLLBACK TO SAVEPOINT` recovers.
 //! - MySQL/InnoDB: an error undoes only the failed statement; a COMMIT after
 //!   it keeps every earlier write. DDL commits an open transaction implicitly
-//!   (MySQL manual, 15.3.3 "Statements That Cause an Implicit Commit"), so the
-//!   statements after it run in autocommit.
+//!   (MySQL manual, 15.3.3 "Statements That Cause an Implicit Commit"; not
+//!   `CREATE/DROP TEMPORARY TABLE`), so the statements after it run in
+//!   autocommit.
 //! - SQLite: most errors (constraints, run-time errors) undo only the failed
 //!   statement, as in MySQL.
 
@@ -185,7 +186,10 @@ impl Tracker {
                     unit.failed = Some(s.seq);
                     unit.failed_example = Some(s.example());
                 }
-                if dialect == Dialect::MySql && s.fingerprint.kind == StatementKind::Ddl {
+                if dialect == Dialect::MySql
+                    && s.fingerprint.kind == StatementKind::Ddl
+                    && !s.fingerprint.text.contains(" temporary ")
+                {
                     // The DDL commits what came before it and runs on its own.
                     if let Some(unit) = self.open.remove(&s.conn) {
                         seen.ended.push(Ended {
@@ -218,7 +222,6 @@ pub fn step_finding(
     message: String,
     count: u64,
     examples: Vec<String>,
-    fingerprint: Option<(&str, u64)>,
     help: &str,
 ) -> crate::model::Finding {
     crate::model::Finding {
@@ -227,12 +230,23 @@ pub fn step_finding(
         flow: flow_step.0.clone(),
         step: flow_step.1.clone(),
         message,
-        fingerprint: fingerprint.map(|(t, _)| t.to_owned()),
-        fingerprint_hash: fingerprint.map(|(_, h)| format!("{h:016x}")),
+        fingerprint: None,
+        fingerprint_hash: None,
         count,
         examples,
         help: help.to_owned(),
     }
+}
+
+/// The finding about one statement's fingerprint.
+pub fn fingerprinted(
+    mut finding: crate::model::Finding,
+    text: &str,
+    hash: u64,
+) -> crate::model::Finding {
+    finding.fingerprint = Some(text.to_owned());
+    finding.fingerprint_hash = Some(format!("{hash:016x}"));
+    finding
 }
 
 /// The settings of a rule that takes none besides `enabled` and `severity`.

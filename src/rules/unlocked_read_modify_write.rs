@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::units::{
-    KeyedRead, KeyedWrite, MAX_EXAMPLES, NoSettings, ValueRef, failed, keyed_read, keyed_write,
-    step_finding,
+    KeyedRead, KeyedWrite, MAX_EXAMPLES, NoSettings, ValueRef, failed, fingerprinted, keyed_read,
+    keyed_write, step_finding,
 };
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
 use crate::fingerprint::StatementKind;
@@ -56,13 +56,15 @@ documented_rule! {
         writes_by_fp: HashMap<u64, Option<KeyedWrite>>,
         /// Per connection: the (step, instance) the reads belong to, and the
         /// rows read: (table, keys with their values) → (locked, example).
-        reads: HashMap<u64, ((usize, u64), HashMap<RowKey, (bool, String)>)>,
+        reads: HashMap<u64, ((usize, u64), Reads)>,
         /// (flow, step, fingerprint) → (hash, count, examples).
-        found: BTreeMap<(String, String, String), (u64, u64, Vec<String>)>,
+        found: BTreeMap<(String, String, String), Found>,
     }
 }
 
 type RowKey = (String, Vec<(String, String)>);
+type Reads = HashMap<RowKey, (bool, String)>;
+type Found = (u64, u64, Vec<String>);
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
     let _: NoSettings = setup.settings()?;
@@ -167,7 +169,7 @@ impl Rule for UnlockedReadModifyWrite {
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
         for ((flow, step, text), (hash, count, examples)) in &self.found {
-            out.push(step_finding(
+            out.push(fingerprinted(step_finding(
                 &META,
                 self.severity,
                 &(flow.clone(), step.clone()),
@@ -179,10 +181,9 @@ impl Rule for UnlockedReadModifyWrite {
                 ),
                 *count,
                 examples.clone(),
-                Some((text, *hash)),
                 "update relative to the row and guard it (SET stock = stock - ? WHERE id = ? AND \
                  stock >= ?), or read it with SELECT … FOR UPDATE in the transaction that writes it",
-            ));
+            ), text, *hash));
         }
     }
 }
