@@ -123,12 +123,25 @@ impl Rule for UnlockedReadModifyWrite {
                 }
             }
             StatementKind::Update => {
+                // Only an update after reads of the same step on its
+                // connection can be a read-modify-write.
+                if !self
+                    .reads
+                    .get(&s.conn)
+                    .is_some_and(|(at, reads)| *at == here && !reads.is_empty())
+                {
+                    return;
+                }
                 let mut write = self
                     .writes_by_fp
                     .entry(s.fingerprint.hash)
                     .or_insert_with(|| keyed_write(&s.event.sql))
                     .clone();
-                if write.as_ref().is_some_and(|w| has_literal(&w.keyed.keys)) {
+                // Literal keys differ from run to run: read them again.
+                if write
+                    .as_ref()
+                    .is_some_and(|w| w.absolute && has_literal(&w.keyed.keys))
+                {
                     write = keyed_write(&s.event.sql);
                 }
                 let Some(write) = write.filter(|w| w.absolute) else {
