@@ -644,3 +644,53 @@ fn invariants_on_mariadb_report_rows_and_fail_as_tool_errors() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn invariants_run_after_every_step_or_the_steps_they_name() {
+    let config = RuleConfig::builtin_with(
+        "[[invariant]]\nname = \"always\"\nsql = \"SELECT 1 AS one\"\n\
+         [[invariant]]\nname = \"browse-only\"\nsteps = [\"browse\"]\nsql = \"SELECT 2 AS two\"\n\
+         [[invariant]]\nname = \"at-the-end\"\nwhen = \"end\"\nsql = \"SELECT 3 AS three\"\n",
+    )
+    .expect("valid");
+    let run = demo::run(&DemoSettings {
+        fixed: true,
+        invariants: Invariants::from_config(&config),
+        ..DemoSettings::default()
+    })
+    .expect("the journey runs");
+    let got: Vec<(String, String, String)> = run
+        .invariant_findings
+        .iter()
+        .map(|f| {
+            (
+                f.step.clone(),
+                f.fingerprint.clone().unwrap_or_default(),
+                f.examples.join(";"),
+            )
+        })
+        .collect();
+    let want = |step: &str, name: &str, row: &str| {
+        (step.to_owned(), format!("invariant {name}"), row.to_owned())
+    };
+    assert_eq!(
+        got,
+        [
+            want("register", "always", "one=1"),
+            want("browse", "always", "one=1"),
+            want("browse", "browse-only", "two=2"),
+            want("add_to_cart", "always", "one=1"),
+            want("checkout", "always", "one=1"),
+            want("(end)", "at-the-end", "three=3"),
+        ]
+    );
+
+    // Turned off, the rule runs no invariant.
+    let mut off = config.clone();
+    off.add(
+        Path::new("off.toml"),
+        "[rules.invariant-violated]\nenabled = false\n",
+    )
+    .expect("valid");
+    assert!(Invariants::from_config(&off).is_empty());
+}

@@ -223,8 +223,9 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
     };
     steps.end().await?;
     let step_times = std::mem::take(&mut steps.times);
-    let invariant_findings = std::mem::take(&mut steps.findings);
+    let mut invariant_findings = std::mem::take(&mut steps.findings);
     if let Some(runner) = runner {
+        invariant_findings.extend(runner.at_end().await?);
         runner.close().await;
     }
     db.close().await;
