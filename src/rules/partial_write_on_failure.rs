@@ -17,6 +17,8 @@ pub static META: RuleMeta = RuleMeta {
 
 /// Writes kept per run of a step, and failed runs kept for the end.
 const CAP: usize = 256;
+/// Writes per run whose example is kept.
+const EXAMPLED: usize = 32;
 
 documented_rule! {
     /// ## What it does
@@ -58,8 +60,9 @@ documented_rule! {
 struct Run {
     instance: u64,
     key: (String, String),
-    /// (seq, unit, example) of each successful write.
-    writes: Vec<(u64, Option<u64>, String)>,
+    /// (seq, unit, example) of each successful write; the example only for
+    /// the first [`EXAMPLED`] writes, which are all a finding shows.
+    writes: Vec<(u64, Option<u64>, Option<String>)>,
     /// The first failed statement: (seq, example).
     failure: Option<(u64, String)>,
 }
@@ -113,7 +116,8 @@ impl Rule for PartialWriteOnFailure {
                 run.failure = Some((s.seq, s.example()));
             }
         } else if run.failure.is_none() && run.writes.len() < CAP {
-            run.writes.push((s.seq, seen.unit, s.example()));
+            let example = (run.writes.len() < EXAMPLED).then(|| s.example());
+            run.writes.push((s.seq, seen.unit, example));
         }
     }
 
@@ -129,7 +133,7 @@ impl Rule for PartialWriteOnFailure {
             let Some((_, failure)) = &run.failure else {
                 continue;
             };
-            let kept: Vec<&(u64, Option<u64>, String)> = run
+            let kept: Vec<&(u64, Option<u64>, Option<String>)> = run
                 .writes
                 .iter()
                 .filter(|(_, unit, _)| match unit {
@@ -143,8 +147,9 @@ impl Rule for PartialWriteOnFailure {
             let entry = found.entry(run.key.clone()).or_insert_with(|| {
                 let mut examples: Vec<String> = kept
                     .iter()
+                    .filter_map(|(_, unit, ex)| Some((unit, ex.as_ref()?)))
                     .take(MAX_EXAMPLES - 1)
-                    .map(|(_, unit, ex)| {
+                    .map(|(unit, ex)| {
                         let how = if unit.is_some() {
                             "committed"
                         } else {

@@ -57,13 +57,16 @@ documented_rule! {
         /// Per connection: the (step, instance) the reads belong to, and the
         /// rows read: (table, keys with their values) → (locked, example).
         reads: HashMap<u64, ((usize, u64), Reads)>,
+        /// A read's example per (step, fingerprint), for the findings.
+        read_examples: HashMap<(usize, u64), String>,
         /// (flow, step, fingerprint) → (hash, count, examples).
         found: BTreeMap<(String, String, String), Found>,
     }
 }
 
-type RowKey = (String, Vec<(String, String)>);
-type Reads = HashMap<RowKey, (bool, String)>;
+/// Rows read: the row's hash (table, key columns and values) → whether the
+/// read locked it, and the read's fingerprint hash.
+type Reads = HashMap<u64, (bool, u64)>;
 type Found = (u64, u64, Vec<String>);
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
@@ -73,6 +76,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         reads_by_fp: HashMap::new(),
         writes_by_fp: HashMap::new(),
         reads: HashMap::new(),
+        read_examples: HashMap::new(),
         found: BTreeMap::new(),
     }))
 }
@@ -81,14 +85,25 @@ fn has_literal(keys: &[(String, ValueRef)]) -> bool {
     keys.iter().any(|(_, v)| matches!(v, ValueRef::Literal(_)))
 }
 
-/// The row a keyed statement names: its table and its key values.
-fn row(keyed: &super::units::Keyed, event: &Event) -> Option<RowKey> {
-    let mut keys = Vec::with_capacity(keyed.keys.len());
+/// The row a keyed statement names, as a hash of its table and its key
+/// columns and values (in column order, so that `a = ? AND b = ?` and
+/// `b = ? AND a = ?` name the same row).
+fn row(keyed: &super::units::Keyed, event: &Event) -> Option<u64> {
+    let mut keys: Vec<(&str, String)> = Vec::with_capacity(keyed.keys.len());
     for (col, v) in &keyed.keys {
-        keys.push((col.clone(), v.resolve(event)?));
+        keys.push((col, v.resolve(event)?));
     }
     keys.sort();
-    Some((keyed.table.clone(), keys))
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(keyed.table.as_bytes());
+    for (col, value) in &keys {
+        h.update(&[0]);
+        h.update(col.as_bytes());
+        h.update(&[1]);
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value.as_bytes());
+    }
+    Some(h.digest())
 }
 
 impl Rule for UnlockedReadModifyWrite {
@@ -99,18 +114,30 @@ impl Rule for UnlockedReadModifyWrite {
         let here = (s.step, s.instance);
         match s.fingerprint.kind {
             StatementKind::Select => {
-                let mut read = self
+                let cached = self
                     .reads_by_fp
                     .entry(s.fingerprint.hash)
-                    .or_insert_with(|| keyed_read(&s.event.sql))
-                    .clone();
-                if read.as_ref().is_some_and(|r| has_literal(&r.keyed.keys)) {
-                    read = keyed_read(&s.event.sql);
-                }
-                let Some(read) = read else { return };
+                    .or_insert_with(|| keyed_read(&s.event.sql));
+                let fresh;
+                let read = match cached {
+                    // Literal keys differ from run to run: read them again.
+                    Some(r) if has_literal(&r.keyed.keys) => {
+                        fresh = keyed_read(&s.event.sql);
+                        match &fresh {
+                            Some(r) => r,
+                            None => return,
+                        }
+                    }
+                    Some(r) => &*r,
+                    None => return,
+                };
                 let Some(key) = row(&read.keyed, s.event) else {
                     return;
                 };
+                let locked = read.locked;
+                self.read_examples
+                    .entry((s.step, s.fingerprint.hash))
+                    .or_insert_with(|| s.example());
                 let entry = self
                     .reads
                     .entry(s.conn)
@@ -119,7 +146,7 @@ impl Rule for UnlockedReadModifyWrite {
                     *entry = (here, HashMap::new());
                 }
                 if entry.1.len() < READS_CAP || entry.1.contains_key(&key) {
-                    entry.1.insert(key, (read.locked, s.example()));
+                    entry.1.insert(key, (locked, s.fingerprint.hash));
                 }
             }
             StatementKind::Update => {
@@ -132,36 +159,40 @@ impl Rule for UnlockedReadModifyWrite {
                 {
                     return;
                 }
-                let mut write = self
+                let cached = self
                     .writes_by_fp
                     .entry(s.fingerprint.hash)
-                    .or_insert_with(|| keyed_write(&s.event.sql))
-                    .clone();
-                // Literal keys differ from run to run: read them again.
-                if write
-                    .as_ref()
-                    .is_some_and(|w| w.absolute && has_literal(&w.keyed.keys))
-                {
-                    write = keyed_write(&s.event.sql);
-                }
-                let Some(write) = write.filter(|w| w.absolute) else {
-                    return;
+                    .or_insert_with(|| keyed_write(&s.event.sql));
+                let fresh;
+                let write = match cached {
+                    Some(w) if !w.absolute => return,
+                    Some(w) if has_literal(&w.keyed.keys) => {
+                        fresh = keyed_write(&s.event.sql);
+                        match &fresh {
+                            Some(w) => w,
+                            None => return,
+                        }
+                    }
+                    Some(w) => &*w,
+                    None => return,
                 };
                 let Some(key) = row(&write.keyed, s.event) else {
                     return;
                 };
-                let Some((at, reads)) = self.reads.get(&s.conn) else {
+                let Some((_, reads)) = self.reads.get(&s.conn) else {
                     return;
                 };
-                if *at != here {
-                    return;
-                }
-                let Some((locked, read_example)) = reads.get(&key) else {
+                let Some((locked, read_fp)) = reads.get(&key) else {
                     return;
                 };
                 if *locked {
                     return;
                 }
+                let read_example = self
+                    .read_examples
+                    .get(&(s.step, *read_fp))
+                    .cloned()
+                    .unwrap_or_default();
                 let entry = self
                     .found
                     .entry((
