@@ -1,7 +1,7 @@
 //! `partial-write-on-failure`: a step in which a statement failed, while
 //! writes of the same step made before it were committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::units::{MAX_EXAMPLES, NoSettings, Outcome, Tracker, failed, step_finding};
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
@@ -50,7 +50,11 @@ documented_rule! {
     pub struct PartialWriteOnFailure {
         severity: Severity,
         tracker: Tracker,
+        /// How the units that hold kept writes ended; only those, so that
+        /// memory does not grow with the transactions of the trace.
         outcomes: HashMap<u64, Outcome>,
+        /// Units holding writes of a current or failed run, not ended yet.
+        pending: HashSet<u64>,
         current: HashMap<usize, Run>,
         failed_runs: Vec<Run>,
     }
@@ -73,6 +77,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         severity: setup.severity,
         tracker: Tracker::default(),
         outcomes: HashMap::new(),
+        pending: HashSet::new(),
         current: HashMap::new(),
         failed_runs: Vec::new(),
     }))
@@ -82,6 +87,14 @@ impl PartialWriteOnFailure {
     fn retire(&mut self, run: Run) {
         if run.failure.is_some() && self.failed_runs.len() < CAP {
             self.failed_runs.push(run);
+            return;
+        }
+        // Nothing will ask how this run's units ended.
+        for (_, unit, _) in &run.writes {
+            if let Some(u) = unit {
+                self.pending.remove(u);
+                self.outcomes.remove(u);
+            }
         }
     }
 }
@@ -90,7 +103,9 @@ impl Rule for PartialWriteOnFailure {
     fn observe(&mut self, s: &Statement<'_>) {
         let seen = self.tracker.observe(s);
         for ended in &seen.ended {
-            self.outcomes.insert(ended.unit.id, ended.outcome);
+            if self.pending.remove(&ended.unit.id) {
+                self.outcomes.insert(ended.unit.id, ended.outcome);
+            }
         }
         let is_write = s.fingerprint.kind.is_write();
         let is_failed = failed(s.event);
@@ -118,6 +133,9 @@ impl Rule for PartialWriteOnFailure {
         } else if run.failure.is_none() && run.writes.len() < CAP {
             let example = (run.writes.len() < EXAMPLED).then(|| s.example());
             run.writes.push((s.seq, seen.unit, example));
+            if let Some(u) = seen.unit {
+                self.pending.insert(u);
+            }
         }
     }
 
