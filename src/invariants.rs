@@ -40,6 +40,9 @@ pub const MAX_ROWS: usize = 10;
 /// The default statement timeout of an invariant query.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long connecting may take before it is an error.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The flow and step of findings from invariants that run at the end.
 pub const END_FLOW: &str = "(invariants)";
 pub const END_STEP: &str = "(end)";
@@ -150,9 +153,11 @@ impl InvariantRunner {
                     ("statement_timeout", format!("{ms}")),
                 ])
                 .application_name("flowaudit-invariants");
+            probe::<sqlx::PgConnection>(&options).await?;
             Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(1)
+                    .acquire_timeout(CONNECT_TIMEOUT)
                     .connect_with(options)
                     .await
                     .map_err(InvariantError::Connect)?,
@@ -162,9 +167,11 @@ impl InvariantRunner {
             let options: MySqlConnectOptions =
                 url.parse().map_err(|_| InvariantError::Url(url.clone()))?;
             let secs = timeout.as_secs_f64();
+            probe::<sqlx::MySqlConnection>(&options).await?;
             Pool::MySql(
                 MySqlPoolOptions::new()
                     .max_connections(1)
+                    .acquire_timeout(CONNECT_TIMEOUT)
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
@@ -200,6 +207,7 @@ impl InvariantRunner {
         let options = options.pragma("query_only", "ON").create_if_missing(false);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(move |conn, _| {
                 let deadline = deadline.clone();
                 Box::pin(async move {
@@ -368,6 +376,17 @@ impl InvariantRunner {
             Pool::MySql(p) => p.close().await,
         }
     }
+}
+
+/// Connects once outside the pool, so that a refused or failed connection
+/// says why (a pool only says that it timed out).
+async fn probe<C: sqlx::Connection>(options: &C::Options) -> Result<(), InvariantError> {
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, C::connect_with(options))
+        .await
+        .map_err(|_| InvariantError::Connect(sqlx::Error::PoolTimedOut))?
+        .map_err(InvariantError::Connect)?;
+    let _ = conn.close().await;
+    Ok(())
 }
 
 /// Statement timeouts: PostgreSQL `57014` (query_canceled), MariaDB `70100`

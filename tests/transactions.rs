@@ -694,3 +694,22 @@ fn invariants_run_after_every_step_or_the_steps_they_name() {
     .expect("valid");
     assert!(Invariants::from_config(&off).is_empty());
 }
+
+#[test]
+fn a_database_flowaudit_cannot_open_is_a_tool_error() {
+    let dir = rules_dir(ORDERS_HAVE_ITEMS);
+    for (url, says) in [
+        ("foo://bar", "--database foo://bar: not a database URL"),
+        (
+            "sqlite:/nonexistent/dir/app.db",
+            "cannot connect to the database",
+        ),
+        (
+            "postgres://postgres@127.0.0.1:1/x",
+            "cannot connect to the database: error communicating with database",
+        ),
+    ] {
+        let (_, err) = analyze_on(url, dir.path(), 2);
+        assert!(err.contains(says), "{url}: {err}");
+    }
+}
