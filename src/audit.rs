@@ -42,6 +42,8 @@ pub struct Audit {
     sources: BTreeSet<String>,
     statements: u64,
     markers: u64,
+    /// Findings from outside the trace (data invariants).
+    extra: Vec<Finding>,
 }
 
 #[derive(Debug)]
@@ -115,7 +117,14 @@ impl Audit {
             sources: BTreeSet::new(),
             statements: 0,
             markers: 0,
+            extra: Vec::new(),
         })
+    }
+
+    /// Adds findings made outside the trace (data invariants): they are
+    /// allowed, known and sorted as the rules' own.
+    pub fn add_findings(&mut self, findings: impl IntoIterator<Item = Finding>) {
+        self.extra.extend(findings);
     }
 
     pub fn push(&mut self, event: Event) {
@@ -253,6 +262,7 @@ impl Audit {
         for (_, rule) in &mut self.rules {
             rule.finish(&mut found);
         }
+        found.append(&mut self.extra);
         let mut findings = Vec::new();
         let mut allowed = Vec::new();
         for f in found {

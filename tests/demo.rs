@@ -17,6 +17,10 @@ fn run(fixed: bool) -> DemoRun {
     .expect("the demo journey runs")
 }
 
+fn order(run: &DemoRun) -> &demo::orders::Order {
+    run.order.as_ref().expect("the journey placed its order")
+}
+
 fn audit(run: &DemoRun) -> Report {
     let config = RuleConfig::builtin().expect("built-in rules");
     audit_events(&config, run.events.clone()).expect("audit")
@@ -43,6 +47,8 @@ fn shipped_journey_has_its_n_plus_one_and_repeated_queries() {
     let found = summary(&report);
     // Sorted by (flow, step, rule, fingerprint), as every report is.
     let expected = [
+        // the cart opened and two lines added, each in autocommit (one run)
+        ("non-atomic-write", "add_to_cart", 1),
         // the cart and the user, looked up again for the second item
         ("repeated-query", "add_to_cart", 2),
         ("repeated-query", "add_to_cart", 2),
@@ -51,6 +57,11 @@ fn shipped_journey_has_its_n_plus_one_and_repeated_queries() {
         ("n-plus-one", "browse", 24),
         // the 4 categories, looked up again and again
         ("repeated-query", "browse", 24),
+        // the order, two items, two stock updates and the cart emptied, each
+        // in autocommit (one run of the step)
+        ("non-atomic-write", "checkout", 1),
+        // the stock read, then set to a value computed in the shop, twice
+        ("unlocked-read-modify-write", "checkout", 2),
     ];
     let expected: Vec<_> = expected
         .iter()
@@ -64,12 +75,20 @@ fn shipped_journey_has_its_n_plus_one_and_repeated_queries() {
             .is_some_and(|f| f.contains(&format!("from {table} where")))
     };
     assert!(
-        about(0, "carts") && about(1, "users"),
+        about(1, "carts") && about(2, "users"),
         "{:#?}",
         report.findings
     );
-    assert!(about(2, "categories") && about(3, "inventory") && about(4, "categories"));
-    assert_eq!((report.summary.errors, report.summary.warnings), (2, 3));
+    assert!(about(3, "categories") && about(4, "inventory") && about(5, "categories"));
+    assert!(
+        report.findings[7]
+            .fingerprint
+            .as_deref()
+            .is_some_and(|f| f.starts_with("update inventory set stock = ? where")),
+        "{:#?}",
+        report.findings[7]
+    );
+    assert_eq!((report.summary.errors, report.summary.warnings), (4, 4));
 
     let steps: Vec<(&str, u64)> = report.flows[0]
         .steps
@@ -83,14 +102,14 @@ fn shipped_journey_has_its_n_plus_one_and_repeated_queries() {
             ("register", 2),
             ("browse", 1 + 2 * 24),
             ("add_to_cart", 9),
-            ("checkout", 12)
+            ("checkout", 9)
         ]
     );
     assert_eq!(report.flows[0].name, "shop");
     assert_eq!(run.listed, 24);
     // Product 7 at 89.00 and product 19 at 59.00, two of each.
     assert_eq!(
-        (run.order.items, run.order.total_cents),
+        (order(&run).items, order(&run).total_cents),
         (2, 2 * 8900 + 2 * 5900)
     );
 }
@@ -111,7 +130,7 @@ fn fixed_journey_has_no_error_or_warning() {
     assert_eq!(checkout.transactions, 1);
     assert_eq!(report.flows[0].steps[1].statements, 1);
     assert_eq!(
-        (run.order.items, run.order.total_cents),
+        (order(&run).items, order(&run).total_cents),
         (2, 2 * 8900 + 2 * 5900)
     );
 }
@@ -197,7 +216,7 @@ fn cli_demo_prints_the_report_and_exits_0_without_fail_on() {
         .clone();
     let out = String::from_utf8(out).expect("utf-8");
     assert!(
-        out.starts_with("flowaudit · 72 statements · 1 flow · 4 steps · source: sqlite"),
+        out.starts_with("flowaudit · 69 statements · 1 flow · 4 steps · source: sqlite"),
         "{out}"
     );
     assert!(out.contains("n-plus-one · shop › browse"), "{out}");
@@ -233,9 +252,9 @@ fn demo_trace_through_analyze_gives_the_same_findings() {
     let from_demo = findings(&["demo", "--trace"], &trace);
     let from_trace = findings(&["analyze"], &trace);
     assert_eq!(from_demo, from_trace);
-    assert_eq!(from_demo.0.as_array().map(Vec::len), Some(5));
+    assert_eq!(from_demo.0.as_array().map(Vec::len), Some(8));
     let lines = std::fs::read_to_string(&trace).expect("trace written");
-    assert_eq!(lines.lines().count(), 72);
+    assert_eq!(lines.lines().count(), 69);
 }
 
 #[test]
@@ -249,7 +268,7 @@ fn db_option_keeps_the_database_and_reruns_on_it() {
             ..DemoSettings::default()
         })
         .expect("the demo runs on a file");
-        assert_eq!(run.order.id, 1, "each run starts afresh");
+        assert_eq!(order(&run).id, 1, "each run starts afresh");
     }
     let size = std::fs::metadata(&path).expect("database kept").len();
     assert!(size > 0);
@@ -280,9 +299,9 @@ fn products_sizes_the_catalogue_and_leaves_the_rest_of_the_journey() {
             // With one product, the cart's two additions make one line.
             let lines = if products == 1 { 1 } else { 2 };
             let (cart, checkout) = if fixed {
-                (7, 7 + lines as u64)
+                (9, 6 + lines as u64)
             } else {
-                (9, 4 + 4 * lines as u64)
+                (9, 3 + 3 * lines as u64)
             };
             assert_eq!(
                 steps,
@@ -304,7 +323,7 @@ fn products_sizes_the_catalogue_and_leaves_the_rest_of_the_journey() {
                 _ => 2 * 8900 + 2 * 5900,
             };
             assert_eq!(
-                (run.order.items, run.order.total_cents),
+                (order(&run).items, order(&run).total_cents),
                 (lines, total),
                 "fixed: {fixed}, products: {products}"
             );
@@ -401,9 +420,10 @@ fn compare_proves_the_shipped_browse_step_has_an_n_plus_one() {
         ],
         "{json:#}"
     );
-    // The large run's other findings stay: the repeated lookups, as in one run.
-    assert_eq!(json["summary"]["errors"], 2, "{json:#}");
-    assert_eq!(json["summary"]["warnings"], 3, "{json:#}");
+    // The large run's other findings stay, as in one run: the repeated
+    // lookups, the non-atomic writes and the unlocked stock update.
+    assert_eq!(json["summary"]["errors"], 4, "{json:#}");
+    assert_eq!(json["summary"]["warnings"], 4, "{json:#}");
     let text = compare(false, &[], 1);
     assert!(text.contains("n-plus-one · shop › browse"), "{text}");
     assert!(text.contains(grows), "{text}");

@@ -6,7 +6,8 @@ WITH named (product_id, stock) AS (VALUES
         (7, 4), (8, 11), (9, 6), (10, 25), (11, 30), (12, 7),
         (13, 14), (14, 18), (15, 3), (16, 40), (17, 50), (18, 2),
         (19, 5), (20, 16), (21, 10), (22, 13), (23, 8), (24, 35))
-INSERT INTO inventory (product_id, stock)
-SELECT products.id, coalesce(named.stock, 2 + products.id * 7 % 48)
+INSERT INTO inventory (product_id, stock, seeded_stock)
+SELECT products.id, coalesce(named.stock, 2 + products.id * 7 % 48),
+       coalesce(named.stock, 2 + products.id * 7 % 48)
 FROM products LEFT JOIN named ON named.product_id = products.id
 ORDER BY products.id;

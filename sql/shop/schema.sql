@@ -29,7 +29,10 @@ CREATE TABLE products (
 CREATE INDEX products_category_id ON products (category_id);
 CREATE TABLE inventory (
     product_id INTEGER PRIMARY KEY REFERENCES products (id),
-    stock      INTEGER NOT NULL CHECK (stock >= 0)
+    stock      INTEGER NOT NULL CHECK (stock >= 0),
+    -- The stock the shop was seeded with, for the invariant that stock plus
+    -- the quantities ordered equals it (rules/shop.toml).
+    seeded_stock INTEGER NOT NULL
 );
 CREATE TABLE carts (
     id         INTEGER PRIMARY KEY,

@@ -27,7 +27,8 @@
 //! programs announce themselves through `SQLITE_TRACE_STMT` too; they are part
 //! of their statement, not statements of their own, and are skipped. A failed
 //! statement is captured, but without its error code (the trace callback runs
-//! before SQLite records the error).
+//! before SQLite records the error); the code that ran it can add the error
+//! with [`Capture::record_error`], as the demo does for an injected fault.
 //!
 //! What is captured: everything the connection runs after [`Capture::install`],
 //! including the `BEGIN`/`COMMIT` sqlx issues for a transaction. The PRAGMAs
@@ -63,7 +64,7 @@ use libsqlite3_sys::{
 };
 use sqlx::sqlite::SqliteConnection;
 
-use crate::model::{Event, TxnStatus};
+use crate::model::{Event, SqlError, TxnStatus};
 
 /// The `source` of every event this module produces.
 pub const SOURCE: &str = "sqlite";
@@ -134,6 +135,16 @@ impl Capture {
         let mut state = lock(&self.state);
         state.running.clear();
         std::mem::take(&mut state.events)
+    }
+
+    /// Records that the latest statement failed, with the driver's error: the
+    /// trace callback runs before SQLite records an error, so the code that
+    /// ran the statement reports it. Call it right after the failure, before
+    /// another statement starts.
+    pub fn record_error(&self, error: SqlError) {
+        if let Some(last) = lock(&self.state).events.last_mut() {
+            last.error = Some(error);
+        }
     }
 
     /// Hooks a connection: from now on every statement it runs is recorded.

@@ -28,8 +28,10 @@ pub struct AnalyzeArgs {
     /// log_line_prefix` on the server).
     #[arg(long, value_name = "PREFIX", default_value = logs::DEFAULT_LOG_LINE_PREFIX)]
     pub log_line_prefix: String,
-    /// Also review this database's relationships (the schema rules), limited
-    /// to the tables the traces touched: postgres://…, mysql://…, sqlite://….
+    /// The application's database (postgres://…, mysql://…, sqlite:PATH): once
+    /// the input is read, the rule files' [[invariant]] queries run on it, and
+    /// the schema rules review the tables the statements touched. Read-only,
+    /// with a statement timeout.
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
     #[command(flatten)]
@@ -187,6 +189,9 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
             bar.finish_and_clear();
         }
     }
+    if let Some(url) = &args.database {
+        audit.add_findings(check_invariants(url, config)?);
+    }
     let mut report = audit.finish();
     report.notes.extend(notes);
     report.inputs = args.files.iter().map(|p| p.display().to_string()).collect();
@@ -259,4 +264,37 @@ pub fn review_schema(
     report.summary.infos = count(Severity::Info);
     report.summary.allowed = report.allowed.len() as u64;
     Ok(())
+}
+
+/// Every invariant of the rule files, once, on the database at `url`.
+fn check_invariants(
+    url: &str,
+    config: &crate::rules::RuleConfig,
+) -> anyhow::Result<Vec<crate::model::Finding>> {
+    let invariants = crate::invariants::Invariants::from_config(config);
+    if invariants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(async {
+            let runner = crate::invariants::InvariantRunner::connect(
+                url,
+                invariants,
+                crate::invariants::DEFAULT_TIMEOUT,
+            )
+            .await?;
+            let found = runner.all_at_end().await;
+            runner.close().await;
+            found
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n  hint: check --database, or fix the invariant's query in that rule file \
+                 (rules/README.md, \"[[invariant]]\")"
+            )
+        })
 }

@@ -9,6 +9,9 @@ use clap::Args;
 
 use crate::audit::Audit;
 use crate::demo::{DemoRun, DemoSettings};
+use crate::fault::FaultSpec;
+use crate::invariants::Invariants;
+use crate::rules::RuleConfig;
 use crate::trace::TraceWriter;
 
 use super::{AuditArgs, FailOn};
@@ -39,26 +42,58 @@ pub struct DemoArgs {
     /// `flowaudit analyze FILE` audits to the same findings.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Make a statement fail on purpose: the Nth statement of step STEP
+    /// (counted from 1 in trace order, transaction control included; write
+    /// the trace of a run without the fault to see the numbering), or the
+    /// step's first COMMIT with STEP:commit. SQLite runs a failing statement
+    /// in its place; the report shows whether the step's writes rolled back
+    /// together (partial-write-on-failure, invariant-violated).
+    #[arg(long, value_name = "STEP:N")]
+    pub inject_fault: Option<FaultSpec>,
     #[command(flatten)]
     pub audit: AuditArgs,
 }
 
 impl DemoArgs {
-    pub fn settings(&self) -> DemoSettings {
+    pub fn settings(&self, config: &RuleConfig) -> DemoSettings {
         DemoSettings {
             fixed: self.fixed,
             db: self.db.clone(),
             capture: true,
             products: usize::from(self.products),
+            fault: self.inject_fault.clone(),
+            invariants: Invariants::from_config(config),
         }
     }
 }
 
+/// The rule files, with the shop's invariants (`rules/shop.toml`, built in)
+/// added unless a rule file already declares one of the same name.
+pub fn load_rules(args: &DemoArgs) -> anyhow::Result<RuleConfig> {
+    let mut config = args.audit.load_rules()?;
+    let mut shop = RuleConfig::builtin()?;
+    shop.add(
+        std::path::Path::new(crate::demo::SHOP_RULES_PATH),
+        crate::demo::SHOP_RULES,
+    )?;
+    for invariant in shop.invariants {
+        if !config.invariants.iter().any(|i| i.name == invariant.name) {
+            config.invariants.push(invariant);
+        }
+    }
+    Ok(config)
+}
+
 /// The demo exits 0 after its report unless `--fail-on` is given (DESIGN.md).
 pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
-    let config = args.audit.load_rules()?;
-    let demo = crate::demo::run(&args.settings()).map_err(|e| {
-        anyhow::anyhow!("the demo shop failed: {e}\n  hint: with --db, check that PATH is a writable SQLite file")
+    let config = load_rules(args)?;
+    let demo = crate::demo::run(&args.settings(&config)).map_err(|e| match e {
+        crate::demo::DemoError::Invariant(e) => anyhow::anyhow!(
+            "{e}\n  hint: fix the invariant's query in that rule file (rules/README.md, \"[[invariant]]\")"
+        ),
+        e => anyhow::anyhow!(
+            "the demo shop failed: {e}\n  hint: with --db, check that PATH is a writable SQLite file"
+        ),
     })?;
     if let Some(path) = &args.trace {
         write_trace(&demo, path)?;
@@ -69,7 +104,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     for event in demo.events {
         audit.push(event);
     }
+    audit.add_findings(demo.invariant_findings);
     let mut report = audit.finish();
+    if let (Some(spec), Some((step, error))) = (&args.inject_fault, &demo.failure) {
+        report.notes.push(format!(
+            "injected fault {spec}: step {step} failed with: {error}"
+        ));
+    } else if let Some(spec) = &args.inject_fault {
+        report.notes.push(format!(
+            "injected fault {spec}: no such statement ran, nothing failed"
+        ));
+    }
     args.audit.emit_failing_on(&mut report, FailOn::Never)
 }
 

@@ -37,7 +37,7 @@ pub async fn register(db: &Db, new: &NewUser<'_>) -> Result<User> {
         .bind(new.email)
         .bind(new.full_name)
         .bind(&password_hash)
-        .execute(conn.run())
+        .execute(conn.run().await?)
         .await?
         .last_insert_rowid();
     Ok(User {
@@ -52,7 +52,7 @@ pub async fn find(conn: &mut Conn<'_>, id: i64) -> Result<User> {
         "SELECT users.id, users.email, users.full_name FROM users WHERE users.id = ?",
     )
     .bind(id)
-    .fetch_optional(conn.run())
+    .fetch_optional(conn.run().await?)
     .await?;
     user.ok_or_else(|| DemoError::Rejected(format!("no user {id}")))
 }
@@ -62,7 +62,7 @@ async fn find_by_email(conn: &mut Conn<'_>, email: &str) -> Result<Option<User>>
         "SELECT users.id, users.email, users.full_name FROM users WHERE users.email = ?",
     )
     .bind(email)
-    .fetch_optional(conn.run())
+    .fetch_optional(conn.run().await?)
     .await?)
 }
 

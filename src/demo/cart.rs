@@ -27,16 +27,31 @@ pub async fn add_item(db: &Db, user_id: i64, product_id: i64, quantity: i64) -> 
     Ok(cart)
 }
 
-/// Adds several products at once: the user and the cart are loaded once.
+/// Adds several products at once, in one transaction: the user and the cart
+/// are loaded once, and the cart gets all of them or none.
 pub async fn add_items(db: &Db, user_id: i64, items: &[(i64, i64)]) -> Result<Cart> {
     let mut pooled = db.acquire().await?;
-    let mut conn = db.conn(&mut pooled);
-    let user = auth::find(&mut conn, user_id).await?;
-    let cart = cart_of(&mut conn, user.id).await?;
-    for &(product_id, quantity) in items {
-        add_line(&mut conn, &cart, product_id, quantity).await?;
+    let mut tx = db.begin(&mut pooled).await?;
+    let added = async {
+        let mut conn = db.conn(&mut tx);
+        let user = auth::find(&mut conn, user_id).await?;
+        let cart = cart_of(&mut conn, user.id).await?;
+        for &(product_id, quantity) in items {
+            add_line(&mut conn, &cart, product_id, quantity).await?;
+        }
+        Ok::<_, DemoError>(cart)
     }
-    Ok(cart)
+    .await;
+    match added {
+        Ok(cart) => {
+            db.commit(tx).await?;
+            Ok(cart)
+        }
+        Err(e) => {
+            db.rollback(tx).await?;
+            Err(e)
+        }
+    }
 }
 
 async fn add_line(conn: &mut Conn<'_>, cart: &Cart, product_id: i64, quantity: i64) -> Result<()> {
@@ -51,7 +66,7 @@ async fn add_line(conn: &mut Conn<'_>, cart: &Cart, product_id: i64, quantity: i
     .bind(cart.id)
     .bind(product.id)
     .bind(quantity)
-    .execute(conn.run())
+    .execute(conn.run().await?)
     .await?;
     Ok(())
 }
@@ -63,7 +78,7 @@ pub async fn cart_of(conn: &mut Conn<'_>, user_id: i64) -> Result<Cart> {
     }
     let id = sqlx::query("INSERT INTO carts (user_id) VALUES (?)")
         .bind(user_id)
-        .execute(conn.run())
+        .execute(conn.run().await?)
         .await?
         .last_insert_rowid();
     Ok(Cart { id, user_id })
@@ -73,7 +88,7 @@ pub async fn find_for_user(conn: &mut Conn<'_>, user_id: i64) -> Result<Option<C
     Ok(
         sqlx::query_as("SELECT carts.id, carts.user_id FROM carts WHERE carts.user_id = ?")
             .bind(user_id)
-            .fetch_optional(conn.run())
+            .fetch_optional(conn.run().await?)
             .await?,
     )
 }
@@ -84,14 +99,14 @@ pub async fn lines(conn: &mut Conn<'_>, cart_id: i64) -> Result<Vec<CartLine>> {
          WHERE cart_items.cart_id = ? ORDER BY cart_items.id",
     )
     .bind(cart_id)
-    .fetch_all(conn.run())
+    .fetch_all(conn.run().await?)
     .await?)
 }
 
 pub async fn empty(conn: &mut Conn<'_>, cart_id: i64) -> Result<()> {
     sqlx::query("DELETE FROM cart_items WHERE cart_id = ?")
         .bind(cart_id)
-        .execute(conn.run())
+        .execute(conn.run().await?)
         .await?;
     Ok(())
 }

@@ -6,38 +6,62 @@
 //! statement per call; transactions begin and commit through [`Db::begin`]
 //! and [`Db::commit`], which count the `BEGIN` and `COMMIT` sqlx sends. A
 //! transaction dropped without commit is rolled back by sqlx with a
-//! `ROLLBACK` that is not counted: the shop only drops one on its error paths.
+//! `ROLLBACK` that is not counted: the shop rolls back explicitly through
+//! [`Db::rollback`] instead.
+//!
+//! With a fault to inject ([`crate::fault`]), every statement passes the
+//! [`FaultInjector`] first; the one it picks is not run: SQLite runs
+//! [`crate::fault::SQLITE_FAILING_SQL`] in its place on the same connection,
+//! which fails when stepped, and the shop gets that error as it would any
+//! other. The capture records the failure with the driver's error.
+//!
+//! Without `--db`, the database is a named in-memory database in shared-cache
+//! mode, so that the invariants' own read-only connection
+//! ([`Db::invariants_url`]) sees it.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
 use sqlx::{Executor, Sqlite, Transaction};
 
+use super::DemoError;
 use crate::capture::sqlite::Capture;
+use crate::fault::FaultInjector;
+use crate::model::SqlError;
+
+static IN_MEMORY: AtomicUsize = AtomicUsize::new(0);
 
 /// The shop's pool and its statement count.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
     executed: Arc<AtomicU64>,
+    url: String,
+    capture: Option<Capture>,
+    /// The step the journey is in, for the fault injector.
+    step: Arc<Mutex<String>>,
+    fault: Option<Arc<Mutex<FaultInjector>>>,
 }
 
 /// One connection's statements, counted.
 #[derive(Debug)]
 pub struct Conn<'c> {
     conn: &'c mut SqliteConnection,
-    executed: &'c AtomicU64,
+    db: &'c Db,
 }
 
 impl Conn<'_> {
-    /// The connection, to run exactly one statement on.
-    pub fn run(&mut self) -> &mut SqliteConnection {
-        self.executed.fetch_add(1, Ordering::Relaxed);
-        self.conn
+    /// The connection, to run exactly one statement on; an error when that
+    /// statement is the injected fault (which has then failed in its place).
+    pub async fn run(&mut self) -> Result<&mut SqliteConnection, DemoError> {
+        self.db.executed.fetch_add(1, Ordering::Relaxed);
+        self.db.inject(self.conn, false).await?;
+        Ok(self.conn)
     }
 }
 
@@ -45,16 +69,24 @@ impl Db {
     /// Opens the shop's database: `path`, or a fresh in-memory database. With
     /// a capture, every connection the pool opens is hooked as it opens.
     pub async fn open(path: Option<&Path>, capture: Option<&Capture>) -> Result<Self, sqlx::Error> {
-        let (options, max) = match path {
+        let (options, max, url) = match path {
             Some(path) => (
                 SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true),
                 4,
+                format!("sqlite:{}", path.display()),
             ),
-            // An in-memory database lives and dies with its connection: the
+            // An in-memory database lives as long as a connection to it: the
             // pool keeps exactly one, forever.
-            None => (SqliteConnectOptions::from_str("sqlite::memory:")?, 1),
+            None => {
+                let url = format!(
+                    "sqlite:file:flowaudit-demo-{}-{}?mode=memory",
+                    std::process::id(),
+                    IN_MEMORY.fetch_add(1, Ordering::Relaxed)
+                );
+                (SqliteConnectOptions::from_str(&url)?, 1, url)
+            }
         };
         let options = options.foreign_keys(true);
         let mut pool = SqlitePoolOptions::new()
@@ -72,7 +104,80 @@ impl Db {
         Ok(Self {
             pool: pool.connect_with(options).await?,
             executed: Arc::new(AtomicU64::new(0)),
+            url,
+            capture: capture.cloned(),
+            step: Arc::default(),
+            fault: None,
         })
+    }
+
+    /// Fails the statement the injector picks (see the module documentation).
+    pub fn inject_fault(&mut self, injector: FaultInjector) {
+        self.fault = Some(Arc::new(Mutex::new(injector)));
+    }
+
+    /// Whether the injected fault has happened.
+    pub fn fault_fired(&self) -> bool {
+        self.fault.as_ref().is_some_and(|f| {
+            f.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .fired()
+        })
+    }
+
+    /// The step the journey is in from now on.
+    pub fn set_step(&self, step: &str) {
+        step.clone_into(
+            &mut self
+                .step
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+
+    /// The URL of the shop's database, for the invariants' own connection.
+    pub fn invariants_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs the failing statement instead of the next one when the injector
+    /// says so, and returns its error.
+    async fn inject(&self, conn: &mut SqliteConnection, is_commit: bool) -> Result<(), DemoError> {
+        let Some(fault) = &self.fault else {
+            return Ok(());
+        };
+        let failing = {
+            let step = self
+                .step
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let mut fault = fault
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            fault
+                .decide(&step, false, is_commit)
+                .then(|| fault.spec().failing_sql_sqlite())
+        };
+        let Some(sql) = failing else { return Ok(()) };
+        match conn.execute(sqlx::AssertSqlSafe(sql.clone())).await {
+            Ok(_) => Err(DemoError::Rejected(format!(
+                "the injected fault's statement did not fail: {sql}"
+            ))),
+            Err(e) => {
+                if let Some(capture) = &self.capture {
+                    let (code, message) = match e.as_database_error() {
+                        Some(d) => (
+                            d.code().map(|c| c.into_owned()).unwrap_or_default(),
+                            d.message().to_owned(),
+                        ),
+                        None => (String::new(), e.to_string()),
+                    };
+                    capture.record_error(SqlError { code, message });
+                }
+                Err(DemoError::Database(e))
+            }
+        }
     }
 
     /// Statements executed through this database so far.
@@ -87,23 +192,33 @@ impl Db {
 
     /// Counts the statements run on `conn`.
     pub fn conn<'c>(&'c self, conn: &'c mut SqliteConnection) -> Conn<'c> {
-        Conn {
-            conn,
-            executed: &self.executed,
-        }
+        Conn { conn, db: self }
     }
 
     pub async fn begin<'c>(
         &self,
         conn: &'c mut SqliteConnection,
-    ) -> Result<Transaction<'c, Sqlite>, sqlx::Error> {
+    ) -> Result<Transaction<'c, Sqlite>, DemoError> {
         self.executed.fetch_add(1, Ordering::Relaxed);
-        sqlx::Connection::begin(conn).await
+        self.inject(conn, false).await?;
+        Ok(sqlx::Connection::begin(conn).await?)
     }
 
-    pub async fn commit(&self, tx: Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+    /// Commits; when the fault is this COMMIT, the failing statement runs in
+    /// its place and the transaction is rolled back, as a failed COMMIT
+    /// leaves it.
+    pub async fn commit(&self, mut tx: Transaction<'_, Sqlite>) -> Result<(), DemoError> {
         self.executed.fetch_add(1, Ordering::Relaxed);
-        tx.commit().await
+        if let Err(e) = self.inject(&mut tx, true).await {
+            self.rollback(tx).await?;
+            return Err(e);
+        }
+        Ok(tx.commit().await?)
+    }
+
+    pub async fn rollback(&self, tx: Transaction<'_, Sqlite>) -> Result<(), DemoError> {
+        self.executed.fetch_add(1, Ordering::Relaxed);
+        Ok(tx.rollback().await?)
     }
 
     /// Runs a script of statements, each ending with `;` at the end of a line,
@@ -111,9 +226,10 @@ impl Db {
     /// are left out.
     pub async fn run_script(&self, script: &'static str) -> Result<(), sqlx::Error> {
         let mut pooled = self.acquire().await?;
-        let mut conn = self.conn(&mut pooled);
+        let conn = self.conn(&mut pooled);
         for statement in statements(script) {
-            conn.run().execute(sqlx::AssertSqlSafe(statement)).await?;
+            conn.db.executed.fetch_add(1, Ordering::Relaxed);
+            conn.conn.execute(sqlx::AssertSqlSafe(statement)).await?;
         }
         Ok(())
     }
@@ -126,11 +242,12 @@ impl Db {
         value: i64,
     ) -> Result<(), sqlx::Error> {
         let mut pooled = self.acquire().await?;
-        let mut conn = self.conn(&mut pooled);
+        let conn = self.conn(&mut pooled);
         for statement in statements(script) {
+            conn.db.executed.fetch_add(1, Ordering::Relaxed);
             sqlx::query(sqlx::AssertSqlSafe(statement))
                 .bind(value)
-                .execute(conn.run())
+                .execute(&mut *conn.conn)
                 .await?;
         }
         Ok(())

@@ -17,7 +17,12 @@
 //! with the products, every other statement's stays the same.
 //!
 //! Every statement is captured in-process by [`crate::capture::sqlite`], and
-//! each step of the journey is marked through [`Capture::step`].
+//! each step of the journey is marked through [`Capture::step`]. After each
+//! step the data invariants of the rule files run on the shop's database
+//! ([`crate::invariants`]; the shop's own are in `rules/shop.toml`, built in
+//! as [`SHOP_RULES`]). [`DemoSettings::fault`] makes one statement fail on
+//! purpose ([`crate::fault`]): the journey then stops at that step, and the
+//! report shows what the failure left behind.
 
 pub mod auth;
 pub mod cart;
@@ -29,7 +34,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::capture::sqlite::Capture;
-use crate::model::Event;
+use crate::fault::{FaultInjector, FaultSpec};
+use crate::invariants::{InvariantError, InvariantRunner, Invariants};
+use crate::model::{Event, Finding};
 
 use self::db::Db;
 
@@ -40,6 +47,11 @@ pub const SEED: &str = include_str!("../../sql/shop/seed.sql");
 pub const PRODUCTS: &str = include_str!("../../sql/shop/products.sql");
 /// The stock of every product.
 pub const INVENTORY: &str = include_str!("../../sql/shop/inventory.sql");
+
+/// The shop's rule file: its data invariants. The demo always loads it (a
+/// `./rules/shop.toml` of the same invariants replaces them by name).
+pub const SHOP_RULES: &str = include_str!("../../rules/shop.toml");
+pub const SHOP_RULES_PATH: &str = "rules/shop.toml";
 
 /// The catalogue's size unless told otherwise: the 24 named products.
 pub const DEFAULT_PRODUCTS: usize = 24;
@@ -84,6 +96,8 @@ pub enum DemoError {
     Products(usize),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("{0}")]
+    Invariant(#[from] InvariantError),
 }
 
 pub type Result<T, E = DemoError> = std::result::Result<T, E>;
@@ -100,6 +114,10 @@ pub struct DemoSettings {
     /// Products in the catalogue, 1 to [`MAX_PRODUCTS`]: the browse step's
     /// N+1 grows with it.
     pub products: usize,
+    /// A statement to fail on purpose.
+    pub fault: Option<FaultSpec>,
+    /// The invariants to check after each step (none: no checks).
+    pub invariants: Invariants,
 }
 
 impl Default for DemoSettings {
@@ -109,6 +127,8 @@ impl Default for DemoSettings {
             db: None,
             capture: true,
             products: DEFAULT_PRODUCTS,
+            fault: None,
+            invariants: Invariants::default(),
         }
     }
 }
@@ -130,7 +150,13 @@ pub struct DemoRun {
     pub step_times: Vec<(&'static str, Duration)>,
     /// Products the catalogue page listed.
     pub listed: usize,
-    pub order: orders::Order,
+    /// The order, unless the journey stopped before it was placed.
+    pub order: Option<orders::Order>,
+    /// Findings of the invariants checked after the steps.
+    pub invariant_findings: Vec<Finding>,
+    /// The injected fault, when it happened: the step it stopped and the
+    /// error the shop got.
+    pub failure: Option<(String, String)>,
 }
 
 /// Runs the shop's journey on a fresh database and returns what it captured.
@@ -147,7 +173,7 @@ pub fn run(settings: &DemoSettings) -> Result<DemoRun> {
 
 async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
     let capture = settings.capture.then(Capture::new);
-    let db = Db::open(settings.db.as_deref(), capture.as_ref()).await?;
+    let mut db = Db::open(settings.db.as_deref(), capture.as_ref()).await?;
     db.run_script(SCHEMA).await?;
     db.run_script(SEED).await?;
     // In range, checked by `run`.
@@ -156,17 +182,52 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
     db.run_script(INVENTORY).await?;
     let setup_statements = db.executed();
     let setup_events = capture.as_ref().map(Capture::take).unwrap_or_default();
+    if let Some(spec) = &settings.fault {
+        db.inject_fault(FaultInjector::new(spec.clone()));
+    }
+    let runner = if settings.invariants.is_empty() {
+        None
+    } else {
+        Some(
+            InvariantRunner::connect(
+                db.invariants_url(),
+                settings.invariants.clone(),
+                crate::invariants::DEFAULT_TIMEOUT,
+            )
+            .await?,
+        )
+    };
 
     let mut steps = Steps {
         capture: capture.as_ref(),
+        db: &db,
+        runner: runner.as_ref(),
+        findings: Vec::new(),
         times: Vec::with_capacity(STEPS.len()),
         current: None,
     };
     let started = Instant::now();
     let items = cart_items(settings.products);
-    let (listed, order) = journey(&db, &mut steps, settings.fixed, &items).await?;
+    let mut listed = 0;
+    let outcome = journey(&db, &mut steps, settings.fixed, &items, &mut listed).await;
     let journey_time = started.elapsed();
-    let step_times = steps.times;
+    let (order, failure) = match outcome {
+        Ok(order) => (Some(order), None),
+        // The injected fault stops the journey at its step; that step's
+        // invariants still run, on what it left behind.
+        Err(e) if db.fault_fired() => {
+            let step = steps.current.map(|(name, _)| name).unwrap_or_default();
+            (None, Some((step.to_owned(), e.to_string())))
+        }
+        Err(e) => return Err(e),
+    };
+    steps.end().await?;
+    let step_times = std::mem::take(&mut steps.times);
+    let mut invariant_findings = std::mem::take(&mut steps.findings);
+    if let Some(runner) = runner {
+        invariant_findings.extend(runner.at_end().await?);
+        runner.close().await;
+    }
     db.close().await;
 
     Ok(DemoRun {
@@ -178,29 +239,41 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
         step_times,
         listed,
         order,
+        invariant_findings,
+        failure,
     })
 }
 
-/// Marks the journey's steps through the capture and times them.
+/// Marks the journey's steps through the capture, times them, and checks the
+/// invariants after each.
 struct Steps<'a> {
     capture: Option<&'a Capture>,
+    db: &'a Db,
+    runner: Option<&'a InvariantRunner>,
+    findings: Vec<Finding>,
     times: Vec<(&'static str, Duration)>,
     current: Option<(&'static str, Instant)>,
 }
 
 impl Steps<'_> {
-    fn start(&mut self, name: &'static str) {
-        self.end();
+    async fn start(&mut self, name: &'static str) -> Result<()> {
+        self.end().await?;
         if let Some(c) = self.capture {
             c.step(name);
         }
+        self.db.set_step(name);
         self.current = Some((name, Instant::now()));
+        Ok(())
     }
 
-    fn end(&mut self) {
+    async fn end(&mut self) -> Result<()> {
         if let Some((name, started)) = self.current.take() {
             self.times.push((name, started.elapsed()));
+            if let Some(runner) = self.runner {
+                self.findings.extend(runner.after_step(FLOW, name).await?);
+            }
         }
+        Ok(())
     }
 }
 
@@ -211,12 +284,13 @@ async fn journey(
     steps: &mut Steps<'_>,
     fixed: bool,
     items: &[(i64, i64)],
-) -> Result<(usize, orders::Order)> {
+    listed: &mut usize,
+) -> Result<orders::Order> {
     if let Some(c) = steps.capture {
         c.flow(FLOW);
     }
 
-    steps.start(STEPS[0]);
+    steps.start(STEPS[0]).await?;
     let user = auth::register(
         db,
         &auth::NewUser {
@@ -227,13 +301,14 @@ async fn journey(
     )
     .await?;
 
-    steps.start(STEPS[1]);
+    steps.start(STEPS[1]).await?;
     let catalogue = products::list_catalogue(db, fixed).await?;
     if catalogue.is_empty() {
         return Err(DemoError::Rejected("no products available".into()));
     }
+    *listed = catalogue.len();
 
-    steps.start(STEPS[2]);
+    steps.start(STEPS[2]).await?;
     if fixed {
         cart::add_items(db, user.id, items).await?;
     } else {
@@ -242,14 +317,13 @@ async fn journey(
         }
     }
 
-    steps.start(STEPS[3]);
+    steps.start(STEPS[3]).await?;
     let order = orders::checkout(db, user.id, fixed).await?;
-    steps.end();
     if order.status != "pending" {
         return Err(DemoError::Rejected(format!(
             "order status {}",
             order.status
         )));
     }
-    Ok((catalogue.len(), order))
+    Ok(order)
 }

@@ -15,6 +15,7 @@ pub struct Order {
 /// A cart line with the product's current price.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 struct PricedLine {
+    cart_id: i64,
     product_id: i64,
     quantity: i64,
     price_cents: i64,
@@ -26,28 +27,25 @@ struct PricedLine {
 /// As shipped, these writes run one by one in autocommit, and the stock is
 /// read and then written back as a value computed here, so a failure half-way
 /// leaves a partial order and two checkouts at once can sell the same unit.
-/// Fixed, they share one transaction and the stock is taken by one guarded
-/// UPDATE.
+/// Fixed, they share one transaction, rolled back on any error, and the stock
+/// is taken by one guarded UPDATE.
 pub async fn checkout(db: &Db, user_id: i64, fixed: bool) -> Result<Order> {
     let mut pooled = db.acquire().await?;
     if fixed {
         let mut tx = db.begin(&mut pooled).await?;
-        let order = checkout_atomic(&mut db.conn(&mut tx), user_id).await?;
-        db.commit(tx).await?;
-        return Ok(order);
+        return match checkout_atomic(&mut db.conn(&mut tx), user_id).await {
+            Ok(order) => {
+                db.commit(tx).await?;
+                Ok(order)
+            }
+            Err(e) => {
+                db.rollback(tx).await?;
+                Err(e)
+            }
+        };
     }
     let mut conn = db.conn(&mut pooled);
-    let cart = open_cart(&mut conn, user_id).await?;
-    let lines = cart::lines(&mut conn, cart.id).await?;
-    let mut priced = Vec::with_capacity(lines.len());
-    for line in lines {
-        let product = products::find(&mut conn, line.product_id).await?;
-        priced.push(PricedLine {
-            product_id: line.product_id,
-            quantity: line.quantity,
-            price_cents: product.price_cents,
-        });
-    }
+    let priced = priced_lines(&mut conn, user_id).await?;
     let order = insert_order(&mut conn, user_id, &priced).await?;
     for line in &priced {
         insert_item(&mut conn, order.id, line).await?;
@@ -57,21 +55,16 @@ pub async fn checkout(db: &Db, user_id: i64, fixed: bool) -> Result<Order> {
         }
         products::set_stock(&mut conn, line.product_id, stock - line.quantity).await?;
     }
-    cart::empty(&mut conn, cart.id).await?;
+    if let Some(line) = priced.first() {
+        cart::empty(&mut conn, line.cart_id).await?;
+    }
     Ok(order)
 }
 
 async fn checkout_atomic(conn: &mut Conn<'_>, user_id: i64) -> Result<Order> {
-    let cart = open_cart(conn, user_id).await?;
-    let priced: Vec<PricedLine> = sqlx::query_as(
-        "SELECT cart_items.product_id, cart_items.quantity, products.price_cents \
-         FROM cart_items JOIN products ON products.id = cart_items.product_id \
-         WHERE cart_items.cart_id = ? ORDER BY cart_items.id",
-    )
-    .bind(cart.id)
-    .fetch_all(conn.run())
-    .await?;
+    let priced = priced_lines(conn, user_id).await?;
     let order = insert_order(conn, user_id, &priced).await?;
+    let cart_id = priced.first().map_or(0, |l| l.cart_id);
     sqlx::query(
         "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents) \
          SELECT ?, cart_items.product_id, cart_items.quantity, products.price_cents \
@@ -79,22 +72,30 @@ async fn checkout_atomic(conn: &mut Conn<'_>, user_id: i64) -> Result<Order> {
          WHERE cart_items.cart_id = ? ORDER BY cart_items.id",
     )
     .bind(order.id)
-    .bind(cart.id)
-    .execute(conn.run())
+    .bind(cart_id)
+    .execute(conn.run().await?)
     .await?;
     for line in &priced {
         if !products::take_stock(conn, line.product_id, line.quantity).await? {
             return Err(out_of_stock(line.product_id));
         }
     }
-    cart::empty(conn, cart.id).await?;
+    cart::empty(conn, cart_id).await?;
     Ok(order)
 }
 
-async fn open_cart(conn: &mut Conn<'_>, user_id: i64) -> Result<cart::Cart> {
-    cart::find_for_user(conn, user_id)
-        .await?
-        .ok_or_else(|| DemoError::Rejected(format!("user {user_id} has no cart")))
+/// The user's cart lines with their products' current prices, in one query.
+async fn priced_lines(conn: &mut Conn<'_>, user_id: i64) -> Result<Vec<PricedLine>> {
+    Ok(sqlx::query_as(
+        "SELECT carts.id AS cart_id, cart_items.product_id, cart_items.quantity, \
+         products.price_cents \
+         FROM carts JOIN cart_items ON cart_items.cart_id = carts.id \
+         JOIN products ON products.id = cart_items.product_id \
+         WHERE carts.user_id = ? ORDER BY cart_items.id",
+    )
+    .bind(user_id)
+    .fetch_all(conn.run().await?)
+    .await?)
 }
 
 async fn insert_order(conn: &mut Conn<'_>, user_id: i64, lines: &[PricedLine]) -> Result<Order> {
@@ -108,7 +109,7 @@ async fn insert_order(conn: &mut Conn<'_>, user_id: i64, lines: &[PricedLine]) -
         .bind(user_id)
         .bind("pending")
         .bind(total_cents)
-        .execute(conn.run())
+        .execute(conn.run().await?)
         .await?
         .last_insert_rowid();
     Ok(Order {
@@ -129,7 +130,7 @@ async fn insert_item(conn: &mut Conn<'_>, order_id: i64, line: &PricedLine) -> R
     .bind(line.product_id)
     .bind(line.quantity)
     .bind(line.price_cents)
-    .execute(conn.run())
+    .execute(conn.run().await?)
     .await?;
     Ok(())
 }

@@ -43,7 +43,7 @@ pub async fn list_catalogue(db: &Db, fixed: bool) -> Result<Vec<Listing>> {
              JOIN inventory ON inventory.product_id = products.id \
              ORDER BY products.id",
         )
-        .fetch_all(conn.run())
+        .fetch_all(conn.run().await?)
         .await?);
     }
     let products = all(&mut conn).await?;
@@ -67,7 +67,7 @@ pub async fn all(conn: &mut Conn<'_>) -> Result<Vec<Product>> {
         "SELECT products.id, products.category_id, products.name, products.price_cents \
          FROM products ORDER BY products.id",
     )
-    .fetch_all(conn.run())
+    .fetch_all(conn.run().await?)
     .await?)
 }
 
@@ -77,7 +77,7 @@ pub async fn find(conn: &mut Conn<'_>, id: i64) -> Result<Product> {
          FROM products WHERE products.id = ?",
     )
     .bind(id)
-    .fetch_one(conn.run())
+    .fetch_one(conn.run().await?)
     .await?)
 }
 
@@ -86,7 +86,7 @@ pub async fn find_category(conn: &mut Conn<'_>, id: i64) -> Result<Category> {
         "SELECT categories.id, categories.name FROM categories WHERE categories.id = ?",
     )
     .bind(id)
-    .fetch_one(conn.run())
+    .fetch_one(conn.run().await?)
     .await?)
 }
 
@@ -94,7 +94,7 @@ pub async fn stock_of(conn: &mut Conn<'_>, product_id: i64) -> Result<i64> {
     Ok(
         sqlx::query_scalar("SELECT inventory.stock FROM inventory WHERE inventory.product_id = ?")
             .bind(product_id)
-            .fetch_one(conn.run())
+            .fetch_one(conn.run().await?)
             .await?,
     )
 }
@@ -104,7 +104,7 @@ pub async fn set_stock(conn: &mut Conn<'_>, product_id: i64, stock: i64) -> Resu
     sqlx::query("UPDATE inventory SET stock = ? WHERE product_id = ?")
         .bind(stock)
         .bind(product_id)
-        .execute(conn.run())
+        .execute(conn.run().await?)
         .await?;
     Ok(())
 }
@@ -117,7 +117,7 @@ pub async fn take_stock(conn: &mut Conn<'_>, product_id: i64, quantity: i64) -> 
             .bind(quantity)
             .bind(product_id)
             .bind(quantity)
-            .execute(conn.run())
+            .execute(conn.run().await?)
             .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -52,6 +52,40 @@ struct RuleFile {
     budget: Vec<Budget>,
     #[serde(default)]
     example: Vec<Example>,
+    #[serde(default)]
+    invariant: Vec<Invariant>,
+}
+
+/// When an invariant runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    /// After every step (or the steps listed in `steps`).
+    #[default]
+    AfterStep,
+    /// Once, at the end of the run.
+    End,
+}
+
+/// A data invariant: a query that returns the rows violating it (see
+/// [`crate::invariants`]). A later file's invariant of the same name replaces
+/// an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invariant {
+    pub name: String,
+    pub sql: String,
+    #[serde(default)]
+    pub when: When,
+    /// With `when = "after-step"`: only after these steps.
+    pub steps: Option<Vec<String>>,
+    /// Default: the severity of `[rules.invariant-violated]` (error).
+    pub severity: Option<Severity>,
+    /// The query's statement timeout in milliseconds (default 5000).
+    pub timeout_ms: Option<u64>,
+    /// The rule file that declared it.
+    #[serde(skip)]
+    pub file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +174,8 @@ pub struct RuleConfig {
     pub allows: Vec<Allow>,
     pub budgets: Vec<Budget>,
     pub examples: Vec<Example>,
+    /// Data invariants, by name in the order first declared.
+    pub invariants: Vec<Invariant>,
     /// The files read, in order.
     pub files: Vec<String>,
     /// The day `expires` is judged against: today (UTC), set by tests.
@@ -164,6 +200,7 @@ impl RuleConfig {
             allows: Vec::new(),
             budgets: Vec::new(),
             examples: Vec::new(),
+            invariants: Vec::new(),
             files: Vec::new(),
             today: Date::today(),
         }
@@ -279,6 +316,52 @@ impl RuleConfig {
             }
             example.file.clone_from(&shown);
             self.examples.push(example);
+        }
+        for mut invariant in file.invariant {
+            let name = invariant.name.trim();
+            if name.is_empty() {
+                return Err(invalid(
+                    path,
+                    "[[invariant]] name: give the invariant a name",
+                ));
+            }
+            if invariant.sql.trim().trim_end_matches(';').trim().is_empty() {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "[[invariant]] \"{name}\" sql: a query that returns the violating rows"
+                    ),
+                ));
+            }
+            if invariant.steps.as_ref().is_some_and(Vec::is_empty) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "[[invariant]] \"{name}\" steps: name at least one step, or leave it out"
+                    ),
+                ));
+            }
+            if invariant.timeout_ms == Some(0) {
+                return Err(invalid(
+                    path,
+                    format!("[[invariant]] \"{name}\" timeout_ms: at least 1"),
+                ));
+            }
+            if invariant.when == When::End && invariant.steps.is_some() {
+                return Err(invalid(
+                    path,
+                    format!("[[invariant]] \"{name}\" steps: only for when = \"after-step\""),
+                ));
+            }
+            invariant.file.clone_from(&shown);
+            match self
+                .invariants
+                .iter_mut()
+                .find(|i| i.name == invariant.name)
+            {
+                Some(earlier) => *earlier = invariant,
+                None => self.invariants.push(invariant),
+            }
         }
         self.files.push(shown);
         Ok(())
@@ -434,6 +517,31 @@ mod tests {
     fn budget_needs_a_limit() {
         let e = err("[[budget]]\nflow = \"x\"\n");
         assert!(e.contains("set max_statements or max_queries"), "{e}");
+    }
+
+    #[test]
+    fn invariants_are_validated_and_replaced_by_name() {
+        let e = err("[[invariant]]\nname = \"x\"\nsql = \" ; \"\n");
+        assert!(e.contains("[[invariant]] \"x\" sql"), "{e}");
+        let e = err("[[invariant]]\nname = \"x\"\nsql = \"select 1\"\nwhen = \"later\"\n");
+        assert!(e.contains("unknown variant `later`"), "{e}");
+        let e = err("[[invariant]]\nname = \"x\"\nsql = \"select 1\"\nsteps = []\n");
+        assert!(e.contains("steps: name at least one step"), "{e}");
+        let e = err("[[invariant]]\nname = \"x\"\nsql = \"select 1\"\nquery = \"y\"\n");
+        assert!(e.contains("unknown field `query`"), "{e}");
+        let mut c = RuleConfig::builtin_with(
+            "[[invariant]]\nname = \"x\"\nsql = \"select 1\"\nsteps = [\"pay\"]\n",
+        )
+        .expect("valid");
+        c.add(
+            Path::new("b.toml"),
+            "[[invariant]]\nname = \"x\"\nsql = \"select 2\"\nwhen = \"end\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.invariants.len(), 1);
+        assert_eq!(c.invariants[0].sql, "select 2");
+        assert_eq!(c.invariants[0].when, When::End);
+        assert_eq!(c.invariants[0].file, "b.toml");
     }
 
     #[test]

@@ -8,12 +8,20 @@
 
 pub mod config;
 
+mod commit_after_error;
 mod connection_churn;
+mod invariant_violated;
 mod n_plus_one;
+mod non_atomic_write;
+mod open_transaction;
+mod partial_write_on_failure;
 mod query_budget;
 mod query_count_regression;
 mod repeated_query;
 mod slow_query;
+mod unbounded_write;
+pub mod units;
+mod unlocked_read_modify_write;
 
 // Schema rules (src/schema/lint.rs runs them).
 pub(crate) mod foreign_key_type_mismatch;
@@ -35,13 +43,25 @@ pub static REGISTRY: &[&RuleMeta] = &[
     &query_budget::META,
     &slow_query::META,
     &query_count_regression::META,
+    &non_atomic_write::META,
+    &open_transaction::META,
+    &commit_after_error::META,
+    &unlocked_read_modify_write::META,
+    &unbounded_write::META,
+    &partial_write_on_failure::META,
+    &invariant_violated::META,
     &connection_churn::META,
+    // Schema rules.
     &missing_primary_key::META,
     &unindexed_foreign_key::META,
     &foreign_key_type_mismatch::META,
     &missing_foreign_key::META,
     &orphan_rows::META,
 ];
+
+/// The id of the rule whose findings come from data invariants (see
+/// [`crate::invariants`]), not from the trace.
+pub const INVARIANT_VIOLATED: &str = "invariant-violated";
 
 /// The id of the rule that compares counts with a baseline.
 pub const QUERY_COUNT_REGRESSION: &str = "query-count-regression";

@@ -4,7 +4,8 @@
 -- (cart), a multi-line statement, NULL and quoted parameters, and a failed
 -- statement inside a transaction (checkout). Expected, per step (statements,
 -- queries): setup 4/4, browse 8/8, cart 3/3, cart_lookup 1/1, checkout 4/2;
--- findings: n-plus-one in browse, repeated-query in cart.
+-- findings: n-plus-one in browse, repeated-query in cart, non-atomic-write in
+-- setup (two tables written in autocommit).
 SET flowaudit.flow = 'shop';
 SET flowaudit.step = 'setup';
 CREATE TABLE products (id int PRIMARY KEY, name text);

@@ -46,8 +46,8 @@ impl Conn {
                 Some(Dialect::Mysql) => mysql::open(url, timeout).await.map(Conn::Mysql),
                 Some(Dialect::Sqlite) => sqlite::open(url, timeout).await.map(Conn::Sqlite),
                 None => Err(sqlx::Error::Configuration(
-                    "the URL must start with postgres://, postgresql://, mysql://, mariadb:// or \
-                     sqlite://"
+                    "the URL must start with postgres://, postgresql://, mysql://, mariadb://, \
+                     sqlite:// or sqlite:"
                         .into(),
                 )),
             }
@@ -335,7 +335,16 @@ pub fn assemble(dialect: Dialect, filter: &SchemaFilter, catalog: Catalog) -> Sc
 
 /// The dialect a URL's scheme names.
 pub fn dialect_of(url: &str) -> Option<Dialect> {
-    let scheme = url.split_once("://")?.0.to_ascii_lowercase();
+    // `sqlite:PATH` (no slashes) is a SQLite URL too, as sqlx reads it.
+    let scheme = match url.split_once("://") {
+        Some((scheme, _)) => scheme,
+        None => {
+            url.split_once(':')
+                .filter(|(s, _)| s.eq_ignore_ascii_case("sqlite"))?
+                .0
+        }
+    }
+    .to_ascii_lowercase();
     match scheme.as_str() {
         "postgres" | "postgresql" => Some(Dialect::Postgres),
         "mysql" | "mariadb" => Some(Dialect::Mysql),

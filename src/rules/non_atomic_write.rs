@@ -1,0 +1,336 @@
+//! `non-atomic-write`: the writes of one step not sharing one transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::units::{MAX_EXAMPLES, NoSettings, Tracker, failed, step_finding};
+use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
+use crate::model::{Finding, Severity};
+
+pub static META: RuleMeta = RuleMeta {
+    id: "non-atomic-write",
+    default_severity: Severity::Error,
+    summary: "the writes of one step not sharing one transaction",
+    doc: NonAtomicWrite::DOC,
+    build,
+};
+
+documented_rule! {
+    /// ## What it does
+    /// Flags a step whose writes (INSERT, UPDATE, DELETE, MERGE, upserts that
+    /// succeeded) do not all run in one transaction: some run in autocommit,
+    /// or the step commits several transactions one after another (an ORM
+    /// session committed after every write). Only a step whose writes touch
+    /// at least two tables is judged: writes to one table, each in its own
+    /// unit, are usually separate requests of one step (two "add to cart"
+    /// clicks), each atomic by itself. A step that marks repeat (each marker
+    /// starts a new run) is judged run by run. In MySQL, DDL commits the open
+    /// transaction implicitly, which splits it too. The finding lists the
+    /// writes, each with the unit it ran in.
+    ///
+    /// ## Why is this bad?
+    /// A step is one unit of work for the user (check out, transfer, sign
+    /// up). When its writes commit separately, a failure between two of them
+    /// leaves the first ones saved: an order without items, stock taken for
+    /// an order that does not exist, money debited and not credited.
+    ///
+    /// ## Example
+    /// ```sql
+    /// INSERT INTO orders (user_id, total_cents) VALUES ($1, $2);   -- autocommit
+    /// INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, $3);
+    /// UPDATE inventory SET stock = $1 WHERE product_id = $2;
+    /// ```
+    ///
+    /// ## How to fix
+    /// Run the step's writes in one transaction (`BEGIN … COMMIT`, the
+    /// framework's `transaction.atomic()` / `@Transactional` /
+    /// `ActiveRecord::Base.transaction`), and commit the ORM session once, at
+    /// the end of the unit of work.
+    pub struct NonAtomicWrite {
+        severity: Severity,
+        tracker: Tracker,
+        /// Per step: the current run's writes.
+        current: HashMap<usize, Run>,
+        /// (flow, step) → (offending runs, the first offending run's message
+        /// and examples).
+        found: BTreeMap<(String, String), (u64, String, Vec<String>)>,
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    instance: u64,
+    key: (String, String),
+    writes: u64,
+    autocommit: u64,
+    units: BTreeSet<u64>,
+    tables: BTreeSet<String>,
+    examples: Vec<String>,
+}
+
+/// The table a write changes, read from its normalised text: the name after
+/// `into`, `update` or `from`.
+fn target(fingerprint: &str) -> String {
+    let mut words = fingerprint.split_whitespace();
+    let mut previous = "";
+    for word in words.by_ref() {
+        if matches!(previous, "into" | "update" | "from") {
+            return word.trim_matches(['"', '`', '(']).to_owned();
+        }
+        previous = word;
+    }
+    String::new()
+}
+
+fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
+    let _: NoSettings = setup.settings()?;
+    Ok(Box::new(NonAtomicWrite {
+        severity: setup.severity,
+        tracker: Tracker::default(),
+        current: HashMap::new(),
+        found: BTreeMap::new(),
+    }))
+}
+
+impl NonAtomicWrite {
+    fn judge(&mut self, run: Run) {
+        if run.writes < 2 || run.tables.len() < 2 || (run.autocommit == 0 && run.units.len() <= 1) {
+            return;
+        }
+        let mut split = Vec::new();
+        if run.autocommit > 0 {
+            split.push(format!("{} in autocommit", run.autocommit));
+        }
+        if !run.units.is_empty() {
+            split.push(format!(
+                "the rest in {} transaction{}",
+                run.units.len(),
+                if run.units.len() == 1 { "" } else { "s" }
+            ));
+        }
+        let message = format!(
+            "{} writes do not share one transaction: {}",
+            run.writes,
+            split.join(", ")
+        );
+        let entry = self
+            .found
+            .entry(run.key)
+            .or_insert_with(|| (0, message, run.examples));
+        entry.0 += 1;
+    }
+}
+
+impl Rule for NonAtomicWrite {
+    fn observe(&mut self, s: &Statement<'_>) {
+        let seen = self.tracker.observe(s);
+        if !s.fingerprint.kind.is_write() || failed(s.event) {
+            return;
+        }
+        if self
+            .current
+            .get(&s.step)
+            .is_some_and(|r| r.instance != s.instance)
+            && let Some(old) = self.current.remove(&s.step)
+        {
+            self.judge(old);
+        }
+        let run = self.current.entry(s.step).or_insert_with(|| Run {
+            instance: s.instance,
+            key: (s.key.flow.clone(), s.key.step.clone()),
+            writes: 0,
+            autocommit: 0,
+            units: BTreeSet::new(),
+            tables: BTreeSet::new(),
+            examples: Vec::new(),
+        });
+        run.writes += 1;
+        if run.tables.len() < 2 {
+            run.tables.insert(target(&s.fingerprint.text));
+        }
+        let label = match seen.unit {
+            None => {
+                run.autocommit += 1;
+                "autocommit".to_owned()
+            }
+            Some(u) => {
+                run.units.insert(u);
+                // Numbered within the run, in order of appearance.
+                let n = run.units.iter().position(|x| *x == u).unwrap_or(0) + 1;
+                format!("transaction {n}")
+            }
+        };
+        if run.examples.len() < MAX_EXAMPLES {
+            run.examples.push(format!("[{label}] {}", s.example()));
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        let mut runs: Vec<(usize, Run)> = self.current.drain().collect();
+        runs.sort_by_key(|(step, _)| *step);
+        for (_, run) in runs {
+            self.judge(run);
+        }
+        for (key, (count, message, examples)) in &self.found {
+            let message = if *count > 1 {
+                format!("{message} (and in {} more runs of the step)", count - 1)
+            } else {
+                message.clone()
+            };
+            out.push(step_finding(
+                &META,
+                self.severity,
+                key,
+                message,
+                *count,
+                examples.clone(),
+                "run the step's writes in one transaction (BEGIN … COMMIT, or the framework's \
+                 transaction block) and commit the ORM session once, at the end",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Event;
+    use crate::rules::testing::{audit, events, fired};
+
+    #[test]
+    fn fires_on_autocommit_writes_and_on_several_commits() {
+        let found = audit(
+            events(&[
+                (
+                    1,
+                    "INSERT INTO orders (user_id) VALUES ($1)",
+                    &["1"],
+                    Some(1),
+                ),
+                (
+                    1,
+                    "INSERT INTO order_items (order_id) VALUES ($1)",
+                    &["1"],
+                    Some(1),
+                ),
+            ]),
+            "",
+        );
+        let f = fired(&found, "non-atomic-write");
+        assert_eq!(f.len(), 1, "{found:#?}");
+        assert!(f[0].message.contains("2 in autocommit"), "{}", f[0].message);
+        assert!(f[0].examples[0].starts_with("[autocommit] INSERT INTO orders"));
+
+        let found = audit(
+            events(&[
+                (1, "BEGIN", &[], None),
+                (
+                    1,
+                    "INSERT INTO orders (user_id) VALUES ($1)",
+                    &["1"],
+                    Some(1),
+                ),
+                (1, "COMMIT", &[], None),
+                (1, "BEGIN", &[], None),
+                (
+                    1,
+                    "INSERT INTO order_items (order_id) VALUES ($1)",
+                    &["1"],
+                    Some(1),
+                ),
+                (1, "COMMIT", &[], None),
+            ]),
+            "",
+        );
+        let f = fired(&found, "non-atomic-write");
+        assert_eq!(f.len(), 1, "{found:#?}");
+        assert!(
+            f[0].message.contains("in 2 transactions"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn writes_to_one_table_in_separate_units_are_separate_requests() {
+        let found = audit(
+            events(&[
+                (
+                    1,
+                    "INSERT INTO cart_items (cart_id, product_id) VALUES ($1, $2)",
+                    &["1", "3"],
+                    Some(1),
+                ),
+                (
+                    1,
+                    "INSERT INTO cart_items (cart_id, product_id) VALUES ($1, $2)",
+                    &["1", "5"],
+                    Some(1),
+                ),
+            ]),
+            "",
+        );
+        assert!(fired(&found, "non-atomic-write").is_empty(), "{found:#?}");
+        assert_eq!(
+            super::target("update \"inventory\" set stock = ?"),
+            "inventory"
+        );
+        assert_eq!(
+            super::target("delete from cart_items where id = ?"),
+            "cart_items"
+        );
+    }
+
+    #[test]
+    fn mysql_ddl_splits_the_transaction() {
+        let mut trace = events(&[
+            (1, "BEGIN", &[], None),
+            (1, "INSERT INTO orders (user_id) VALUES (1)", &[], Some(1)),
+            (1, "CREATE TABLE audit_log (id int)", &[], None),
+            (
+                1,
+                "INSERT INTO order_items (order_id) VALUES (1)",
+                &[],
+                Some(1),
+            ),
+            (1, "COMMIT", &[], None),
+        ]);
+        let pg = audit(trace.clone(), "");
+        assert!(fired(&pg, "non-atomic-write").is_empty(), "{pg:#?}");
+        for e in &mut trace {
+            e.source = Some("mysql-log".into());
+        }
+        let my = audit(trace, "");
+        assert_eq!(fired(&my, "non-atomic-write").len(), 1, "{my:#?}");
+    }
+
+    #[test]
+    fn silent_for_one_transaction_or_one_write() {
+        let found = audit(
+            events(&[
+                (1, "BEGIN", &[], None),
+                (
+                    1,
+                    "INSERT INTO orders (user_id) VALUES ($1)",
+                    &["1"],
+                    Some(1),
+                ),
+                (
+                    1,
+                    "UPDATE inventory SET stock = stock - $1 WHERE product_id = $2",
+                    &["1", "2"],
+                    Some(1),
+                ),
+                (1, "COMMIT", &[], None),
+            ]),
+            "",
+        );
+        assert!(fired(&found, "non-atomic-write").is_empty(), "{found:#?}");
+        let found = audit(
+            vec![Event {
+                sql: "INSERT INTO t VALUES (1)".into(),
+                ..Event::default()
+            }],
+            "",
+        );
+        assert!(fired(&found, "non-atomic-write").is_empty());
+    }
+}

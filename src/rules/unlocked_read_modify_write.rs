@@ -1,0 +1,301 @@
+//! `unlocked-read-modify-write`: a row read by key, then updated by the same
+//! key to a value the application computed, with nothing to stop another
+//! session changing it in between.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::units::{
+    KeyedRead, KeyedWrite, MAX_EXAMPLES, NoSettings, ValueRef, failed, fingerprinted, keyed_read,
+    keyed_write, step_finding,
+};
+use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
+use crate::fingerprint::StatementKind;
+use crate::model::{Event, Finding, Severity};
+
+pub static META: RuleMeta = RuleMeta {
+    id: "unlocked-read-modify-write",
+    default_severity: Severity::Warning,
+    summary: "a row read and then updated without a lock or guard",
+    doc: UnlockedReadModifyWrite::DOC,
+    build,
+};
+
+/// Reads remembered per connection.
+const READS_CAP: usize = 1024;
+
+documented_rule! {
+    /// ## What it does
+    /// Flags an UPDATE that sets a row, found by key (`WHERE id = ?`, nothing
+    /// else), to values the application computed (`SET stock = ?`, no
+    /// column on the right side), when the same step read that row by the same
+    /// key and value earlier on the same connection without `FOR UPDATE` or
+    /// `FOR SHARE`. It fires whether the two ran in one transaction or in
+    /// autocommit, where no lock can protect the row at all.
+    ///
+    /// ## Why is this bad?
+    /// Two requests read the same stock (5), each computes 5 − 2 = 3, each
+    /// writes 3: four units sold, two taken off. In PostgreSQL's and MySQL's
+    /// default isolation a plain SELECT takes no lock, so the transaction
+    /// does not help; in autocommit nothing does.
+    ///
+    /// ## Example
+    /// ```sql
+    /// SELECT stock FROM inventory WHERE product_id = $1;           -- 5
+    /// UPDATE inventory SET stock = $1 WHERE product_id = $2;       -- 3, computed in the app
+    /// ```
+    ///
+    /// ## How to fix
+    /// Let the database compute it, guarded:
+    /// `UPDATE inventory SET stock = stock - $1 WHERE product_id = $2 AND
+    /// stock >= $1` (and check the row count); or lock the row when reading
+    /// it (`SELECT … FOR UPDATE`) inside the transaction that writes it; or
+    /// use a version column (`… WHERE id = $1 AND version = $2`).
+    pub struct UnlockedReadModifyWrite {
+        severity: Severity,
+        reads_by_fp: HashMap<u64, Option<KeyedRead>>,
+        writes_by_fp: HashMap<u64, Option<KeyedWrite>>,
+        /// Per connection: the (step, instance) the reads belong to, and the
+        /// rows read: (table, keys with their values) → (locked, example).
+        reads: HashMap<u64, ((usize, u64), Reads)>,
+        /// A read's example per (step, fingerprint), for the findings.
+        read_examples: HashMap<(usize, u64), String>,
+        /// (flow, step, fingerprint) → (hash, count, examples).
+        found: BTreeMap<(String, String, String), Found>,
+    }
+}
+
+/// Rows read: the row's hash (table, key columns and values) → whether the
+/// read locked it, and the read's fingerprint hash.
+type Reads = HashMap<u64, (bool, u64)>;
+type Found = (u64, u64, Vec<String>);
+
+fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
+    let _: NoSettings = setup.settings()?;
+    Ok(Box::new(UnlockedReadModifyWrite {
+        severity: setup.severity,
+        reads_by_fp: HashMap::new(),
+        writes_by_fp: HashMap::new(),
+        reads: HashMap::new(),
+        read_examples: HashMap::new(),
+        found: BTreeMap::new(),
+    }))
+}
+
+fn has_literal(keys: &[(String, ValueRef)]) -> bool {
+    keys.iter().any(|(_, v)| matches!(v, ValueRef::Literal(_)))
+}
+
+/// The row a keyed statement names, as a hash of its table and its key
+/// columns and values (in column order, so that `a = ? AND b = ?` and
+/// `b = ? AND a = ?` name the same row).
+fn row(keyed: &super::units::Keyed, event: &Event) -> Option<u64> {
+    let mut keys: Vec<(&str, String)> = Vec::with_capacity(keyed.keys.len());
+    for (col, v) in &keyed.keys {
+        keys.push((col, v.resolve(event)?));
+    }
+    keys.sort();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(keyed.table.as_bytes());
+    for (col, value) in &keys {
+        h.update(&[0]);
+        h.update(col.as_bytes());
+        h.update(&[1]);
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value.as_bytes());
+    }
+    Some(h.digest())
+}
+
+impl Rule for UnlockedReadModifyWrite {
+    fn observe(&mut self, s: &Statement<'_>) {
+        if failed(s.event) {
+            return;
+        }
+        let here = (s.step, s.instance);
+        match s.fingerprint.kind {
+            StatementKind::Select => {
+                let cached = self
+                    .reads_by_fp
+                    .entry(s.fingerprint.hash)
+                    .or_insert_with(|| keyed_read(&s.event.sql));
+                let fresh;
+                let read = match cached {
+                    // Literal keys differ from run to run: read them again.
+                    Some(r) if has_literal(&r.keyed.keys) => {
+                        fresh = keyed_read(&s.event.sql);
+                        match &fresh {
+                            Some(r) => r,
+                            None => return,
+                        }
+                    }
+                    Some(r) => &*r,
+                    None => return,
+                };
+                let Some(key) = row(&read.keyed, s.event) else {
+                    return;
+                };
+                let locked = read.locked;
+                self.read_examples
+                    .entry((s.step, s.fingerprint.hash))
+                    .or_insert_with(|| s.example());
+                let entry = self
+                    .reads
+                    .entry(s.conn)
+                    .or_insert_with(|| (here, HashMap::new()));
+                if entry.0 != here {
+                    *entry = (here, HashMap::new());
+                }
+                if entry.1.len() < READS_CAP || entry.1.contains_key(&key) {
+                    entry.1.insert(key, (locked, s.fingerprint.hash));
+                }
+            }
+            StatementKind::Update => {
+                // Only an update after reads of the same step on its
+                // connection can be a read-modify-write.
+                if !self
+                    .reads
+                    .get(&s.conn)
+                    .is_some_and(|(at, reads)| *at == here && !reads.is_empty())
+                {
+                    return;
+                }
+                let cached = self
+                    .writes_by_fp
+                    .entry(s.fingerprint.hash)
+                    .or_insert_with(|| keyed_write(&s.event.sql));
+                let fresh;
+                let write = match cached {
+                    Some(w) if !w.absolute => return,
+                    Some(w) if has_literal(&w.keyed.keys) => {
+                        fresh = keyed_write(&s.event.sql);
+                        match &fresh {
+                            Some(w) => w,
+                            None => return,
+                        }
+                    }
+                    Some(w) => &*w,
+                    None => return,
+                };
+                let Some(key) = row(&write.keyed, s.event) else {
+                    return;
+                };
+                let Some((_, reads)) = self.reads.get(&s.conn) else {
+                    return;
+                };
+                let Some((locked, read_fp)) = reads.get(&key) else {
+                    return;
+                };
+                if *locked {
+                    return;
+                }
+                let read_example = self
+                    .read_examples
+                    .get(&(s.step, *read_fp))
+                    .cloned()
+                    .unwrap_or_default();
+                let entry = self
+                    .found
+                    .entry((
+                        s.key.flow.clone(),
+                        s.key.step.clone(),
+                        s.fingerprint.text.clone(),
+                    ))
+                    .or_insert_with(|| (s.fingerprint.hash, 0, Vec::new()));
+                entry.1 += 1;
+                if entry.2.len() + 2 <= MAX_EXAMPLES {
+                    entry.2.push(format!("read:  {read_example}"));
+                    entry.2.push(format!("wrote: {}", s.example()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        for ((flow, step, text), (hash, count, examples)) in &self.found {
+            out.push(fingerprinted(step_finding(
+                &META,
+                self.severity,
+                &(flow.clone(), step.clone()),
+                format!(
+                    "a row read by key is then updated by the same key to a value computed in \
+                     the application, with no lock on the read and no guard on the update \
+                     ({count}×): a concurrent request can change it in between, and one of the \
+                     two updates is lost"
+                ),
+                *count,
+                examples.clone(),
+                "update relative to the row and guard it (SET stock = stock - ? WHERE id = ? AND \
+                 stock >= ?), or read it with SELECT … FOR UPDATE in the transaction that writes it",
+            ), text, *hash));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::testing::{audit, events, fired};
+
+    const READ: &str = "SELECT inventory.stock FROM inventory WHERE inventory.product_id = ?";
+
+    #[test]
+    fn fires_on_read_then_computed_write_of_the_same_row() {
+        let found = audit(
+            events(&[
+                (1, READ, &["7"], Some(1)),
+                (
+                    1,
+                    "UPDATE inventory SET stock = ? WHERE product_id = ?",
+                    &["2", "7"],
+                    Some(1),
+                ),
+            ]),
+            "",
+        );
+        let f = fired(&found, "unlocked-read-modify-write");
+        assert_eq!(f.len(), 1, "{found:#?}");
+        assert_eq!(f[0].examples.len(), 2);
+    }
+
+    #[test]
+    fn silent_with_a_lock_a_relative_update_a_guard_or_another_row() {
+        for (read, read_params, write, write_params) in [
+            (
+                "SELECT stock FROM inventory WHERE product_id = $1 FOR UPDATE",
+                &["7"][..],
+                "UPDATE inventory SET stock = $1 WHERE product_id = $2",
+                &["2", "7"][..],
+            ),
+            (
+                READ,
+                &["7"][..],
+                "UPDATE inventory SET stock = stock - ? WHERE product_id = ?",
+                &["2", "7"][..],
+            ),
+            (
+                READ,
+                &["7"][..],
+                "UPDATE inventory SET stock = ? WHERE product_id = ? AND stock = ?",
+                &["2", "7", "4"][..],
+            ),
+            (
+                READ,
+                &["8"][..],
+                "UPDATE inventory SET stock = ? WHERE product_id = ?",
+                &["2", "7"][..],
+            ),
+        ] {
+            let found = audit(
+                events(&[
+                    (1, read, read_params, Some(1)),
+                    (1, write, write_params, Some(1)),
+                ]),
+                "",
+            );
+            assert!(
+                fired(&found, "unlocked-read-modify-write").is_empty(),
+                "{write}: {found:#?}"
+            );
+        }
+    }
+}
