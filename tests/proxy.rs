@@ -1114,3 +1114,94 @@ fn run_with_a_database_reviews_the_tables_the_command_touched() {
         "{report:#}"
     );
 }
+
+#[test]
+fn injected_faults_fail_in_the_server_on_both_protocols() {
+    if !pg::available("fault injection") {
+        return;
+    }
+    let db = TestDb::new("fault");
+    db.direct("create table paid(id int primary key)");
+    // The extended protocol (sqlx): the 2nd statement of step `pay` fails.
+    let proxy = ProxyProcess::start(&upstream(), &["--inject-fault", "pay:2"]);
+    let url = db.url(&proxy.addr.to_string());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::query("SET flowaudit.step = 'pay'")
+            .execute(&mut conn)
+            .await
+            .expect("marker");
+        for id in 1..=3_i32 {
+            let done = sqlx::query("insert into paid values ($1)")
+                .bind(id)
+                .execute(&mut conn)
+                .await;
+            match id {
+                2 => {
+                    let err = done.expect_err("the injected fault");
+                    let code = err
+                        .as_database_error()
+                        .and_then(|e| e.code().map(|c| c.into_owned()));
+                    assert_eq!(code.as_deref(), Some("FA001"), "{err}");
+                }
+                _ => {
+                    done.expect("the other inserts run");
+                }
+            }
+        }
+        // The connection is still in step with the server.
+        let n: i64 = sqlx::query_scalar("select count(*) from paid")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(n, 2);
+        conn.close().await.expect("close");
+    });
+    let stopped = proxy.stop();
+    let failed = with_sql(&stopped.trace, "insert into paid");
+    assert_eq!(failed.len(), 3);
+    assert_eq!(failed[1]["error"]["code"], "FA001");
+    assert_eq!(failed[1]["params"][0], "2");
+    assert!(
+        stopped.report["notes"]
+            .to_string()
+            .contains("injected fault pay:2"),
+        "{}",
+        stopped.report
+    );
+    assert_eq!(
+        db.direct("select string_agg(id::text, ',' order by id) from paid"),
+        "1,3"
+    );
+
+    // The simple protocol (psql), the step's first COMMIT: the transaction
+    // is left failed, and psql's next statement ends it.
+    let proxy = ProxyProcess::start(&upstream(), &["--inject-fault", "pay:commit"]);
+    let out = psql(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-c",
+            "SET flowaudit.step = 'pay'",
+            "-c",
+            "begin; insert into paid values (10); commit;",
+            "-c",
+            "select count(*) from paid",
+        ],
+    );
+    let stopped = proxy.stop();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("injected fault at pay:commit"),
+        "{}",
+        text(&out)
+    );
+    let commit = with_sql(&stopped.trace, "commit");
+    assert_eq!(commit[0]["error"]["code"], "FA001");
+    assert_eq!(
+        db.direct("select count(*) from paid where id = 10"),
+        "0",
+        "the failed commit kept nothing"
+    );
+}

@@ -5,14 +5,17 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 use crate::audit::Audit;
-use crate::capture::proxy::{self, Log, Proxy, Recorder, Sink, Stats, Upstream, Writer};
+use crate::capture::proxy::{
+    self, FaultHook, Log, Proxy, Recorder, Sink, Stats, StepTracker, Upstream, Writer,
+};
+use crate::fault::{FaultInjector, FaultSpec};
 use crate::model::Event;
 use crate::report::{CaptureStats, Report};
 
@@ -49,6 +52,43 @@ pub struct CaptureArgs {
     /// postgres://…, mysql://…, sqlite://….
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
+    /// Make a statement fail on purpose: the Nth statement of step STEP
+    /// (counted from 1 in the order sent, transaction control included,
+    /// markers excluded; write a trace of a run without the fault to see the
+    /// numbering), or the step's first COMMIT with STEP:commit. The server runs
+    /// a statement that raises SQLSTATE FA001 in its place, so the client gets
+    /// that error and the transaction follows as after any error.
+    #[arg(long, value_name = "STEP:N")]
+    pub inject_fault: Option<FaultSpec>,
+}
+
+/// What became of the injected fault, for the report's notes.
+#[derive(Debug, Default)]
+struct FaultOutcome {
+    hit: Option<String>,
+}
+
+/// The hook that picks the statement to fail: it follows the run's steps as
+/// statements are sent, and lets the fault's counter decide.
+fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
+    let failing = spec.failing_sql_postgres();
+    let mut steps = StepTracker::default();
+    let mut injector = FaultInjector::new(spec);
+    let decide = move |sql: &str, application_name: Option<&str>| -> Option<String> {
+        let seen = steps.see(sql, application_name);
+        let step = seen.step.unwrap_or_default();
+        let is_commit = !seen.marker
+            && crate::attribute::TxnOp::of(&crate::fingerprint::fingerprint(sql))
+                == Some(crate::attribute::TxnOp::Commit);
+        if !injector.decide(&step, seen.marker, is_commit) {
+            return None;
+        }
+        if let Ok(mut o) = outcome.lock() {
+            o.hit = Some(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        Some(failing.clone())
+    };
+    FaultHook(Arc::new(Mutex::new(decide)))
 }
 
 /// Messages about single connections go to stderr, prefixed.
@@ -82,6 +122,7 @@ pub struct Recording {
     database: Option<String>,
     config: RuleConfig,
     baseline: Option<Baseline>,
+    fault: Option<(FaultSpec, Arc<Mutex<FaultOutcome>>)>,
 }
 
 impl CaptureArgs {
@@ -118,12 +159,23 @@ impl CaptureArgs {
                 database: self.database.clone(),
                 config,
                 baseline,
+                fault: self
+                    .inject_fault
+                    .clone()
+                    .map(|spec| (spec, Arc::new(Mutex::new(FaultOutcome::default())))),
             },
         ))
     }
 }
 
 impl Recording {
+    /// The fault hook for the proxy, when a fault was asked for.
+    pub fn fault_hook(&self) -> Option<FaultHook> {
+        self.fault
+            .as_ref()
+            .map(|(spec, outcome)| fault_hook(spec.clone(), outcome.clone()))
+    }
+
     /// Waits for the writer (every recorder must be gone) and audits.
     pub fn finish(self) -> anyhow::Result<Report> {
         let sink = self.writer.finish().with_context(|| match &self.trace {
@@ -169,6 +221,17 @@ impl Recording {
             ));
         }
         report.capture = Some(capture);
+        if let Some((spec, outcome)) = &self.fault {
+            let hit = outcome.lock().ok().and_then(|o| o.hit.clone());
+            report.notes.push(match hit {
+                Some(sql) => format!(
+                    "injected fault {spec}: the server ran a failing statement (SQLSTATE {}) in \
+                     place of: {sql}",
+                    crate::fault::POSTGRES_SQLSTATE
+                ),
+                None => format!("injected fault {spec}: no such statement ran, nothing failed"),
+            });
+        }
         if let Some(path) = &self.trace {
             report.inputs = vec![path.display().to_string()];
         }
@@ -186,6 +249,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
     runtime.block_on(async {
         let proxy = Proxy::bind(args.listen, upstream.clone(), recorder)
             .await
+            .map(|p| p.with_fault(recording.fault_hook()))
             .with_context(|| {
                 format!(
                     "cannot listen on {}\n  hint: another program may use that port; choose \

@@ -42,6 +42,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let status = runtime.block_on(async {
         let proxy = Proxy::bind(args.listen, upstream, recorder)
             .await
+            .map(|p| p.with_fault(recording.fault_hook()))
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = proxy.local_addr()?;
         let database_url = url_through(&args.capture.upstream, addr).map_err(anyhow::Error::msg)?;

@@ -21,12 +21,14 @@ mod messages;
 mod recorder;
 mod session;
 mod split;
+mod steps;
 mod values;
 
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, rfc3339};
 pub use split::statements as split_statements;
+pub use steps::{Seen, StepTracker};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
