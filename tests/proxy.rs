@@ -1205,3 +1205,92 @@ fn injected_faults_fail_in_the_server_on_both_protocols() {
         "the failed commit kept nothing"
     );
 }
+
+#[test]
+fn invariants_run_when_a_step_ends_before_the_next_one_starts() {
+    if !pg::available("invariants through the proxy") {
+        return;
+    }
+    let db = TestDb::new("invariant");
+    db.direct("create table stock(item int primary key, qty int)");
+    db.direct("insert into stock values (1, 5), (2, 5)");
+    let rules = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        rules.path().join("stock.toml"),
+        "[[invariant]]\nname = \"stock-never-negative\"\n\
+         sql = \"SELECT item, qty FROM stock WHERE qty < 0 ORDER BY item\"\n",
+    )
+    .expect("rule file");
+    let rules_dir = rules.path().to_str().expect("path").to_owned();
+    let database = db.url(pg::PG_ADDR);
+    let proxy = ProxyProcess::start(
+        &upstream(),
+        &["--rules", &rules_dir, "--database", &database],
+    );
+    // `oversell` leaves stock negative; `restock` repairs it right away. The
+    // check after `oversell` must see the data as oversell left it.
+    let out = psql(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-c",
+            "SET flowaudit.flow = 'shop'",
+            "-c",
+            "SET flowaudit.step = 'oversell'",
+            "-c",
+            "update stock set qty = qty - 7 where item = 2",
+            "-c",
+            "SET flowaudit.step = 'restock'",
+            "-c",
+            "update stock set qty = 5 where item = 2",
+        ],
+    );
+    let stopped = proxy.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    let violated: Vec<&serde_json::Value> = stopped.report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "invariant-violated")
+        .collect();
+    assert_eq!(violated.len(), 1, "{:#}", stopped.report);
+    assert_eq!(violated[0]["step"], "oversell");
+    assert_eq!(violated[0]["count"], 1);
+    let rows = violated[0]["examples"].to_string();
+    assert!(rows.contains("-2"), "the offending row: {rows}");
+
+    // An invariant whose query fails is flowaudit's error (exit 2), naming it.
+    std::fs::write(
+        rules.path().join("stock.toml"),
+        "[[invariant]]\nname = \"broken\"\nsql = \"SELECT nope FROM stock\"\n",
+    )
+    .expect("rule file");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--upstream",
+            &database,
+            "--rules",
+            &rules_dir,
+            "--database",
+            &database,
+        ])
+        .args([
+            "--",
+            "psql",
+            "-X",
+            "-q",
+            "-c",
+            "SET flowaudit.step = 'a'",
+            "-c",
+            "select 1",
+        ])
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stock.toml") && stderr.contains("\"broken\""),
+        "{stderr}"
+    );
+}

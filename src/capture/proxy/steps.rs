@@ -3,7 +3,63 @@
 //! tags (one statement's own). Fault injection counts statements per step
 //! with it, and the data invariants run when a step ends.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::attribute::{Marker, parse_marker, parse_tags};
+
+/// A check to await before the statement that started a new step goes on.
+pub type Check = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+type RunCheck = dyn Fn(String, String) -> Check + Send + Sync;
+
+/// Checks that run when a step ends (the data invariants). The relay awaits
+/// them before it forwards the statement that starts the next step, so that
+/// they see the data as the ended step left it, not half of the next one.
+#[derive(Clone)]
+pub struct StepChecks {
+    tracker: Arc<Mutex<StepTracker>>,
+    run: Arc<RunCheck>,
+}
+
+impl std::fmt::Debug for StepChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepChecks")
+    }
+}
+
+impl StepChecks {
+    /// `run(flow, step)` checks the step that ended.
+    pub fn new(run: impl Fn(String, String) -> Check + Send + Sync + 'static) -> Self {
+        StepChecks {
+            tracker: Arc::default(),
+            run: Arc::new(run),
+        }
+    }
+
+    /// Follows a statement about to be sent; the (flow, step) it ends, if any.
+    pub fn see(&self, sql: &str, application_name: Option<&str>) -> Option<(String, String)> {
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .see(sql, application_name)
+            .ended
+    }
+
+    /// The check of a step that ended.
+    pub fn check(&self, flow: String, step: String) -> Check {
+        (self.run)(flow, step)
+    }
+
+    /// The step current when the run ends.
+    pub fn current(&self) -> Option<(String, String)> {
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current()
+    }
+}
 
 /// The step a statement belongs to, as far as the proxy can tell when the
 /// statement is sent.
