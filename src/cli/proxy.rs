@@ -344,7 +344,7 @@ const GRACE: Duration = Duration::from_secs(2);
 pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let findings = runtime.block_on(async {
         let invariants = InvariantChecks::connect(recording.database(), recording.config()).await?;
         let proxy = Proxy::bind(args.listen, upstream.clone(), recorder)
@@ -424,4 +424,14 @@ pub async fn stop_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The proxy's runtime: one thread, as PgBouncer has. On the small machines
+/// flowaudit sits in front of, a second worker thread costs more in wake-ups
+/// and moved tasks than it gains (measured with benches/proxy_pgbench.sh).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }

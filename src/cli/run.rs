@@ -38,7 +38,7 @@ const GRACE: Duration = Duration::from_secs(2);
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = super::proxy::runtime()?;
     let (status, findings) = runtime.block_on(async {
         let invariants = InvariantChecks::connect(recording.database(), recording.config()).await?;
         let proxy = Proxy::bind(args.listen, upstream, recorder)

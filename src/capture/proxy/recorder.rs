@@ -10,11 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::model::Event;
 
 /// Events waiting for the writer at most; about 20 MB of typical statements.
 pub const CHANNEL_CAPACITY: usize = 32 * 1024;
+
+/// How long the writer sleeps when it finds nothing to write: at 100,000
+/// statements a second, 200 arrive meanwhile, far below the capacity.
+const POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Counters shared by the relay and the report.
 #[derive(Debug, Default)]
@@ -80,11 +85,20 @@ pub fn start<S: Sink>(
         .spawn(move || {
             let mut trace =
                 trace.map(|w| crate::trace::TraceWriter::new(std::io::BufWriter::new(w)));
-            while let Some(event) = rx.blocking_recv() {
-                if let Some(t) = trace.as_mut() {
-                    t.write(&event)?;
+            // Polled rather than awaited: a waiting receiver would make every
+            // connection wake this thread for every statement, a system call
+            // each; polling lets the statements pile up and go in batches.
+            loop {
+                match rx.try_recv() {
+                    Ok(event) => {
+                        if let Some(t) = trace.as_mut() {
+                            t.write(&event)?;
+                        }
+                        sink.event(event);
+                    }
+                    Err(TryRecvError::Empty) => std::thread::sleep(POLL),
+                    Err(TryRecvError::Disconnected) => break,
                 }
-                sink.event(event);
             }
             if let Some(mut t) = trace {
                 t.flush()?;
