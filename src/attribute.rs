@@ -40,7 +40,7 @@ impl Tags {
     }
 
     /// The step these tags name, by the precedence DESIGN.md gives.
-    fn step(&self) -> Option<String> {
+    pub fn step(&self) -> Option<String> {
         if let Some(step) = self.get("step") {
             return Some(step.to_owned());
         }

@@ -1114,3 +1114,183 @@ fn run_with_a_database_reviews_the_tables_the_command_touched() {
         "{report:#}"
     );
 }
+
+#[test]
+fn injected_faults_fail_in_the_server_on_both_protocols() {
+    if !pg::available("fault injection") {
+        return;
+    }
+    let db = TestDb::new("fault");
+    db.direct("create table paid(id int primary key)");
+    // The extended protocol (sqlx): the 2nd statement of step `pay` fails.
+    let proxy = ProxyProcess::start(&upstream(), &["--inject-fault", "pay:2"]);
+    let url = db.url(&proxy.addr.to_string());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::query("SET flowaudit.step = 'pay'")
+            .execute(&mut conn)
+            .await
+            .expect("marker");
+        for id in 1..=3_i32 {
+            let done = sqlx::query("insert into paid values ($1)")
+                .bind(id)
+                .execute(&mut conn)
+                .await;
+            match id {
+                2 => {
+                    let err = done.expect_err("the injected fault");
+                    let code = err
+                        .as_database_error()
+                        .and_then(|e| e.code().map(|c| c.into_owned()));
+                    assert_eq!(code.as_deref(), Some("FA001"), "{err}");
+                }
+                _ => {
+                    done.expect("the other inserts run");
+                }
+            }
+        }
+        // The connection is still in step with the server.
+        let n: i64 = sqlx::query_scalar("select count(*) from paid")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(n, 2);
+        conn.close().await.expect("close");
+    });
+    let stopped = proxy.stop();
+    let failed = with_sql(&stopped.trace, "insert into paid");
+    assert_eq!(failed.len(), 3);
+    assert_eq!(failed[1]["error"]["code"], "FA001");
+    assert_eq!(failed[1]["params"][0], "2");
+    assert!(
+        stopped.report["notes"]
+            .to_string()
+            .contains("injected fault pay:2"),
+        "{}",
+        stopped.report
+    );
+    assert_eq!(
+        db.direct("select string_agg(id::text, ',' order by id) from paid"),
+        "1,3"
+    );
+
+    // The simple protocol (psql), the step's first COMMIT: the transaction
+    // is left failed, and psql's next statement ends it.
+    let proxy = ProxyProcess::start(&upstream(), &["--inject-fault", "pay:commit"]);
+    let out = psql(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-c",
+            "SET flowaudit.step = 'pay'",
+            "-c",
+            "begin; insert into paid values (10); commit;",
+            "-c",
+            "select count(*) from paid",
+        ],
+    );
+    let stopped = proxy.stop();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("injected fault at pay:commit"),
+        "{}",
+        text(&out)
+    );
+    let commit = with_sql(&stopped.trace, "commit");
+    assert_eq!(commit[0]["error"]["code"], "FA001");
+    assert_eq!(
+        db.direct("select count(*) from paid where id = 10"),
+        "0",
+        "the failed commit kept nothing"
+    );
+}
+
+#[test]
+fn invariants_run_when_a_step_ends_before_the_next_one_starts() {
+    if !pg::available("invariants through the proxy") {
+        return;
+    }
+    let db = TestDb::new("invariant");
+    db.direct("create table stock(item int primary key, qty int)");
+    db.direct("insert into stock values (1, 5), (2, 5)");
+    let rules = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        rules.path().join("stock.toml"),
+        "[[invariant]]\nname = \"stock-never-negative\"\n\
+         sql = \"SELECT item, qty FROM stock WHERE qty < 0 ORDER BY item\"\n",
+    )
+    .expect("rule file");
+    let rules_dir = rules.path().to_str().expect("path").to_owned();
+    let database = db.url(pg::PG_ADDR);
+    let proxy = ProxyProcess::start(
+        &upstream(),
+        &["--rules", &rules_dir, "--database", &database],
+    );
+    // `oversell` leaves stock negative; `restock` repairs it right away. The
+    // check after `oversell` must see the data as oversell left it.
+    let out = psql(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-c",
+            "SET flowaudit.flow = 'shop'",
+            "-c",
+            "SET flowaudit.step = 'oversell'",
+            "-c",
+            "update stock set qty = qty - 7 where item = 2",
+            "-c",
+            "SET flowaudit.step = 'restock'",
+            "-c",
+            "update stock set qty = 5 where item = 2",
+        ],
+    );
+    let stopped = proxy.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    let violated: Vec<&serde_json::Value> = stopped.report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "invariant-violated")
+        .collect();
+    assert_eq!(violated.len(), 1, "{:#}", stopped.report);
+    assert_eq!(violated[0]["step"], "oversell");
+    assert_eq!(violated[0]["count"], 1);
+    let rows = violated[0]["examples"].to_string();
+    assert!(rows.contains("-2"), "the offending row: {rows}");
+
+    // An invariant whose query fails is flowaudit's error (exit 2), naming it.
+    std::fs::write(
+        rules.path().join("stock.toml"),
+        "[[invariant]]\nname = \"broken\"\nsql = \"SELECT nope FROM stock\"\n",
+    )
+    .expect("rule file");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--upstream",
+            &database,
+            "--rules",
+            &rules_dir,
+            "--database",
+            &database,
+        ])
+        .args([
+            "--",
+            "psql",
+            "-X",
+            "-q",
+            "-c",
+            "SET flowaudit.step = 'a'",
+            "-c",
+            "select 1",
+        ])
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stock.toml") && stderr.contains("\"broken\""),
+        "{stderr}"
+    );
+}

@@ -5,15 +5,20 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 use crate::audit::Audit;
-use crate::capture::proxy::{self, Log, Proxy, Recorder, Sink, Stats, Upstream, Writer};
+use crate::capture::proxy::{
+    self, FaultHook, Log, Proxy, Recorder, Sink, Stats, StepChecks, StepTracker, Upstream, Writer,
+};
+use crate::fault::{FaultInjector, FaultSpec};
+use crate::invariants::{InvariantError, InvariantRunner, Invariants};
 use crate::model::Event;
+use crate::model::Finding;
 use crate::report::{CaptureStats, Report};
 
 use super::AuditArgs;
@@ -44,11 +49,50 @@ pub struct CaptureArgs {
     /// `flowaudit analyze FILE` audits to the same findings.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
-    /// When the run ends, also review this database's relationships (the
-    /// schema rules), limited to the tables the statements touched:
-    /// postgres://…, mysql://…, sqlite://….
+    /// The application's database (postgres://…, mysql://…, sqlite:PATH):
+    /// the rule files' [[invariant]] queries run on it when a step ends (the
+    /// statement that starts the next step waits for them) and at the end,
+    /// and the schema rules review the tables the statements touched.
+    /// Read-only, with a statement timeout.
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
+    /// Make a statement fail on purpose: the Nth statement of step STEP
+    /// (counted from 1 in the order sent, transaction control included,
+    /// markers excluded; write a trace of a run without the fault to see the
+    /// numbering), or the step's first COMMIT with STEP:commit. The server runs
+    /// a statement that raises SQLSTATE FA001 in its place, so the client gets
+    /// that error and the transaction follows as after any error.
+    #[arg(long, value_name = "STEP:N")]
+    pub inject_fault: Option<FaultSpec>,
+}
+
+/// What became of the injected fault, for the report's notes.
+#[derive(Debug, Default)]
+struct FaultOutcome {
+    hit: Option<String>,
+}
+
+/// The hook that picks the statement to fail: it follows the run's steps as
+/// statements are sent, and lets the fault's counter decide.
+fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
+    let failing = spec.failing_sql_postgres();
+    let mut steps = StepTracker::default();
+    let mut injector = FaultInjector::new(spec);
+    let decide = move |sql: &str, application_name: Option<&str>| -> Option<String> {
+        let seen = steps.see(sql, application_name);
+        let step = seen.step.unwrap_or_default();
+        let is_commit = !seen.marker
+            && crate::attribute::TxnOp::of(&crate::fingerprint::fingerprint(sql))
+                == Some(crate::attribute::TxnOp::Commit);
+        if !injector.decide(&step, seen.marker, is_commit) {
+            return None;
+        }
+        if let Ok(mut o) = outcome.lock() {
+            o.hit = Some(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        Some(failing.clone())
+    };
+    FaultHook(Arc::new(Mutex::new(decide)))
 }
 
 /// Messages about single connections go to stderr, prefixed.
@@ -82,6 +126,7 @@ pub struct Recording {
     database: Option<String>,
     config: RuleConfig,
     baseline: Option<Baseline>,
+    fault: Option<(FaultSpec, Arc<Mutex<FaultOutcome>>)>,
 }
 
 impl CaptureArgs {
@@ -118,19 +163,125 @@ impl CaptureArgs {
                 database: self.database.clone(),
                 config,
                 baseline,
+                fault: self
+                    .inject_fault
+                    .clone()
+                    .map(|spec| (spec, Arc::new(Mutex::new(FaultOutcome::default())))),
             },
         ))
     }
 }
 
+/// The data invariants of the rule files, run on `--database` when a step
+/// ends and when the run ends.
+#[derive(Debug)]
+pub struct InvariantChecks {
+    runner: Arc<InvariantRunner>,
+    checks: StepChecks,
+    findings: Arc<Mutex<Vec<Finding>>>,
+    error: Arc<Mutex<Option<InvariantError>>>,
+}
+
+impl InvariantChecks {
+    /// Connects when there is a database and invariants to check on it.
+    pub async fn connect(
+        database: Option<&str>,
+        config: &RuleConfig,
+    ) -> anyhow::Result<Option<InvariantChecks>> {
+        let invariants = Invariants::from_config(config);
+        let Some(url) = database.filter(|_| !invariants.is_empty()) else {
+            return Ok(None);
+        };
+        let runner = InvariantRunner::connect(url, invariants, crate::invariants::DEFAULT_TIMEOUT)
+            .await
+            .map_err(invariant_error)?;
+        let runner = Arc::new(runner);
+        let findings: Arc<Mutex<Vec<Finding>>> = Arc::default();
+        let error: Arc<Mutex<Option<InvariantError>>> = Arc::default();
+        let (r, f, e) = (runner.clone(), findings.clone(), error.clone());
+        let checks = StepChecks::new(move |flow, step| {
+            let (r, f, e) = (r.clone(), f.clone(), e.clone());
+            Box::pin(async move {
+                match r.after_step(&flow, &step).await {
+                    Ok(found) => f
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend(found),
+                    Err(err) => {
+                        e.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_or_insert(err);
+                    }
+                }
+            })
+        });
+        Ok(Some(InvariantChecks {
+            runner,
+            checks,
+            findings,
+            error,
+        }))
+    }
+
+    pub fn step_checks(&self) -> StepChecks {
+        self.checks.clone()
+    }
+
+    /// Checks the step still current and the end-of-run invariants; the
+    /// findings of every check, or the first invariant that failed.
+    pub async fn finish(self) -> anyhow::Result<Vec<Finding>> {
+        if let Some((flow, step)) = self.checks.current() {
+            self.checks.check(flow, step).await;
+        }
+        let at_end = self.runner.at_end().await;
+        if let Some(err) = self
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(invariant_error(err));
+        }
+        let mut findings =
+            std::mem::take(&mut *self.findings.lock().unwrap_or_else(PoisonError::into_inner));
+        findings.extend(at_end.map_err(invariant_error)?);
+        Ok(findings)
+    }
+}
+
+fn invariant_error(e: InvariantError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{e}\n  hint: check --database, or fix the invariant's query in that rule file \
+         (rules/README.md, \"[[invariant]]\")"
+    )
+}
+
 impl Recording {
-    /// Waits for the writer (every recorder must be gone) and audits.
-    pub fn finish(self) -> anyhow::Result<Report> {
+    /// The fault hook for the proxy, when a fault was asked for.
+    pub fn fault_hook(&self) -> Option<FaultHook> {
+        self.fault
+            .as_ref()
+            .map(|(spec, outcome)| fault_hook(spec.clone(), outcome.clone()))
+    }
+
+    pub fn config(&self) -> &RuleConfig {
+        &self.config
+    }
+
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// Waits for the writer (every recorder must be gone) and audits, adding
+    /// the `invariants`' findings.
+    pub fn finish(self, invariants: Vec<Finding>) -> anyhow::Result<Report> {
         let sink = self.writer.finish().with_context(|| match &self.trace {
             Some(path) => format!("cannot write the trace to {}", path.display()),
             None => "the recording failed".into(),
         })?;
-        let mut report = sink.audit.finish();
+        let mut audit = sink.audit;
+        audit.add_findings(invariants);
+        let mut report = audit.finish();
         if let (Some(url), Some(touched)) = (&self.database, sink.touched) {
             review_schema(
                 url,
@@ -169,6 +320,17 @@ impl Recording {
             ));
         }
         report.capture = Some(capture);
+        if let Some((spec, outcome)) = &self.fault {
+            let hit = outcome.lock().ok().and_then(|o| o.hit.clone());
+            report.notes.push(match hit {
+                Some(sql) => format!(
+                    "injected fault {spec}: the server ran a failing statement (SQLSTATE {}) in \
+                     place of: {sql}",
+                    crate::fault::POSTGRES_SQLSTATE
+                ),
+                None => format!("injected fault {spec}: no such statement ran, nothing failed"),
+            });
+        }
         if let Some(path) = &self.trace {
             report.inputs = vec![path.display().to_string()];
         }
@@ -183,9 +345,14 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let findings = runtime.block_on(async {
+        let invariants = InvariantChecks::connect(recording.database(), recording.config()).await?;
         let proxy = Proxy::bind(args.listen, upstream.clone(), recorder)
             .await
+            .map(|p| {
+                p.with_fault(recording.fault_hook())
+                    .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+            })
             .with_context(|| {
                 format!(
                     "cannot listen on {}\n  hint: another program may use that port; choose \
@@ -210,9 +377,12 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
         if let Some(progress) = progress {
             progress.abort();
         }
-        anyhow::Ok(())
+        match invariants {
+            Some(checks) => checks.finish().await,
+            None => Ok(Vec::new()),
+        }
     })?;
-    let mut report = recording.finish()?;
+    let mut report = recording.finish(findings)?;
     args.audit.emit(&mut report)
 }
 

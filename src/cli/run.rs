@@ -16,7 +16,7 @@ use crate::capture::proxy::{Proxy, url_through};
 use crate::exit;
 
 use super::AuditArgs;
-use super::proxy::{CaptureArgs, stderr_log};
+use super::proxy::{CaptureArgs, InvariantChecks, stderr_log};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -39,9 +39,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let status = runtime.block_on(async {
+    let (status, findings) = runtime.block_on(async {
+        let invariants = InvariantChecks::connect(recording.database(), recording.config()).await?;
         let proxy = Proxy::bind(args.listen, upstream, recorder)
             .await
+            .map(|p| {
+                p.with_fault(recording.fault_hook())
+                    .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+            })
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = proxy.local_addr()?;
         let database_url = url_through(&args.capture.upstream, addr).map_err(anyhow::Error::msg)?;
@@ -83,9 +88,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         let status = wait_forwarding_signals(&mut child).await;
         let _ = stop_tx.send(());
         let _ = serving.await;
-        status.context("cannot wait for the command")
+        let status = status.context("cannot wait for the command")?;
+        let findings = match invariants {
+            Some(checks) => checks.finish().await?,
+            None => Vec::new(),
+        };
+        anyhow::Ok((status, findings))
     })?;
-    let mut report = recording.finish()?;
+    let mut report = recording.finish(findings)?;
     let audit_code = args.audit.emit(&mut report)?;
     if !status.success() {
         let name = args.command[0].to_string_lossy();

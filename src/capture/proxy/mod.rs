@@ -21,12 +21,14 @@ mod messages;
 mod recorder;
 mod session;
 mod split;
+mod steps;
 mod values;
 
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, rfc3339};
 pub use split::statements as split_statements;
+pub use steps::{Check, Seen, StepChecks, StepTracker};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -122,6 +124,7 @@ pub struct Proxy {
     upstream: Upstream,
     recorder: Recorder,
     fault: Option<FaultHook>,
+    checks: Option<StepChecks>,
 }
 
 impl Proxy {
@@ -135,7 +138,15 @@ impl Proxy {
             upstream,
             recorder,
             fault: None,
+            checks: None,
         })
+    }
+
+    /// Runs `checks` when a step ends, before the next step's first
+    /// statement reaches the server.
+    pub fn with_checks(mut self, checks: Option<StepChecks>) -> Self {
+        self.checks = checks;
+        self
     }
 
     /// Makes the statements the hook picks fail in the server instead of
@@ -158,6 +169,7 @@ impl Proxy {
             upstream,
             recorder,
             fault,
+            checks,
         } = self;
         let mut connections = JoinSet::new();
         let mut next_conn: u64 = 1;
@@ -173,8 +185,9 @@ impl Proxy {
                         let recorder = recorder.clone();
                         let log = log.clone();
                         let fault = fault.clone();
+                        let checks = checks.clone();
                         connections.spawn(async move {
-                            if let Err(message) = serve_client(client, conn, &upstream, recorder, fault).await {
+                            if let Err(message) = serve_client(client, conn, &upstream, recorder, fault, checks).await {
                                 log(format!("connection {conn} from {peer}: {message}"));
                             }
                         });
@@ -209,6 +222,7 @@ async fn serve_client(
     upstream: &Upstream,
     recorder: Recorder,
     fault: Option<FaultHook>,
+    checks: Option<StepChecks>,
 ) -> Result<(), String> {
     let _ = client.set_nodelay(true);
     let opened = Instant::now();
@@ -294,7 +308,9 @@ async fn serve_client(
     let stats = recorder.stats().clone();
     let rewriting = fault.is_some();
     let session = Arc::new(Mutex::new(SessionGuard(
-        Session::new(conn, recorder, application_name, opened).with_fault(fault),
+        Session::new(conn, recorder, application_name, opened)
+            .with_fault(fault)
+            .with_checks(checks),
     )));
     if rewriting {
         relay_rewriting(client, server, &session).await;
@@ -331,6 +347,7 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
     let (server_r, server_w) = server.into_split();
     let mut up = FrameDecoder::new(skip_client);
     let mut down = FrameDecoder::new(skip_server);
+    let checking = lock(session).0.has_checks();
     let upward = pump(
         client_r,
         server_w,
@@ -342,6 +359,13 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
             Write::Chunk
         },
         |_| {},
+        || {
+            if checking {
+                lock(session).0.due_checks()
+            } else {
+                Vec::new()
+            }
+        },
     );
     let downward = pump(
         server_r,
@@ -353,6 +377,7 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
                 down.feed(chunk, |f| guard.0.server_frame(f));
             }
         },
+        Vec::new,
     );
     both_ways(upward, downward).await;
 }
@@ -378,6 +403,7 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
             Write::Buffer
         },
         |_| {},
+        || lock(session).0.due_checks(),
     );
     let downward = pump(
         server_r,
@@ -391,6 +417,7 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
             Write::Buffer
         },
         |_| {},
+        Vec::new,
     );
     both_ways(upward, downward).await;
 }
@@ -405,12 +432,14 @@ enum Write {
 }
 
 /// One direction: read a chunk, let `before` see it (and fill the buffer when
-/// it rewrites), write, let `after` see it; at the end, close the write side.
+/// it rewrites), await the checks `gate` says are due, write, let `after` see
+/// it; at the end, close the write side.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut before: impl FnMut(&[u8], &mut Vec<u8>) -> Write,
     mut after: impl FnMut(&[u8]),
+    mut gate: impl FnMut() -> Vec<Check>,
 ) {
     let mut buf = vec![0u8; BUFFER];
     let mut out = Vec::new();
@@ -425,6 +454,9 @@ async fn pump(
             Write::Chunk => chunk,
             Write::Buffer => &out[..],
         };
+        for check in gate() {
+            check.await;
+        }
         if to.write_all(bytes).await.is_err() {
             break;
         }

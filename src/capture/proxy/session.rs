@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::frame::Frame;
 use super::messages as msg;
 use super::recorder::Recorder;
+use super::steps::{Check, StepChecks};
 use super::values;
 use crate::model::{Event, SqlError, TxnStatus};
 
@@ -141,6 +142,10 @@ pub struct Session {
     pub counts: SessionCounts,
     /// With fault injection, the hook that picks the statement to fail.
     fault: Option<FaultHook>,
+    /// With step checks (invariants): the checks of the steps that the
+    /// client's latest statements ended, to await before they go on.
+    checks: Option<StepChecks>,
+    due: Vec<(String, String)>,
     /// Answers the server owes to messages the proxy added (ParseComplete,
     /// BindComplete of an injected statement): not passed to the client.
     swallow: u32,
@@ -171,6 +176,8 @@ impl Session {
             first_event: true,
             counts: SessionCounts::default(),
             fault: None,
+            checks: None,
+            due: Vec::new(),
             swallow: 0,
             injected: 0,
         }
@@ -179,6 +186,36 @@ impl Session {
     pub fn with_fault(mut self, hook: Option<FaultHook>) -> Self {
         self.fault = hook;
         self
+    }
+
+    pub fn with_checks(mut self, checks: Option<StepChecks>) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    pub fn has_checks(&self) -> bool {
+        self.checks.is_some()
+    }
+
+    /// The checks due before the statements just observed go on.
+    pub fn due_checks(&mut self) -> Vec<Check> {
+        let due = std::mem::take(&mut self.due);
+        match &self.checks {
+            Some(checks) => due
+                .into_iter()
+                .map(|(flow, step)| checks.check(flow, step))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Tells the step checks about a statement about to be sent.
+    fn step_check(&mut self, sql: &str) {
+        if let Some(checks) = &self.checks
+            && let Some(ended) = checks.see(sql, self.application_name.as_deref())
+        {
+            self.due.push(ended);
+        }
     }
 
     /// Asks the fault hook about one statement.
@@ -273,10 +310,15 @@ impl Session {
         let body = frame.body;
         let decoded = match frame.tag {
             b'Q' => msg::query(body).map(|sql| {
-                let statements = super::split::statements(&sql)
+                let statements: VecDeque<String> = super::split::statements(&sql)
                     .into_iter()
                     .map(str::to_owned)
                     .collect();
+                if self.checks.is_some() {
+                    for statement in &statements {
+                        self.step_check(statement);
+                    }
+                }
                 self.queue.push_back(Pending::Query {
                     statements,
                     sent: Sent::now(),
@@ -331,6 +373,9 @@ impl Session {
                     sql: Arc::from(""),
                     params: Arc::default(),
                 });
+                if self.checks.is_some() {
+                    self.step_check(&portal.sql);
+                }
                 let (sent, rows) = match self.suspended.remove(&name) {
                     Some(s) => (s.sent, s.rows),
                     None => (Sent::now(), 0),
