@@ -48,6 +48,15 @@ impl From<sqlx::Error> for ShopError {
     }
 }
 
+impl std::fmt::Display for ShopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShopError::Database(e) => write!(f, "database: {e}"),
+            ShopError::Rejected(why) => write!(f, "the shop refused: {why}"),
+        }
+    }
+}
+
 impl ShopError {
     fn sqlstate(&self) -> Option<String> {
         match self {
@@ -531,14 +540,13 @@ fn fixed_checkout_gives_no_transaction_finding() {
 }
 
 #[test]
-#[ignore = "needs flowaudit proxy --inject-fault and invariants on --database"]
 fn shipped_checkout_with_a_fault_leaves_a_partial_order_behind() {
     if !pg::available("the shop with a fault through the proxy") {
         return;
     }
     let run = run(false, Some("checkout:3"));
     let error = run.outcome.expect_err("the fault stops checkout");
-    assert_eq!(error.sqlstate().as_deref(), Some("FA001"), "{error:?}");
+    assert_eq!(error.sqlstate().as_deref(), Some("FA001"), "{error}");
     let report = &run.stopped.report;
 
     // The third statement of checkout failed in the server: the first item.
@@ -579,32 +587,36 @@ fn shipped_checkout_with_a_fault_leaves_a_partial_order_behind() {
         "{partial:#}"
     );
 
-    // The order the failure left without items, row by row.
-    let has_items = findings(report)
-        .iter()
-        .find(|f| {
-            f["rule"] == "invariant-violated" && f["fingerprint"] == "invariant order-has-items"
-        })
-        .unwrap_or_else(|| panic!("order-has-items violated: {report:#}"));
-    assert_eq!(has_items["step"], "checkout", "{has_items:#}");
-    assert_eq!(
-        has_items["examples"],
-        serde_json::json!([format!("order_id=1, user_id=1, total_cents={TOTAL_CENTS}")]),
-        "{has_items:#}"
-    );
-    // Only checkout broke anything: every earlier step kept the invariants.
-    for f in findings(report)
+    // What checkout left behind, row by row, as the demo on SQLite reports
+    // it: an order without items, and the cart not emptied. Every earlier
+    // step kept the invariants.
+    let violated: Vec<serde_json::Value> = findings(report)
         .iter()
         .filter(|f| f["rule"] == "invariant-violated")
-    {
-        assert_eq!(f["step"], "checkout", "{f:#}");
-        assert!(
-            f["examples"]
-                .as_array()
-                .is_some_and(|rows| !rows.is_empty()),
-            "{f:#}"
-        );
-    }
+        .map(|f| serde_json::json!([f["fingerprint"], f["flow"], f["step"], f["examples"]]))
+        .collect();
+    assert_eq!(
+        violated,
+        [
+            serde_json::json!([
+                "invariant cart-empty-after-checkout",
+                "shop",
+                "checkout",
+                [
+                    "user_id=1, product_id=7, quantity=2",
+                    "user_id=1, product_id=19, quantity=2"
+                ]
+            ]),
+            serde_json::json!([
+                "invariant order-has-items",
+                "shop",
+                "checkout",
+                [format!("order_id=1, user_id=1, total_cents={TOTAL_CENTS}")]
+            ]),
+        ],
+        "{report:#}"
+    );
+    assert_fault_note(report, "checkout:3", "INSERT INTO order_items");
     assert_eq!(
         shop_state(&run.db),
         "1 orders, 0 items, 2 in cart, stock 7=4 19=5"
@@ -612,14 +624,13 @@ fn shipped_checkout_with_a_fault_leaves_a_partial_order_behind() {
 }
 
 #[test]
-#[ignore = "needs flowaudit proxy --inject-fault and invariants on --database"]
 fn fixed_checkout_with_a_fault_rolls_back_whole() {
     if !pg::available("the fixed shop with a fault through the proxy") {
         return;
     }
     let run = run(true, Some("checkout:3"));
     let error = run.outcome.expect_err("the fault stops checkout");
-    assert_eq!(error.sqlstate().as_deref(), Some("FA001"), "{error:?}");
+    assert_eq!(error.sqlstate().as_deref(), Some("FA001"), "{error}");
     let got = txn_findings(&run.stopped.report);
     assert!(got.is_empty(), "{got:#?}\n{:#}", run.stopped.report);
 
@@ -631,9 +642,77 @@ fn fixed_checkout_with_a_fault_rolls_back_whole() {
     assert!(!checkout[2]["error"].is_null(), "{:#}", checkout[2]);
     assert_eq!(sql[3], "ROLLBACK", "{sql:#?}");
 
+    assert_fault_note(&run.stopped.report, "checkout:3", "INSERT INTO orders");
+
     // Nothing of the checkout stayed: no order, the cart and stock as before.
     assert_eq!(
         shop_state(&run.db),
         "0 orders, 0 items, 2 in cart, stock 7=4 19=5"
+    );
+}
+
+/// Wherever the fault hits the fixed shop's transactions, at a statement or
+/// at COMMIT, they roll back whole: no transaction finding, no invariant
+/// broken, nothing of the failed step left in the database.
+#[test]
+fn fixed_transactions_roll_back_whole_whatever_fails() {
+    if !pg::available("the fixed shop with faults through the proxy") {
+        return;
+    }
+    // The fixed add_to_cart: 1 BEGIN, 2 user, 3 cart, 4 new cart, 5 product,
+    // 6 first line, …; its 6th fails before any line is in.
+    let checkout_failed = "0 orders, 0 items, 2 in cart, stock 7=4 19=5";
+    for (fault, after) in [
+        ("checkout:2", checkout_failed),
+        ("checkout:5", checkout_failed),
+        ("checkout:7", checkout_failed),
+        ("checkout:commit", checkout_failed),
+        (
+            "add_to_cart:6",
+            "0 orders, 0 items, 0 in cart, stock 7=4 19=5",
+        ),
+    ] {
+        let run = run(true, Some(fault));
+        let error = run.outcome.expect_err("the fault stops the journey");
+        assert_eq!(
+            error.sqlstate().as_deref(),
+            Some("FA001"),
+            "{fault}: {error}"
+        );
+        let report = &run.stopped.report;
+        let got = txn_findings(report);
+        assert!(got.is_empty(), "{fault}: {got:#?}\n{report:#}");
+        assert!(
+            report["notes"].to_string().contains(&format!(
+                "injected fault {fault}: the server ran a failing statement"
+            )),
+            "{fault}: {report:#}"
+        );
+        let trace = &run.stopped.trace;
+        let failed = trace
+            .iter()
+            .position(|e| !e["error"].is_null())
+            .unwrap_or_else(|| panic!("{fault}: no failed statement\n{}", run.stopped.trace_text));
+        if !fault.ends_with(":commit") {
+            // The client rolled back right after the failure and stopped.
+            assert_eq!(trace[failed + 1]["sql"], "ROLLBACK", "{fault}");
+            assert_eq!(trace.len(), failed + 2, "{fault}: the journey stops");
+        }
+        assert_eq!(shop_state(&run.db), after, "{fault}");
+    }
+}
+
+/// The report's note names the statement the fault replaced.
+fn assert_fault_note(report: &serde_json::Value, spec: &str, replaced: &str) {
+    let notes = report["notes"].as_array().expect("notes");
+    let prefix = format!(
+        "injected fault {spec}: the server ran a failing statement (SQLSTATE FA001) in place of: \
+         {replaced}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.starts_with(&prefix))),
+        "{prefix:?} in {notes:#?}"
     );
 }
