@@ -1204,6 +1204,46 @@ fn injected_faults_fail_in_the_server_on_both_protocols() {
         "0",
         "the failed commit kept nothing"
     );
+
+    // `run` takes the same option: psql stops at the injected error, so the
+    // command fails (exit 1) and the report says where.
+    let out = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--upstream",
+            &db.url(pg::PG_ADDR),
+            "--inject-fault",
+            "pay:1",
+            "--format",
+            "json",
+        ])
+        .args([
+            "--",
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+        ])
+        .args([
+            "-c",
+            "SET flowaudit.step = 'pay'",
+            "-c",
+            "insert into paid values (20)",
+        ])
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("in place of: insert into paid values (20)"),
+        "{report:#}"
+    );
+    assert_eq!(db.direct("select count(*) from paid where id = 20"), "0");
 }
 
 #[test]
