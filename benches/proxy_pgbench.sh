@@ -135,3 +135,8 @@ awk -v f="$MF" -v b="$MB" -v d="$MD" 'BEGIN {
     printf "  pgbouncer / direct    = %.2f×\n", b / d
 }'
 echo "memory: peak RSS of the proxy with 8 clients over $MEM_RECORDED recorded statements ($MEM_LINES trace lines): $((HWM_KB / 1024)) MB (target < 50 MB)"
+# Like the other benchmarks, exit 1 when a target is missed.
+awk -v f="$MF" -v b="$MB" -v kb="$HWM_KB" 'BEGIN { exit (f / b >= 0.90 && kb < 50 * 1024) ? 0 : 1 }' || {
+    echo "target missed"
+    exit 1
+}
