@@ -354,6 +354,7 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
         |chunk, _| {
             if !up.lost_sync() {
                 let mut guard = lock(session);
+                guard.0.begin_chunk();
                 up.feed(chunk, |f| guard.0.client_frame(f));
             }
             Write::Chunk
@@ -374,6 +375,7 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
         |chunk| {
             if !down.lost_sync() {
                 let mut guard = lock(session);
+                guard.0.begin_chunk();
                 down.feed(chunk, |f| guard.0.server_frame(f));
             }
         },
@@ -396,6 +398,7 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
         server_w,
         |chunk, out| {
             let mut guard = lock(session);
+            guard.0.begin_chunk();
             up.feed(chunk, |f| guard.0.client_frame_rewriting(f, out));
             if up.lost_sync() {
                 return Write::Chunk;
@@ -410,6 +413,7 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
         client_w,
         |chunk, out| {
             let mut guard = lock(session);
+            guard.0.begin_chunk();
             down.feed(chunk, |f| guard.0.server_frame_forwarding(f, out));
             if down.lost_sync() {
                 return Write::Chunk;

@@ -41,20 +41,10 @@ struct Portal {
     params: Arc<Vec<Option<String>>>,
 }
 
-/// When a request was sent, on both clocks.
+/// When a request was sent: when the chunk that carried it was read.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     at: Instant,
-    wall: SystemTime,
-}
-
-impl Sent {
-    fn now() -> Self {
-        Sent {
-            at: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
 }
 
 /// A request whose answer has not arrived yet.
@@ -136,6 +126,11 @@ pub struct Session {
     last_done: Option<Instant>,
     /// Connection start, until the first ReadyForQuery sets `connect_us`.
     opened: Instant,
+    /// The same moment on the wall clock: event times are `wall` plus the
+    /// monotonic time since `opened`.
+    wall: SystemTime,
+    /// When the chunk being observed was read.
+    now: Instant,
     connect_us: Option<u64>,
     /// The connection's first statement carries the time spent connecting.
     first_event: bool,
@@ -172,6 +167,8 @@ impl Session {
             txn: TxnStatus::Idle,
             last_done: None,
             opened,
+            wall: SystemTime::now() - opened.elapsed(),
+            now: Instant::now(),
             connect_us: None,
             first_event: true,
             counts: SessionCounts::default(),
@@ -181,6 +178,16 @@ impl Session {
             swallow: 0,
             injected: 0,
         }
+    }
+
+    /// A chunk of bytes was just read: its messages happened now. One clock
+    /// reading serves every message of the chunk.
+    pub fn begin_chunk(&mut self) {
+        self.now = Instant::now();
+    }
+
+    fn sent(&self) -> Sent {
+        Sent { at: self.now }
     }
 
     pub fn with_fault(mut self, hook: Option<FaultHook>) -> Self {
@@ -321,7 +328,7 @@ impl Session {
                 }
                 self.queue.push_back(Pending::Query {
                     statements,
-                    sent: Sent::now(),
+                    sent: self.sent(),
                 });
             }),
             b'P' => msg::parse(body).map(|p| {
@@ -335,7 +342,7 @@ impl Session {
                 );
                 self.queue.push_back(Pending::Parse {
                     sql,
-                    sent: Sent::now(),
+                    sent: self.sent(),
                 });
             }),
             b'B' => msg::bind(body).map(|b| {
@@ -361,7 +368,7 @@ impl Session {
                 self.portals.insert(b.portal, portal.clone());
                 self.queue.push_back(Pending::Bind {
                     portal,
-                    sent: Sent::now(),
+                    sent: self.sent(),
                 });
             }),
             b'D' => msg::target(body).map(|(kind, name)| {
@@ -378,7 +385,7 @@ impl Session {
                 }
                 let (sent, rows) = match self.suspended.remove(&name) {
                     Some(s) => (s.sent, s.rows),
-                    None => (Sent::now(), 0),
+                    None => (self.sent(), 0),
                 };
                 self.queue.push_back(Pending::Execute {
                     portal_name: name,
@@ -514,7 +521,7 @@ impl Session {
 
     /// CommandComplete (or an error, `tag` None): the statement at the head ended.
     fn complete(&mut self, tag: Option<&str>, error: Option<msg::ErrorFields>) {
-        let done = Instant::now();
+        let done = self.now;
         let event = match self.queue.front_mut() {
             Some(Pending::Query { statements, sent }) => {
                 let sent = *sent;
@@ -655,7 +662,7 @@ impl Session {
             Some(prev) if prev > sent.at => prev,
             _ => sent.at,
         };
-        let wall = sent.wall + start.duration_since(sent.at);
+        let wall = self.wall + start.duration_since(self.opened);
         let rows = tag.and_then(msg::rows_of_tag).or(match tag {
             Some(t) if t.starts_with("SELECT") => counted_rows,
             _ => None,
@@ -736,19 +743,35 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC.
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, written digit by digit: the proxy
+/// formats one for every statement.
 pub fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let date = crate::date::Date::from_days((secs / 86_400) as i64);
     let rest = secs % 86_400;
-    format!(
-        "{date}T{:02}:{:02}:{:02}.{:06}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-        since.subsec_micros()
-    )
+    let mut out = String::with_capacity(27);
+    push_digits(&mut out, u64::try_from(date.year).unwrap_or(0), 4);
+    out.push('-');
+    push_digits(&mut out, u64::from(date.month), 2);
+    out.push('-');
+    push_digits(&mut out, u64::from(date.day), 2);
+    out.push('T');
+    push_digits(&mut out, rest / 3600, 2);
+    out.push(':');
+    push_digits(&mut out, rest / 60 % 60, 2);
+    out.push(':');
+    push_digits(&mut out, rest % 60, 2);
+    out.push('.');
+    push_digits(&mut out, u64::from(since.subsec_micros()), 6);
+    out.push('Z');
+    out
+}
+
+fn push_digits(out: &mut String, value: u64, width: u32) {
+    for i in (0..width).rev() {
+        out.push(char::from(b'0' + (value / 10u64.pow(i) % 10) as u8));
+    }
 }
 
 #[cfg(test)]
@@ -794,6 +817,13 @@ mod tests {
         let mut b = format!("{name}\0{sql}\0").into_bytes();
         b.extend_from_slice(&0i16.to_be_bytes());
         b
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_microseconds() {
+        let t = UNIX_EPOCH + Duration::new(1_795_618_244, 500_000_000);
+        assert_eq!(rfc3339(t), "2026-11-25T14:50:44.500000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
