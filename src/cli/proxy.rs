@@ -426,9 +426,10 @@ pub async fn stop_signal() {
     }
 }
 
-/// The proxy's runtime: one thread, as PgBouncer has. On the small machines
-/// flowaudit sits in front of, a second worker thread costs more in wake-ups
-/// and moved tasks than it gains (measured with benches/proxy_pgbench.sh).
+/// The proxy's runtime: one thread, as PgBouncer has. Measured with
+/// benches/proxy_pgbench.sh on a 2-core machine, two worker threads did no
+/// better when the machine was quiet (0.87–0.94× PgBouncer against
+/// 0.87–0.90×) and worse when other work loaded it (0.99× against 1.09×).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
