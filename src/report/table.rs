@@ -153,29 +153,42 @@ pub fn render(report: &Report, width: usize) -> String {
             wrap_into(&mut out, note, width, " ", "   ");
         }
     }
-    for note in &report.notes {
-        out.push('\n');
-        wrap_into(&mut out, &format!("note: {note}"), width, " ", "   ");
-    }
-
-    let _ = writeln!(
-        out,
-        "\n{} · {} · {}{}{}",
-        plural(s.errors, "error", "errors"),
-        plural(s.warnings, "warning", "warnings"),
-        plural(s.infos, "info", "infos"),
-        if s.allowed > 0 {
-            format!(" · {} allowed", s.allowed)
-        } else {
-            String::new()
-        },
-        if s.known > 0 {
-            format!(" · {} known", s.known)
-        } else {
-            String::new()
-        }
-    );
+    write_notes(&mut out, &report.notes, width);
+    write_summary(&mut out, s.errors, s.warnings, s.infos, s.allowed, s.known);
     out
+}
+
+/// The notes of a report, one paragraph each.
+pub(crate) fn write_notes(out: &mut String, notes: &[String], width: usize) {
+    for note in notes {
+        out.push('\n');
+        wrap_into(out, &format!("note: {note}"), width, " ", "   ");
+    }
+}
+
+/// The closing line: findings by severity, then the allowed and known ones
+/// when there are any.
+pub(crate) fn write_summary(
+    out: &mut String,
+    errors: u64,
+    warnings: u64,
+    infos: u64,
+    allowed: u64,
+    known: u64,
+) {
+    let mut line = format!(
+        "{} · {} · {}",
+        plural(errors, "error", "errors"),
+        plural(warnings, "warning", "warnings"),
+        plural(infos, "info", "infos"),
+    );
+    if allowed > 0 {
+        line.push_str(&format!(" · {allowed} allowed"));
+    }
+    if known > 0 {
+        line.push_str(&format!(" · {known} known"));
+    }
+    let _ = writeln!(out, "\n{line}");
 }
 
 fn write_finding(out: &mut String, f: &Finding, width: usize) {

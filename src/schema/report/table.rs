@@ -8,7 +8,7 @@ use comfy_table::{ColumnConstraint, ContentArrangement, Table, presets};
 
 use super::{HEADER, row, summary};
 use crate::model::{Finding, Severity};
-use crate::report::table::{plural, shorten, wrap_into};
+use crate::report::table::{plural, shorten, wrap_into, write_notes, write_summary};
 use crate::schema::SchemaReview;
 
 const INDENT: &str = "        ";
@@ -71,22 +71,8 @@ pub fn render(review: &SchemaReview, width: usize) -> String {
             wrap_into(&mut out, &line, width, " ", "   ");
         }
     }
-    for note in &review.notes {
-        out.push('\n');
-        wrap_into(&mut out, &format!("note: {note}"), width, " ", "   ");
-    }
-    let _ = writeln!(
-        out,
-        "\n{} · {} · {}{}",
-        plural(s.errors, "error", "errors"),
-        plural(s.warnings, "warning", "warnings"),
-        plural(s.infos, "info", "infos"),
-        if s.allowed > 0 {
-            format!(" · {} allowed", s.allowed)
-        } else {
-            String::new()
-        }
-    );
+    write_notes(&mut out, &review.notes, width);
+    write_summary(&mut out, s.errors, s.warnings, s.infos, s.allowed, 0);
     out
 }
 
