@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::pg::{self, ProxyProcess, TestDb, psql, text, with_sql};
+use support::pg::{self, ProxyProcess, TestDb, pgbench, psql, text, with_sql};
 
 fn upstream() -> String {
     format!("postgres://postgres@{}/test", pg::PG_ADDR)
@@ -220,47 +220,27 @@ fn pgbench_in_every_query_mode() {
     }
     let db = TestDb::new("pgbench");
     let init = ProxyProcess::start(&upstream(), &[]);
-    let out = Command::new("pgbench")
-        .args([
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &init.port(),
-            "-U",
-            "postgres",
-            &db.name,
-        ])
-        .output()
-        .expect("pgbench runs");
+    let out = pgbench(&init.port(), &db.name, &["-i", "-q", "-s", "1"]);
     let stopped = init.stop();
     assert!(out.status.success(), "pgbench -i: {}", text(&out));
-    assert!(
-        !with_sql(&stopped.trace, "create table pgbench_accounts").is_empty()
-            || !with_sql(&stopped.trace, "CREATE TABLE pgbench_accounts").is_empty()
-            || !with_sql(&stopped.trace, "create table").is_empty(),
-        "pgbench -i's DDL is in the trace"
-    );
-    assert!(!with_sql(&stopped.trace, "pgbench_accounts").is_empty());
+    // Each of pgbench's four tables is created through the proxy.
+    for table in ["accounts", "branches", "history", "tellers"] {
+        let created = stopped.trace.iter().any(|e| {
+            e["sql"].as_str().is_some_and(|s| {
+                s.to_ascii_lowercase()
+                    .contains(&format!("create table pgbench_{table}"))
+            })
+        });
+        assert!(created, "pgbench_{table} created: {}", stopped.trace_text);
+    }
 
     for mode in ["simple", "extended", "prepared"] {
         let proxy = ProxyProcess::start(&upstream(), &[]);
-        let out = Command::new("pgbench")
-            .args(["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "40"])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &proxy.port(),
-                "-U",
-                "postgres",
-                &db.name,
-            ])
-            .output()
-            .expect("pgbench runs");
+        let out = pgbench(
+            &proxy.port(),
+            &db.name,
+            &["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "40"],
+        );
         let stopped = proxy.stop();
         assert!(out.status.success(), "pgbench -M {mode}: {}", text(&out));
         let n = processed(&out);
@@ -333,20 +313,21 @@ fn pgbench_pipelined_batches() {
     .expect("write");
     drop(f);
     let proxy = ProxyProcess::start(&upstream(), &[]);
-    let out = Command::new("pgbench")
-        .args(["-n", "-M", "extended", "-c", "2", "-t", "25", "-f"])
-        .arg(&script)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &proxy.port(),
-            "-U",
-            "postgres",
-            &db.name,
-        ])
-        .output()
-        .expect("pgbench runs");
+    let out = pgbench(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-n",
+            "-M",
+            "extended",
+            "-c",
+            "2",
+            "-t",
+            "25",
+            "-f",
+            script.to_str().expect("utf-8 path"),
+        ],
+    );
     let stopped = proxy.stop();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(processed(&out), 50);
@@ -389,20 +370,21 @@ fn pipelined_error_skips_to_sync() {
     )
     .expect("script");
     let proxy = ProxyProcess::start(&upstream(), &[]);
-    let out = Command::new("pgbench")
-        .args(["-n", "-M", "extended", "-c", "1", "-t", "1", "-f"])
-        .arg(&script)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &proxy.port(),
-            "-U",
-            "postgres",
-            &db.name,
-        ])
-        .output()
-        .expect("pgbench runs");
+    let out = pgbench(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-n",
+            "-M",
+            "extended",
+            "-c",
+            "1",
+            "-t",
+            "1",
+            "-f",
+            script.to_str().expect("utf-8 path"),
+        ],
+    );
     // A second client on the same proxy afterwards still works.
     let after = psql(&proxy.port(), &db.name, &["-Atc", "select 41 + 1"]);
     let stopped = proxy.stop();
@@ -977,53 +959,22 @@ fn pgbench_with_a_connection_per_transaction_is_connection_churn() {
         return;
     }
     let db = TestDb::new("churn");
-    let init = Command::new("pgbench")
-        .args([
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "5432",
-            "-U",
-            "postgres",
-            &db.name,
-        ])
-        .output()
-        .expect("pgbench runs");
+    let init = pgbench("5432", &db.name, &["-i", "-q", "-s", "1"]);
     assert!(init.status.success(), "{}", text(&init));
     let proxy = ProxyProcess::start(&upstream(), &[]);
     // -C: a new connection for every transaction, one SELECT each.
-    let out = Command::new("pgbench")
-        .args(["-n", "-C", "-S", "-c", "2", "-t", "15"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &proxy.port(),
-            "-U",
-            "postgres",
-            &db.name,
-        ])
-        .output()
-        .expect("pgbench runs");
+    let out = pgbench(
+        &proxy.port(),
+        &db.name,
+        &["-n", "-C", "-S", "-c", "2", "-t", "15"],
+    );
     // The same work on two kept connections is not churn.
     let pooled = ProxyProcess::start(&upstream(), &[]);
-    let kept = Command::new("pgbench")
-        .args(["-n", "-S", "-c", "2", "-t", "15"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pooled.port(),
-            "-U",
-            "postgres",
-            &db.name,
-        ])
-        .output()
-        .expect("pgbench runs");
+    let kept = pgbench(
+        &pooled.port(),
+        &db.name,
+        &["-n", "-S", "-c", "2", "-t", "15"],
+    );
     let stopped = proxy.stop();
     let stopped_pooled = pooled.stop();
     assert!(out.status.success(), "{}", text(&out));

@@ -231,6 +231,15 @@ pub fn psql(port: &str, db: &str, args: &[&str]) -> Output {
         .expect("psql runs")
 }
 
+/// pgbench through `port` on the given database, options first.
+pub fn pgbench(port: &str, db: &str, args: &[&str]) -> Output {
+    Command::new("pgbench")
+        .args(args)
+        .args(["-h", "127.0.0.1", "-p", port, "-U", "postgres", db])
+        .output()
+        .expect("pgbench runs")
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
