@@ -27,7 +27,6 @@ mod values;
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, rfc3339};
-pub use split::statements as split_statements;
 pub use steps::{Check, Seen, StepChecks, StepTracker};
 
 use std::net::SocketAddr;

@@ -81,12 +81,8 @@ pub struct Seen {
 }
 
 impl StepTracker {
-    pub fn flow(&self) -> &str {
+    fn flow(&self) -> &str {
         self.flow.as_deref().unwrap_or(crate::model::UNATTRIBUTED)
-    }
-
-    pub fn step(&self) -> Option<&str> {
-        self.step.as_deref()
     }
 
     /// Follows one statement sent by a client with `application_name`.
