@@ -16,7 +16,7 @@
 //! step of the statement before them. Markers are attribution only: they are
 //! returned flagged so that nothing counts them.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::LazyLock;
 
 use percent_encoding::percent_decode_str;
@@ -209,11 +209,7 @@ pub fn parse_marker(sql: &str) -> Option<Marker> {
     {
         return None;
     }
-    if !sql
-        .as_bytes()
-        .windows(9)
-        .any(|w| w.eq_ignore_ascii_case(b"flowaudit"))
-    {
+    if !contains_flowaudit(sql.as_bytes()) {
         return None;
     }
     let bare = strip_tags(sql);
@@ -225,6 +221,16 @@ pub fn parse_marker(sql: &str) -> Option<Marker> {
         "flow" => Some(Marker::Flow(value)),
         _ => Some(Marker::Step(value)),
     }
+}
+
+/// Whether `flowaudit` appears in any case: compares only where an `f` is.
+fn contains_flowaudit(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b | 0x20 == b'f'
+            && bytes
+                .get(i..i + 9)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"flowaudit"))
+    })
 }
 
 static SET_APPLICATION_NAME: LazyLock<Regex> = LazyLock::new(|| {

@@ -2,7 +2,8 @@
 //! rules, and makes the [`Report`]. Nothing here keeps statements: each is
 //! observed once and dropped, so a trace of any length audits in bounded memory.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::BTreeSet;
 
 use crate::baseline::Baseline;
 

@@ -1,7 +1,7 @@
 //! `connection-churn`: a step that opens a new connection for every statement
 //! or every few statements.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule, thousands};
 use crate::model::{Finding, Severity, StepKey};

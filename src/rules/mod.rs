@@ -33,6 +33,7 @@ pub(crate) mod unindexed_foreign_key;
 use crate::attribute::TxnOp;
 use crate::fingerprint::Fingerprint;
 use crate::model::{Event, Finding, Severity, StepKey};
+use foldhash::HashMap;
 
 pub use config::{Budget, ConfigError, RuleConfig};
 
@@ -301,7 +302,7 @@ pub struct TxnSpread {
     outside: u64,
     max_in_one: u64,
     /// Per connection: the transaction of the latest run and its runs so far.
-    current: std::collections::HashMap<u64, (u64, u64)>,
+    current: HashMap<u64, (u64, u64)>,
 }
 
 impl TxnSpread {

@@ -1,6 +1,6 @@
 //! `n-plus-one`: one statement run once per row of an earlier query.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::{
     DISTINCT_CAP, Rule, RuleMeta, RuleSetup, Statement, TxnSpread, documented_rule, thousands,

@@ -1,6 +1,7 @@
 //! `non-atomic-write`: the writes of one step not sharing one transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::units::{MAX_EXAMPLES, NoSettings, Tracker, failed, step_finding};
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};

@@ -1,6 +1,7 @@
 //! `open-transaction`: a transaction still open when its step ends or the
 //! trace ends.
 
+use foldhash::{HashMap, HashMapExt};
 use std::collections::BTreeMap;
 
 use super::units::{NoSettings, Tracker, step_finding};
@@ -46,7 +47,7 @@ documented_rule! {
         severity: Severity,
         tracker: Tracker,
         /// Per connection: the open unit's id, step index and (flow, step).
-        open: std::collections::HashMap<u64, (u64, usize, (String, String), String)>,
+        open: HashMap<u64, (u64, usize, (String, String), String)>,
         /// (flow, step) → (count, examples).
         found: BTreeMap<(String, String), (u64, Vec<String>)>,
     }
@@ -57,7 +58,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
     Ok(Box::new(OpenTransaction {
         severity: setup.severity,
         tracker: Tracker::default(),
-        open: std::collections::HashMap::new(),
+        open: HashMap::new(),
         found: BTreeMap::new(),
     }))
 }

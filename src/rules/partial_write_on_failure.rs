@@ -1,7 +1,8 @@
 //! `partial-write-on-failure`: a step in which a statement failed, while
 //! writes of the same step made before it were committed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::BTreeMap;
 
 use super::units::{MAX_EXAMPLES, NoSettings, Outcome, Tracker, failed, step_finding};
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};

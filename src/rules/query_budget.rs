@@ -1,6 +1,6 @@
 //! `query-budget`: a flow or step over the statement budget its rule file sets.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::{Budget, Rule, RuleMeta, RuleSetup, Statement, documented_rule, thousands};
 use crate::model::{Finding, Severity, StepKey};

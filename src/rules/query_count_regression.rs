@@ -1,7 +1,7 @@
 //! `query-count-regression`: a step or fingerprint running more statements than
 //! the `--baseline` records (issue 8).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use serde::Deserialize;
 

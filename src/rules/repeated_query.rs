@@ -1,6 +1,6 @@
 //! `repeated-query`: the same statement with the same parameters, again.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::{
     DISTINCT_CAP, Rule, RuleMeta, RuleSetup, Statement, TxnSpread, documented_rule, thousands,

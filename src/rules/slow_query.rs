@@ -1,6 +1,6 @@
 //! `slow-query`: statements slower than a threshold.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule, thousands};
 use crate::model::{Finding, Severity, StepKey};

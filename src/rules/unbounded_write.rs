@@ -1,6 +1,6 @@
 //! `unbounded-write`: UPDATE or DELETE without WHERE.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::units::{NoSettings, fingerprinted, lacks_where, step_finding};
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule, thousands};

@@ -21,7 +21,7 @@
 //! - SQLite: most errors (constraints, run-time errors) undo only the failed
 //!   statement, as in MySQL.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, SetExpr, Statement as Ast, TableFactor, Value, visit_expressions,
@@ -266,10 +266,10 @@ pub enum ValueRef {
 }
 
 impl ValueRef {
-    pub fn resolve(&self, event: &Event) -> Option<String> {
+    pub fn resolve<'e>(&'e self, event: &'e Event) -> Option<&'e str> {
         match self {
-            ValueRef::Param(i) => event.params.as_ref()?.get(*i)?.clone(),
-            ValueRef::Literal(text) => Some(text.clone()),
+            ValueRef::Param(i) => event.params.as_ref()?.get(*i)?.as_deref(),
+            ValueRef::Literal(text) => Some(text),
         }
     }
 }

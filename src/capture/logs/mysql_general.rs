@@ -11,7 +11,7 @@
 //! counts. `Prepare` is not a statement of its own. The log has no durations,
 //! row counts or errors.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::{LineParser, Sink, after_comments, first_word, next_txn};
 use crate::model::{Event, TxnStatus};

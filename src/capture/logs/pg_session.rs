@@ -18,7 +18,7 @@
 //! One session's lines of one message are written together, so a DETAIL or
 //! STATEMENT belongs to the message just before it in the same session.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::{Sink, next_txn};
 use crate::model::{Event, SqlError, TxnStatus};

@@ -16,7 +16,8 @@
 //! errors, so that statements of one pipelined batch or one multi-statement
 //! Query get the status they started in.
 
-use std::collections::{HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
