@@ -223,13 +223,13 @@ pub fn parse_marker(sql: &str) -> Option<Marker> {
     }
 }
 
-/// Whether `flowaudit` appears in any case: compares only where an `f` is.
+/// Whether `flowaudit` appears in any case: compares only where an `f` is,
+/// found with memchr's vector search (this runs on every statement).
 fn contains_flowaudit(bytes: &[u8]) -> bool {
-    bytes.iter().enumerate().any(|(i, &b)| {
-        b | 0x20 == b'f'
-            && bytes
-                .get(i..i + 9)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"flowaudit"))
+    memchr::memchr2_iter(b'f', b'F', bytes).any(|i| {
+        bytes
+            .get(i..i + 9)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"flowaudit"))
     })
 }
 
