@@ -17,6 +17,7 @@
 //! cannot decode is forwarded and counted; recording never waits.
 
 mod frame;
+mod handoff;
 mod messages;
 mod recorder;
 mod session;
@@ -38,6 +39,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use handoff::{Link, Outbox, SharedOutbox};
 use session::Session;
 
 /// Protocol codes of the packets that may open a connection.
@@ -172,6 +174,18 @@ impl Proxy {
         } = self;
         let mut connections = JoinSet::new();
         let mut next_conn: u64 = 1;
+        // Without faults or checks, connections hand their messages to the
+        // writer through one outbox (see `handoff`), flushed now and then.
+        let outbox =
+            (fault.is_none() && checks.is_none()).then(|| Outbox::shared(recorder.clone()));
+        let flusher = outbox.clone().map(|outbox| {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(handoff::FLUSH_EVERY).await;
+                    handoff::lock(&outbox).flush();
+                }
+            })
+        });
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -185,8 +199,10 @@ impl Proxy {
                         let log = log.clone();
                         let fault = fault.clone();
                         let checks = checks.clone();
+                        let outbox = outbox.clone();
                         connections.spawn(async move {
-                            if let Err(message) = serve_client(client, conn, &upstream, recorder, fault, checks).await {
+                            let observing = Observing { recorder, fault, checks, outbox };
+                            if let Err(message) = serve_client(client, conn, &upstream, observing).await {
                                 log(format!("connection {conn} from {peer}: {message}"));
                             }
                         });
@@ -211,7 +227,24 @@ impl Proxy {
         }
         // Aborted connections drop their sessions, which record what was pending.
         connections.shutdown().await;
+        if let Some(flusher) = flusher {
+            flusher.abort();
+            let _ = flusher.await;
+        }
+        if let Some(outbox) = outbox {
+            handoff::lock(&outbox).flush();
+        }
     }
+}
+
+/// How a connection is observed: by the writer, through the outbox, or on
+/// the relay (with faults or step checks).
+#[derive(Debug)]
+struct Observing {
+    recorder: Recorder,
+    fault: Option<FaultHook>,
+    checks: Option<StepChecks>,
+    outbox: Option<SharedOutbox>,
 }
 
 /// One client, from its first byte to its last.
@@ -219,10 +252,14 @@ async fn serve_client(
     mut client: TcpStream,
     conn: u64,
     upstream: &Upstream,
-    recorder: Recorder,
-    fault: Option<FaultHook>,
-    checks: Option<StepChecks>,
+    observing: Observing,
 ) -> Result<(), String> {
+    let Observing {
+        recorder,
+        fault,
+        checks,
+        outbox,
+    } = observing;
     let _ = client.set_nodelay(true);
     let opened = Instant::now();
     // The startup phase: answer SSL and GSS requests `N`, pass cancels on.
@@ -304,12 +341,18 @@ async fn serve_client(
         .write_all(&startup)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(outbox) = outbox {
+        let link = Link::open(conn, outbox, application_name.as_deref(), opened);
+        relay_handing_over(client, server, &link).await;
+        return Ok(());
+    }
     let stats = recorder.stats().clone();
     let rewriting = fault.is_some();
     let session = Arc::new(Mutex::new(SessionGuard(
-        Session::new(conn, recorder, application_name, opened)
+        Session::new(conn, application_name, opened)
             .with_fault(fault)
             .with_checks(checks),
+        recorder,
     )));
     if rewriting {
         relay_rewriting(client, server, &session).await;
@@ -321,26 +364,69 @@ async fn serve_client(
     Ok(())
 }
 
-/// Records what is still pending when the connection goes, however it goes.
+/// A session observed on the relay, and where its statements go.
 #[derive(Debug)]
-struct SessionGuard(Session);
+struct SessionGuard(Session, Recorder);
 
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.0.close();
+impl SessionGuard {
+    /// Hands over the statements observed so far.
+    fn record(&mut self) {
+        for recorded in self.0.take() {
+            self.1.record(recorded);
+        }
     }
 }
 
-fn lock(session: &Mutex<SessionGuard>) -> std::sync::MutexGuard<'_, SessionGuard> {
+impl Drop for SessionGuard {
+    /// Records what is still pending when the connection goes, however it goes.
+    fn drop(&mut self) {
+        self.0.close(Instant::now());
+        self.record();
+    }
+}
+
+fn lock<T>(session: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while observing must not stop the relay: take the state as it is.
     session
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Copies bytes both ways until either side closes. The client's bytes are
-/// observed before they are forwarded, so that an answer is never observed
-/// before its request; the server's are forwarded first.
+/// Copies bytes both ways until either side closes, and hands a copy of each
+/// chunk's messages to the writer, which observes them (see [`handoff`]).
+/// The client's messages are handed over before they are forwarded, so that
+/// an answer is never observed before its request; the server's are
+/// forwarded first.
+async fn relay_handing_over(client: TcpStream, server: TcpStream, link: &Link) {
+    let (client_r, client_w) = client.into_split();
+    let (server_r, server_w) = server.into_split();
+    let mut up = FrameDecoder::new(skip_client);
+    let mut down = FrameDecoder::new(skip_server);
+    let upward = pump(
+        client_r,
+        server_w,
+        |chunk, _| {
+            link.messages(true, &mut up, chunk);
+            Write::Chunk
+        },
+        |_| {},
+        Vec::new,
+    );
+    let downward = pump(
+        server_r,
+        client_w,
+        |_, _| Write::Chunk,
+        |chunk| link.messages(false, &mut down, chunk),
+        Vec::new,
+    );
+    both_ways(upward, downward).await;
+}
+
+/// Copies bytes both ways until either side closes, observing them on the
+/// relay: with step checks, whose statement must wait for the checks of the
+/// step before it. The client's bytes are observed before they are
+/// forwarded, so that an answer is never observed before its request; the
+/// server's are forwarded first.
 async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuard>) {
     let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
@@ -353,8 +439,9 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
         |chunk, _| {
             if !up.lost_sync() {
                 let mut guard = lock(session);
-                guard.0.begin_chunk();
+                guard.0.begin_chunk(Instant::now());
                 up.feed(chunk, |f| guard.0.client_frame(f));
+                guard.record();
             }
             Write::Chunk
         },
@@ -374,8 +461,9 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
         |chunk| {
             if !down.lost_sync() {
                 let mut guard = lock(session);
-                guard.0.begin_chunk();
+                guard.0.begin_chunk(Instant::now());
                 down.feed(chunk, |f| guard.0.server_frame(f));
+                guard.record();
             }
         },
         Vec::new,
@@ -397,8 +485,9 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
         server_w,
         |chunk, out| {
             let mut guard = lock(session);
-            guard.0.begin_chunk();
+            guard.0.begin_chunk(Instant::now());
             up.feed(chunk, |f| guard.0.client_frame_rewriting(f, out));
+            guard.record();
             if up.lost_sync() {
                 return Write::Chunk;
             }
@@ -412,8 +501,9 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
         client_w,
         |chunk, out| {
             let mut guard = lock(session);
-            guard.0.begin_chunk();
+            guard.0.begin_chunk(Instant::now());
             down.feed(chunk, |f| guard.0.server_frame_forwarding(f, out));
+            guard.record();
             if down.lost_sync() {
                 return Write::Chunk;
             }
@@ -515,7 +605,7 @@ fn startup_parameter(packet: &[u8], name: &str) -> Option<String> {
         }
         let value = r.cstr()?;
         if key == name {
-            return (!value.is_empty()).then_some(value);
+            return (!value.is_empty()).then(|| value.into_owned());
         }
     }
     None

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::frame::Frame;
 use super::messages as msg;
-use super::recorder::Recorder;
+use super::recorder::Recorded;
 use super::steps::{Check, StepChecks};
 use super::values;
 use crate::model::{Event, SqlError, TxnStatus};
@@ -103,14 +103,21 @@ impl std::fmt::Debug for FaultHook {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SessionCounts {
     pub undecoded: u64,
+    /// Statements not recorded because messages of theirs were lost (see
+    /// [`Session::gap`]).
+    pub dropped: u64,
 }
 
 /// The observer of one connection.
 #[derive(Debug)]
 pub struct Session {
     conn: u64,
-    recorder: Recorder,
-    application_name: Option<String>,
+    /// Statements observed and not yet taken (see [`Session::take`]).
+    out: Vec<Recorded>,
+    /// Messages of this connection were lost: statements of prepared
+    /// statements the observer never saw are not recorded.
+    gapped: bool,
+    application_name: Option<Arc<str>>,
     prepared: HashMap<String, Prepared>,
     /// SQL-level `PREPARE name AS …` texts by name, so that `EXECUTE name(…)`
     /// is recorded as the statement it ran, with its arguments as parameters
@@ -149,16 +156,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        conn: u64,
-        recorder: Recorder,
-        application_name: Option<String>,
-        opened: Instant,
-    ) -> Self {
+    pub fn new(conn: u64, application_name: Option<String>, opened: Instant) -> Self {
         Session {
             conn,
-            recorder,
-            application_name,
+            out: Vec::new(),
+            gapped: false,
+            application_name: application_name.map(Arc::from),
             prepared: HashMap::new(),
             sql_prepared: HashMap::new(),
             portals: HashMap::new(),
@@ -169,7 +172,7 @@ impl Session {
             last_done: None,
             opened,
             wall: SystemTime::now() - opened.elapsed(),
-            now: Instant::now(),
+            now: opened,
             connect_us: None,
             first_event: true,
             counts: SessionCounts::default(),
@@ -181,10 +184,31 @@ impl Session {
         }
     }
 
-    /// A chunk of bytes was just read: its messages happened now. One clock
-    /// reading serves every message of the chunk.
-    pub fn begin_chunk(&mut self) {
-        self.now = Instant::now();
+    /// A chunk of bytes was read at `at`: its messages happened then. One
+    /// clock reading serves every message of the chunk.
+    pub fn begin_chunk(&mut self, at: Instant) {
+        self.now = at;
+    }
+
+    /// The statements observed since the last call, in the order they
+    /// completed.
+    pub fn take(&mut self) -> std::vec::Drain<'_, Recorded> {
+        self.out.drain(..)
+    }
+
+    /// Messages of this connection were lost (the writer fell behind): the
+    /// requests waiting for answers can no longer be matched, so they are
+    /// counted as dropped and forgotten; observing goes on from the next
+    /// message.
+    pub fn gap(&mut self) {
+        let lost = std::mem::take(&mut self.queue);
+        self.counts.dropped += lost
+            .iter()
+            .filter(|p| matches!(p, Pending::Query { .. } | Pending::Execute { .. }))
+            .count() as u64;
+        self.suspended.clear();
+        self.discarding = false;
+        self.gapped = true;
     }
 
     fn sent(&self) -> Sent {
@@ -262,7 +286,7 @@ impl Session {
                     })
                 }),
                 b'E' => msg::execute(frame.body).and_then(|name| {
-                    let sql = self.portals.get(&name).map(|p| p.sql.clone())?;
+                    let sql = self.portals.get(&*name).map(|p| p.sql.clone())?;
                     let failing = self.fault_for(&sql)?;
                     self.injected += 1;
                     let statement = format!("flowaudit_fault_{}", self.injected);
@@ -347,7 +371,7 @@ impl Session {
                 });
             }),
             b'B' => msg::bind(body).map(|b| {
-                let (sql, types) = match self.prepared.get(&b.statement) {
+                let (sql, types) = match self.prepared.get(&*b.statement) {
                     Some(p) => (p.sql.clone(), p.types.as_slice()),
                     None => (Arc::from(""), &[][..]),
                 };
@@ -358,7 +382,7 @@ impl Session {
                     .map(|(i, v)| {
                         v.map(|v| {
                             let oid = types.get(i).copied().unwrap_or(0);
-                            values::render(oid, b.binary[i], v)
+                            values::render(oid, b.binary(i), v)
                         })
                     })
                     .collect();
@@ -366,7 +390,7 @@ impl Session {
                     sql,
                     params: Arc::new(params),
                 };
-                self.portals.insert(b.portal, portal.clone());
+                self.portals.insert(b.portal.into_owned(), portal.clone());
                 self.queue.push_back(Pending::Bind {
                     portal,
                     sent: self.sent(),
@@ -374,22 +398,22 @@ impl Session {
             }),
             b'D' => msg::target(body).map(|(kind, name)| {
                 self.queue
-                    .push_back(Pending::Describe((kind == b'S').then_some(name)));
+                    .push_back(Pending::Describe((kind == b'S').then(|| name.into_owned())));
             }),
             b'E' => msg::execute(body).map(|name| {
-                let portal = self.portals.get(&name).cloned().unwrap_or(Portal {
+                let portal = self.portals.get(&*name).cloned().unwrap_or(Portal {
                     sql: Arc::from(""),
                     params: Arc::default(),
                 });
                 if self.checks.is_some() {
                     self.step_check(&portal.sql);
                 }
-                let (sent, rows) = match self.suspended.remove(&name) {
+                let (sent, rows) = match self.suspended.remove(&*name) {
                     Some(s) => (s.sent, s.rows),
                     None => (self.sent(), 0),
                 };
                 self.queue.push_back(Pending::Execute {
-                    portal_name: name,
+                    portal_name: name.into_owned(),
                     portal,
                     sent,
                     rows,
@@ -398,10 +422,10 @@ impl Session {
             b'C' => msg::target(body).map(|(kind, name)| {
                 match kind {
                     b'S' => {
-                        self.prepared.remove(&name);
+                        self.prepared.remove(&*name);
                     }
                     _ => {
-                        self.portals.remove(&name);
+                        self.portals.remove(&*name);
                     }
                 }
                 self.queue.push_back(Pending::Close);
@@ -504,7 +528,7 @@ impl Session {
             b'S' => match msg::parameter_status(body) {
                 Some((name, value)) => {
                     if name == "application_name" {
-                        self.application_name = (!value.is_empty()).then_some(value);
+                        self.application_name = (!value.is_empty()).then(|| Arc::from(value));
                     }
                     true
                 }
@@ -534,7 +558,7 @@ impl Session {
                     statements.clear();
                 }
                 let failed = error.is_some();
-                let mut event = self.event(sql, None, sent, done, tag, None, error);
+                let mut event = self.event(Arc::from(sql), None, sent, done, tag, None, error);
                 if !failed {
                     self.follow_sql_prepare(&mut event);
                 }
@@ -543,23 +567,31 @@ impl Session {
             Some(Pending::Execute { .. }) => match self.queue.pop_front() {
                 Some(Pending::Execute {
                     portal, sent, rows, ..
-                }) => {
-                    let params = Some(portal.params.as_ref().clone());
-                    let sql = portal.sql.to_string();
-                    Some(self.event(sql, params, sent, done, tag, Some(rows), error))
-                }
+                }) => Some(self.event(
+                    portal.sql,
+                    Some(portal.params),
+                    sent,
+                    done,
+                    tag,
+                    Some(rows),
+                    error,
+                )),
                 _ => None,
             },
             Some(Pending::Parse { .. } | Pending::Bind { .. }) if error.is_some() => {
                 match self.queue.pop_front() {
                     Some(Pending::Parse { sql, sent }) => {
-                        Some(self.event(sql.to_string(), None, sent, done, None, None, error))
+                        Some(self.event(sql, None, sent, done, None, None, error))
                     }
-                    Some(Pending::Bind { portal, sent }) => {
-                        let params = Some(portal.params.as_ref().clone());
-                        let sql = portal.sql.to_string();
-                        Some(self.event(sql, params, sent, done, None, None, error))
-                    }
+                    Some(Pending::Bind { portal, sent }) => Some(self.event(
+                        portal.sql,
+                        Some(portal.params),
+                        sent,
+                        done,
+                        None,
+                        None,
+                        error,
+                    )),
                     _ => None,
                 }
             }
@@ -567,13 +599,23 @@ impl Session {
         };
         if let Some(event) = event {
             self.last_done = Some(done);
-            self.recorder.record(event);
+            self.emit(event);
+        }
+    }
+
+    /// Hands a statement on, unless it is one of a prepared statement the
+    /// observer lost after a gap: it is counted instead of recorded blank.
+    fn emit(&mut self, recorded: Recorded) {
+        if self.gapped && recorded.sql.is_empty() {
+            self.counts.dropped += 1;
+        } else {
+            self.out.push(recorded);
         }
     }
 
     /// Keeps `PREPARE`d texts and resolves `EXECUTE`s of them.
-    fn follow_sql_prepare(&mut self, event: &mut Event) {
-        let bare = crate::attribute::strip_tags(&event.sql).trim_start();
+    fn follow_sql_prepare(&mut self, recorded: &mut Recorded) {
+        let bare = crate::attribute::strip_tags(&recorded.sql).trim_start();
         let word = |kw: &str| {
             bare.get(..kw.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(kw))
@@ -597,7 +639,13 @@ impl Session {
         } else if word("execute") {
             let name = name_after(7);
             if let Some(prepare) = self.sql_prepared.get(&name) {
-                crate::capture::logs::pg_session::resolve_execute(event, prepare);
+                let mut event = Event {
+                    sql: String::from(&*recorded.sql),
+                    ..Event::default()
+                };
+                crate::capture::logs::pg_session::resolve_execute(&mut event, prepare);
+                recorded.sql = Arc::from(event.sql);
+                recorded.params = event.params.map(Arc::new);
             }
         } else if word("deallocate") {
             let name = name_after(10);
@@ -643,21 +691,21 @@ impl Session {
             _ => TxnStatus::Idle,
         };
         if self.connect_us.is_none() {
-            self.connect_us = Some(micros(self.opened.elapsed()));
+            self.connect_us = Some(micros(self.now.saturating_duration_since(self.opened)));
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn event(
         &mut self,
-        sql: String,
-        params: Option<Vec<Option<String>>>,
+        sql: Arc<str>,
+        params: Option<Arc<Vec<Option<String>>>>,
         sent: Sent,
         done: Instant,
         tag: Option<&str>,
         counted_rows: Option<u64>,
         error: Option<msg::ErrorFields>,
-    ) -> Event {
+    ) -> Recorded {
         // A pipelined statement starts when the one before it completed.
         let start = match self.last_done {
             Some(prev) if prev > sent.at => prev,
@@ -683,29 +731,26 @@ impl Session {
         } else {
             None
         };
-        Event {
+        Recorded {
             sql,
-            params: params.filter(|p| !p.is_empty()),
-            ts: Some(rfc3339(wall)),
-            conn: Some(self.conn),
-            txn: Some(status),
+            params,
+            started: wall,
+            duration_us: micros(done.saturating_duration_since(start)),
+            conn: self.conn,
+            txn: status,
             rows,
-            duration_us: Some(micros(done.saturating_duration_since(start))),
             error: error.map(|e| SqlError {
                 code: e.code,
                 message: e.message,
             }),
-            source: Some("proxy".into()),
             application_name: self.application_name.clone(),
             connect_us,
-            ..Event::default()
         }
     }
 
     /// The connection closed: statements sent but never answered are recorded
     /// as failed with a connection error (SQLSTATE 08006), so that none is lost.
-    pub fn close(&mut self) {
-        let done = Instant::now();
+    pub fn close(&mut self, done: Instant) {
         let pending = std::mem::take(&mut self.queue);
         for request in pending {
             let lost = || msg::ErrorFields {
@@ -713,19 +758,23 @@ impl Session {
                 message: "the connection closed before the statement completed".into(),
             };
             let event = match request {
-                Pending::Query { statements, sent } => statements
-                    .into_iter()
-                    .next()
-                    .map(|sql| self.event(sql, None, sent, done, None, None, Some(lost()))),
-                Pending::Execute { portal, sent, .. } => {
-                    let params = Some(portal.params.as_ref().clone());
-                    let sql = portal.sql.to_string();
-                    Some(self.event(sql, params, sent, done, None, None, Some(lost())))
-                }
+                Pending::Query { statements, sent } => statements.into_iter().next().map(|sql| {
+                    let sql = Arc::from(sql);
+                    self.event(sql, None, sent, done, None, None, Some(lost()))
+                }),
+                Pending::Execute { portal, sent, .. } => Some(self.event(
+                    portal.sql,
+                    Some(portal.params),
+                    sent,
+                    done,
+                    None,
+                    None,
+                    Some(lost()),
+                )),
                 _ => None,
             };
             if let Some(event) = event {
-                self.recorder.record(event);
+                self.emit(event);
             }
         }
     }
@@ -777,20 +826,14 @@ fn push_digits(out: &mut String, value: u64, width: u32) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use proptest::prelude::*;
 
     use super::*;
-    use crate::capture::proxy::recorder::{Sink, Stats, start};
 
-    #[derive(Debug, Default)]
-    struct Collect(Vec<Event>);
-
-    impl Sink for Collect {
-        fn event(&mut self, event: Event) {
-            self.0.push(event);
-        }
+    /// What the writer would make of the statements observed so far.
+    fn events(s: &mut Session) -> Vec<Event> {
+        s.take().map(Recorded::into_event).collect()
     }
 
     fn frame(tag: u8, body: &[u8]) -> Frame<'_> {
@@ -829,8 +872,7 @@ mod tests {
 
     #[test]
     fn a_pipeline_reusing_the_unnamed_portal_keeps_each_statements_values() {
-        let (recorder, writer) = start(None, Collect::default(), Arc::new(Stats::default()));
-        let mut s = Session::new(1, recorder, None, Instant::now());
+        let mut s = Session::new(1, None, Instant::now());
         // Two batches sent before any answer, both through the unnamed
         // statement and portal.
         for (sql, value) in [("select $1::int", "1"), ("select $1::text", "two")] {
@@ -845,8 +887,7 @@ mod tests {
             s.server_frame(frame(b'C', b"SELECT 1\0"));
             s.server_frame(frame(b'Z', b"I"));
         }
-        drop(s);
-        let events = writer.finish().expect("writer").0;
+        let events = events(&mut s);
         let got: Vec<(String, Option<Vec<Option<String>>>)> =
             events.into_iter().map(|e| (e.sql, e.params)).collect();
         assert_eq!(
@@ -860,8 +901,7 @@ mod tests {
 
     #[test]
     fn sql_level_execute_becomes_its_prepared_statement_and_odd_text_is_safe() {
-        let (recorder, writer) = start(None, Collect::default(), Arc::new(Stats::default()));
-        let mut s = Session::new(1, recorder, None, Instant::now());
+        let mut s = Session::new(1, None, Instant::now());
         for sql in [
             "PREPARE stock(int) AS SELECT stock FROM inventory WHERE product_id = $1",
             "EXECUTE stock(7)",
@@ -872,8 +912,7 @@ mod tests {
             s.server_frame(frame(b'C', b"SELECT 1\0"));
             s.server_frame(frame(b'Z', b"I"));
         }
-        drop(s);
-        let events = writer.finish().expect("writer").0;
+        let events = events(&mut s);
         assert_eq!(events.len(), 4);
         assert_eq!(
             events[1].sql,
@@ -897,8 +936,7 @@ mod tests {
                  proptest::collection::vec(any::<u8>(), 0..64)),
                 0..64),
         ) {
-            let (recorder, writer) = start(None, Collect::default(), Arc::new(Stats::default()));
-            let mut s = Session::new(1, recorder, None, Instant::now());
+            let mut s = Session::new(1, None, Instant::now());
             for (from_client, tag, body) in &frames {
                 if *from_client {
                     s.client_frame(frame(*tag, body));
@@ -906,8 +944,8 @@ mod tests {
                     s.server_frame(frame(*tag, body));
                 }
             }
-            drop(s);
-            prop_assert!(writer.finish().is_ok());
+            s.close(Instant::now());
+            prop_assert!(s.take().count() <= frames.len());
         }
     }
 }
