@@ -605,6 +605,62 @@ fn killed_client_and_unreachable_upstream_leave_the_proxy_serving() {
     );
 }
 
+/// Stopping the proxy while a client waits for an answer: the proxy still
+/// ends within its grace period, and the statement cut off is in the trace
+/// with the connection's error, along with what ran before it.
+#[test]
+fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
+    if !pg::available("stopping mid-query") {
+        return;
+    }
+    let db = TestDb::new("stopmid");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let port = proxy.port();
+    let mut waiting = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+        ])
+        .args([
+            "-c",
+            "select 'before the sleep'",
+            "-c",
+            "select pg_sleep(30)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql starts");
+    std::thread::sleep(Duration::from_millis(1000));
+    let started = Instant::now();
+    let stopped = proxy.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the proxy stopped within its grace period ({:?})",
+        started.elapsed()
+    );
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+    assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
+    assert_eq!(
+        with_sql(&stopped.trace, "'before the sleep'").len(),
+        1,
+        "{}",
+        stopped.trace_text
+    );
+    let cut = with_sql(&stopped.trace, "pg_sleep(30)");
+    assert_eq!(cut.len(), 1, "{}", stopped.trace_text);
+    assert_eq!(cut[0]["error"]["code"], "08006", "{:?}", cut[0]);
+    assert_eq!(stopped.report["capture"]["dropped"], 0);
+}
+
 #[test]
 fn ssl_and_gss_requests_are_declined_and_direct_tls_refused() {
     if !pg::available("SSL negotiation") {

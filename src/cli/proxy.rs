@@ -382,6 +382,9 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
             None => Ok(Vec::new()),
         }
     })?;
+    // Whatever task is left goes with the runtime, and with it the last
+    // handle on the writer's channel, so that the writer can finish.
+    drop(runtime);
     let mut report = recording.finish(findings)?;
     args.audit.emit(&mut report)
 }

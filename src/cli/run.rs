@@ -95,6 +95,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         };
         anyhow::Ok((status, findings))
     })?;
+    // Whatever task is left goes with the runtime, and with it the last
+    // handle on the writer's channel, so that the writer can finish.
+    drop(runtime);
     let mut report = recording.finish(findings)?;
     let audit_code = args.audit.emit(&mut report)?;
     if !status.success() {

@@ -232,6 +232,12 @@ impl Proxy {
             let _ = flusher.await;
         }
         if let Some(outbox) = outbox {
+            // Aborted directions drop their links (which append the close of
+            // their connection) when the runtime next gets to them.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Arc::strong_count(&outbox) > 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             handoff::lock(&outbox).flush();
         }
     }
@@ -445,6 +451,7 @@ async fn relay_handing_over(client: TcpStream, server: TcpStream, link: Arc<Link
         _ => Duration::from_secs(1),
     };
     let _ = tokio::time::timeout(grace, directions.join_next()).await;
+    directions.shutdown().await;
 }
 
 #[derive(Debug, Clone, Copy)]
