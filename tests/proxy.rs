@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::pg::{self, ProxyProcess, TestDb, pgbench, psql, text, with_sql};
+use support::pg::{self, ProxyProcess, TestDb, pgbench, psql, psql_command, text, with_sql};
 
 fn upstream() -> String {
     format!("postgres://postgres@{}/test", pg::PG_ADDR)
@@ -510,19 +510,7 @@ fn killed_client_and_unreachable_upstream_leave_the_proxy_serving() {
     let db = TestDb::new("kill");
     let proxy = ProxyProcess::start(&upstream(), &[]);
     let port = proxy.port();
-    let mut sleeper = Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            &db.name,
-        ])
-        .args(["-c", "select pg_sleep(20)"])
+    let mut sleeper = psql_command(&port, &db.name, &["-c", "select pg_sleep(20)"])
         .spawn()
         .expect("psql starts");
     std::thread::sleep(Duration::from_millis(700));
@@ -538,19 +526,7 @@ fn killed_client_and_unreachable_upstream_leave_the_proxy_serving() {
 
     // A cancel (Ctrl-C in psql) reaches the server through the proxy.
     let started = Instant::now();
-    let cancelled = Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            &db.name,
-        ])
-        .args(["-c", "select pg_sleep(20)"])
+    let cancelled = psql_command(&port, &db.name, &["-c", "select pg_sleep(20)"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("psql starts");
@@ -616,28 +592,20 @@ fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
     let db = TestDb::new("stopmid");
     let proxy = ProxyProcess::start(&upstream(), &[]);
     let port = proxy.port();
-    let mut waiting = Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            &db.name,
-        ])
-        .args([
+    let mut waiting = psql_command(
+        &port,
+        &db.name,
+        &[
             "-c",
             "select 'before the sleep'",
             "-c",
             "select pg_sleep(30)",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("psql starts");
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("psql starts");
     std::thread::sleep(Duration::from_millis(1000));
     let started = Instant::now();
     let stopped = proxy.stop();
@@ -789,22 +757,14 @@ fn scram_password_login_passes_through_and_is_never_written() {
     };
     let proxy = ProxyProcess::start(&format!("postgres://127.0.0.1:{port}/postgres"), &[]);
     let login = |pw: &str| {
-        Command::new("psql")
-            .args([
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &proxy.port(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .args(["-Atc", "select 'in as ' || current_user"])
-            .env("PGPASSWORD", pw)
-            .output()
-            .expect("psql runs")
+        psql_command(
+            &proxy.port(),
+            "postgres",
+            &["-Atc", "select 'in as ' || current_user"],
+        )
+        .env("PGPASSWORD", pw)
+        .output()
+        .expect("psql runs")
     };
     let good = login(password);
     let bad = login("wrong");

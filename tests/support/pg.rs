@@ -214,7 +214,13 @@ impl ProxyProcess {
 
 /// psql through `port` on the given database.
 pub fn psql(port: &str, db: &str, args: &[&str]) -> Output {
-    Command::new("psql")
+    psql_command(port, db, args).output().expect("psql runs")
+}
+
+/// The psql command of [`psql`], for a test that starts it in the background.
+pub fn psql_command(port: &str, db: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("psql");
+    command
         .args([
             "-X",
             "-h",
@@ -226,9 +232,8 @@ pub fn psql(port: &str, db: &str, args: &[&str]) -> Output {
             "-d",
             db,
         ])
-        .args(args)
-        .output()
-        .expect("psql runs")
+        .args(args);
+    command
 }
 
 /// pgbench through `port` on the given database, options first.
