@@ -13,6 +13,8 @@ use crate::report::Report;
 use crate::trace::{TraceError, TraceReader};
 
 use super::AuditArgs;
+use super::schema::review_schema;
+use crate::schema::Touched;
 
 #[derive(Debug, Clone, Args)]
 pub struct AnalyzeArgs {
@@ -199,71 +201,6 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         review_schema(url, touched, config, baseline.as_ref(), &mut report)?;
     }
     Ok(report)
-}
-
-/// The tables and JOIN conditions of a run's statements, each distinct
-/// statement shape read once: what the schema rules are limited to.
-#[derive(Debug, Default)]
-pub struct Touched {
-    seen: std::collections::HashSet<u64>,
-    tables: std::collections::BTreeSet<String>,
-    joins: std::collections::BTreeSet<crate::schema::relations::JoinPair>,
-}
-
-impl Touched {
-    pub fn observe(&mut self, sql: &str) {
-        let fp = crate::fingerprint::fingerprint(sql);
-        if !self.seen.insert(fp.hash) {
-            return;
-        }
-        if let Some(names) = crate::fingerprint::tables(sql) {
-            self.tables.extend(names);
-        }
-        self.joins.extend(crate::schema::joins::join_pairs(sql));
-    }
-}
-
-/// Adds the schema rules' findings on the tables the traces touched (and the
-/// relationships their joins imply) to the report.
-pub fn review_schema(
-    url: &str,
-    touched: Touched,
-    config: &crate::rules::RuleConfig,
-    baseline: Option<&crate::baseline::Baseline>,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    use crate::model::Severity;
-    let options = crate::schema::ReviewOptions {
-        tables: Some(touched.tables),
-        joins: touched.joins.into_iter().collect(),
-        ..crate::schema::ReviewOptions::default()
-    };
-    let review =
-        crate::schema::review(url, &options, config).map_err(super::schema::database_error)?;
-    // Findings the --baseline has are known, as for the trace's own.
-    for f in review.findings {
-        if baseline.is_some_and(|b| b.knows(&f)) {
-            report.known.push(f);
-        } else {
-            report.findings.push(f);
-        }
-    }
-    report.known.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    report.summary.known = report.known.len() as u64;
-    report
-        .findings
-        .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    report.allowed.extend(review.allowed);
-    report
-        .allowed
-        .sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
-    report.notes.extend(review.notes);
-    let count = |l: Severity| report.findings.iter().filter(|f| f.severity == l).count() as u64;
-    report.summary.errors = count(Severity::Error);
-    report.summary.warnings = count(Severity::Warning);
-    report.summary.infos = count(Severity::Info);
-    report.summary.allowed = report.allowed.len() as u64;
-    Ok(())
 }
 
 /// Every invariant of the rule files, once, on the database at `url`.

@@ -22,9 +22,10 @@ use crate::model::Finding;
 use crate::report::{CaptureStats, Report};
 
 use super::AuditArgs;
-use super::analyze::{Touched, review_schema};
+use super::schema::review_schema;
 use crate::baseline::Baseline;
 use crate::rules::RuleConfig;
+use crate::schema::Touched;
 
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {

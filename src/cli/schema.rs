@@ -2,7 +2,7 @@
 //! declared and implied foreign keys, their indexes and types, orphan rows —
 //! as a table, JSON, Markdown, or an ER diagram (Mermaid, Graphviz dot).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::audit::at_or_above;
 use crate::exit;
 use crate::rules::RuleConfig;
 use crate::schema::report::{SchemaFormat, render};
-use crate::schema::{JoinPair, ReviewOptions, SchemaFilter, SchemaReview, review};
+use crate::schema::{ReviewOptions, SchemaFilter, SchemaReview, Touched, review};
 use crate::trace::TraceReader;
 
 use super::{AuditArgs, FailOn, print_stdout};
@@ -91,7 +91,7 @@ pub fn load_rules(dirs: &[PathBuf], fail_on: Option<FailOn>) -> anyhow::Result<R
 pub fn review_database(args: &SchemaArgs, config: &RuleConfig) -> anyhow::Result<SchemaReview> {
     let mut joins = BTreeSet::new();
     for path in &args.trace {
-        joins.extend(trace_joins(path)?.1);
+        joins.extend(trace_joins(path)?.joins);
     }
     let options = ReviewOptions {
         filter: SchemaFilter {
@@ -120,22 +120,53 @@ pub fn database_error(e: crate::schema::SchemaError) -> anyhow::Error {
     }
 }
 
-/// The tables a trace's statements touch and the column pairs they join on,
-/// each distinct statement read once.
-pub fn trace_joins(path: &Path) -> anyhow::Result<(BTreeSet<String>, BTreeSet<JoinPair>)> {
-    let reader = TraceReader::open(path)?;
-    let mut seen = HashSet::new();
-    let mut tables = BTreeSet::new();
-    let mut joins = BTreeSet::new();
-    for event in reader {
-        let event = event?;
-        if !seen.insert(event.sql.clone()) {
-            continue;
-        }
-        if let Some(names) = crate::fingerprint::tables(&event.sql) {
-            tables.extend(names);
-        }
-        joins.extend(crate::schema::joins::join_pairs(&event.sql));
+/// The tables a trace's statements touch and the column pairs they join on.
+pub fn trace_joins(path: &Path) -> anyhow::Result<Touched> {
+    let mut touched = Touched::default();
+    for event in TraceReader::open(path)? {
+        touched.observe(&event?.sql);
     }
-    Ok((tables, joins))
+    Ok(touched)
+}
+
+/// Adds the schema rules' findings on the tables the traces touched (and the
+/// relationships their joins imply) to the report.
+pub fn review_schema(
+    url: &str,
+    touched: Touched,
+    config: &RuleConfig,
+    baseline: Option<&crate::baseline::Baseline>,
+    report: &mut crate::report::Report,
+) -> anyhow::Result<()> {
+    use crate::model::Severity;
+    let options = ReviewOptions {
+        tables: Some(touched.tables),
+        joins: touched.joins.into_iter().collect(),
+        ..ReviewOptions::default()
+    };
+    let review = review(url, &options, config).map_err(database_error)?;
+    // Findings the --baseline has are known, as for the trace's own.
+    for f in review.findings {
+        if baseline.is_some_and(|b| b.knows(&f)) {
+            report.known.push(f);
+        } else {
+            report.findings.push(f);
+        }
+    }
+    report.known.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    report.summary.known = report.known.len() as u64;
+    report
+        .findings
+        .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    report.allowed.extend(review.allowed);
+    report
+        .allowed
+        .sort_by(|a, b| a.finding.sort_key().cmp(&b.finding.sort_key()));
+    report.notes.extend(review.notes);
+    let count = |l: Severity| report.findings.iter().filter(|f| f.severity == l).count() as u64;
+    report.summary.errors = count(Severity::Error);
+    report.summary.warnings = count(Severity::Warning);
+    report.summary.infos = count(Severity::Info);
+    report.summary.allowed = report.allowed.len() as u64;
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod orphans;
 pub mod relations;
 pub mod report;
+pub mod touched;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::rules::{RuleConfig, RuleSetup};
 pub use introspect::{SchemaFilter, redact};
 pub use model::Schema;
 pub use relations::{JoinPair, Relationship};
+pub use touched::Touched;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
