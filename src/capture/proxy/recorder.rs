@@ -38,9 +38,8 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(2);
 /// A statement as a connection observed it, cheap to make: its texts are
 /// shared with the observer's prepared statements and portals, its time is
 /// the raw clock reading. The writer turns it into an [`Event`], so that
-/// copying the texts, formatting the time and freeing it all happen off the
-/// relay (measured: building whole events on the relay cost about 2% of
-/// `pgbench -S` throughput through the proxy).
+/// copying the texts, formatting the time and freeing it all happen on the
+/// writer's thread, also when the relay observes (faults, step checks).
 #[derive(Debug)]
 pub struct Recorded {
     pub sql: Arc<str>,
