@@ -64,11 +64,15 @@ pub async fn main(url: &str, fixed: bool, counts_file: &str) -> Result<()> {
         }
         tx.commit().await?;
     } else {
-        let cart = cart_of(&mut conn, c, user).await?;
+        // One transaction, as a request would have, but the user looked up
+        // again for every line.
+        let mut tx = conn.begin().await?;
+        let cart = cart_of(&mut tx, c, user).await?;
         for (product, qty) in CART {
-            find_user(&mut conn, c, user).await?;
-            add_line(&mut conn, c, cart, product, qty).await?;
+            find_user(&mut tx, c, user).await?;
+            add_line(&mut tx, c, cart, product, qty).await?;
         }
+        tx.commit().await?;
     }
     mark(&mut conn, c, "step", "checkout").await?;
     if fixed {
