@@ -20,6 +20,17 @@ again for every cart line, and a checkout whose writes each commit on their
 own and that writes a stock it read and computed. fixed runs browse as one
 join, looks the user and cart up once, and checks out in one transaction with
 guarded stock updates.
+
+On the wire, beyond the counter: one Bind/Execute per row of each
+executemany() (one statement more in shipped checkout and in fixed add_to_cart
+and checkout); BEGIN/COMMIT of the conn.transaction() blocks (shipped browse,
+fixed add_to_cart and checkout); the cursor's chunks are three Executes of one
+portal (10, 10 and 4 rows; the first two end in PortalSuspended, as does
+every fetchrow() and fetchval() that finds a row); and, the first time a
+statement takes a bigint[] (fixed add_to_cart), asyncpg's type introspection:
+three statements of its own (JIT switched off, the typeinfo query, JIT
+restored). Per step the server runs 2, 25, 8, 10 statements besides
+BEGIN/COMMIT in shipped and 2, 1, 9, 7 in fixed.
 """
 
 import argparse
