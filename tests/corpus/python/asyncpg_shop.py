@@ -307,7 +307,7 @@ async def run(args):
         finally:
             await conn.close()
     except (asyncpg.PostgresError, OSError, RuntimeError, OutOfStock) as error:
-        print(f"asyncpg_shop: checkout failed: {error}", file=sys.stderr)
+        print(f"asyncpg_shop: the journey failed: {error}", file=sys.stderr)
         return 1
     finally:
         with open(args.counts, "w") as out:

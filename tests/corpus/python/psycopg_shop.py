@@ -319,7 +319,7 @@ def main():
             step(conn, "checkout")
             order_id = (checkout_shipped if shipped else checkout_fixed)(conn, user_id)
     except (psycopg.Error, RuntimeError, OutOfStock) as error:
-        print(f"psycopg_shop: checkout failed: {error}", file=sys.stderr)
+        print(f"psycopg_shop: the journey failed: {error}", file=sys.stderr)
         return 1
     finally:
         with open(args.counts, "w") as out:

@@ -342,7 +342,7 @@ def main():
         finally:
             conn.close()
     except (pymysql.MySQLError, RuntimeError, OutOfStock) as error:
-        print(f"pymysql_shop: checkout failed: {error}", file=sys.stderr)
+        print(f"pymysql_shop: the journey failed: {error}", file=sys.stderr)
         return 1
     finally:
         with open(args.counts, "w") as out:
