@@ -144,8 +144,8 @@ async function addToCartFixed(db, userId) {
     if (user.rowCount === 0) {
         throw new Error(`no user ${userId}`);
     }
-    const cartId = await findOrCreateCart(db, userId);
-    await db.transaction(async () => {
+    return db.transaction(async () => {
+        const cartId = await findOrCreateCart(db, userId);
         const ids = CART.map((line) => line.productId);
         const { rows: products } = await db.query('SELECT id FROM products WHERE id = ANY($1)', [ids]);
         if (products.length !== ids.length) {
@@ -154,8 +154,8 @@ async function addToCartFixed(db, userId) {
         for (const line of CART) {
             await db.query(INSERT_CART_LINE, [cartId, line.productId, line.quantity]);
         }
+        return cartId;
     });
-    return cartId;
 }
 
 // --- checkout -----------------------------------------------------------------
