@@ -18,7 +18,10 @@ issues itself: "BEGIN" when an atomic block turns autocommit off (psycopg then
 sends BEGIN before the next statement), "COMMIT" and "ROLLBACK" when it ends;
 savepoints are ordinary executed statements. The counts therefore include
 transaction control; bulk_create() is one INSERT with several VALUES rows, one
-entry. Connection set-up (the time zone, psycopg's type lookups) is not logged.
+entry. Connection set-up is not logged: Django sends SELECT set_config('TimeZone',
+'UTC', false) on each new connection whose server time zone is not literally
+UTC (PostgreSQL's Debian default reports Etc/UTC). DJANGO_SHOP_LOG=1 prints
+what the counter captured, per step, on stderr.
 
 Markers: a second database alias, "markers", on the same database; its
 connection is autocommit and its statements are not captured.

@@ -21,6 +21,11 @@ marker connection, before the first marker.
 
 Markers: a connection of the same engine, checked out once, in AUTOCOMMIT and
 kept open for the run; its statements are left out of the counter.
+
+What the wire shows beyond the counter: the executemany as two INSERTs of one
+prepared statement (psycopg pipelines it); psycopg prepares a query on its 5th
+execution (the lazy loads) and for any executemany, and after a ROLLBACK on a
+connection holding prepared statements it sends DEALLOCATE ALL.
 """
 
 import argparse
