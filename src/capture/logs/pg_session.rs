@@ -190,15 +190,26 @@ impl PgSessions {
         let statement = if let Some(sql) = rest.strip_prefix("statement: ") {
             Some(sql)
         } else if let Some(named) = rest.strip_prefix("execute ") {
-            // `execute NAME: SQL`, `execute fetch from NAME: SQL`
-            named.split_once(": ").map(|(_, sql)| sql)
+            // `execute NAME: SQL`; `execute fetch from NAME/PORTAL: SQL` is a
+            // later part of a portal already executed (a row limit that ended
+            // in PortalSuspended, as asyncpg's cursors and fetchrow send): the
+            // same statement, which the proxy records once too (issue 13,
+            // defect 1).
+            if named.starts_with("fetch from ") {
+                None
+            } else {
+                named.split_once(": ").map(|(_, sql)| sql)
+            }
         } else {
             None
         };
         let Some(sql) = statement else {
             let s = self.sessions.entry(r.session).or_default();
             s.detail_applies = false;
-            if rest.starts_with("parse ") || rest.starts_with("bind ") {
+            if rest.starts_with("parse ")
+                || rest.starts_with("bind ")
+                || rest.starts_with("execute ")
+            {
                 return;
             }
             if let Some(auth) = msg.strip_prefix("connection authorized: ")

@@ -476,4 +476,52 @@ mod reading {
             ]
         );
     }
+
+    /// issue 13, defect 1: a portal fetched in parts (asyncpg's cursor, a row
+    /// limit) is one statement, whose later parts the log shows as
+    /// `execute fetch from`; the statements between them stay their own.
+    #[test]
+    fn a_portal_fetched_in_parts_is_one_statement() {
+        let events = read(&[
+            &format!("{P} [7] u@d LOG:  statement: BEGIN;"),
+            &format!("{P} [7] u@d LOG:  execute s_3/p_4: SELECT id FROM products ORDER BY id"),
+            &format!("{P} [7] u@d LOG:  duration: 0.058 ms"),
+            &format!(
+                "{P} [7] u@d LOG:  execute s_5: SELECT stock FROM inventory WHERE product_id = $1"
+            ),
+            &format!("{P} [7] u@d DETAIL:  parameters: $1 = '1'"),
+            &format!("{P} [7] u@d LOG:  duration: 0.030 ms"),
+            &format!(
+                "{P} [7] u@d LOG:  execute fetch from s_3/p_4: SELECT id FROM products ORDER BY id"
+            ),
+            &format!("{P} [7] u@d LOG:  duration: 0.020 ms"),
+            &format!(
+                "{P} [7] u@d LOG:  duration: 0.040 ms  execute fetch from s_3/p_4: SELECT id FROM products ORDER BY id"
+            ),
+            &format!(
+                "{P} [7] u@d LOG:  execute s_5: SELECT stock FROM inventory WHERE product_id = $1"
+            ),
+            &format!("{P} [7] u@d DETAIL:  parameters: $1 = '2'"),
+            &format!("{P} [7] u@d LOG:  duration: 0.030 ms"),
+        ]);
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| (e.sql.as_str(), e.params.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("BEGIN;", None),
+                ("SELECT id FROM products ORDER BY id", None),
+                (
+                    "SELECT stock FROM inventory WHERE product_id = $1",
+                    Some(vec![Some("1".into())])
+                ),
+                (
+                    "SELECT stock FROM inventory WHERE product_id = $1",
+                    Some(vec![Some("2".into())])
+                ),
+            ]
+        );
+    }
 }
