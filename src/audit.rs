@@ -216,7 +216,7 @@ impl Audit {
             conn: item.conn,
             key: &item.key,
             step: step_id,
-            instance: self.markers,
+            instance: item.instance,
             event: &item.event,
             fingerprint: &item.fingerprint,
             values: values_hash(&item.event, item.fingerprint.values),

@@ -133,8 +133,10 @@ pub struct Statement<'a> {
     /// its fingerprint replaced. Equal values, equal hash.
     pub values: u64,
     /// Which run of its step this is, as far as markers tell: every marker
-    /// statement begins a new run of the step it names. Without markers it
-    /// stays 0, and a step's runs are judged together.
+    /// begins a new run of the step it names, for its own connection (and for
+    /// the connections that never sent a marker); see
+    /// [`crate::attribute::Attributed::instance`]. Without markers it stays 0,
+    /// and a step's runs are judged together.
     pub instance: u64,
     /// The explicit transaction the statement ran in (unique within the run),
     /// `None` in autocommit.
