@@ -182,7 +182,10 @@ impl Statement<'_> {
 /// A built-in check over a run's statements.
 pub trait Rule: std::fmt::Debug + Send {
     fn observe(&mut self, statement: &Statement<'_>);
-    /// The findings, once every statement has been observed.
+    /// The findings, once every statement has been observed. Rules finish
+    /// in [`REGISTRY`] order, and `out` already holds the findings of the
+    /// rules before this one: a rule may leave to an earlier one what it
+    /// reported (`repeated-query` the loops `n-plus-one` reported).
     fn finish(&mut self, out: &mut Vec<Finding>);
 }
 
