@@ -65,9 +65,12 @@ documented_rule! {
         /// Per connection: its open transaction.
         open: HashMap<u64, Open>,
         /// (flow, step, what) → (count, examples).
-        found: BTreeMap<((String, String), Verdict), (u64, Vec<String>)>,
+        found: BTreeMap<(FlowStep, Verdict), (u64, Vec<String>)>,
     }
 }
+
+/// A step by its names: (flow, step).
+type FlowStep = (String, String);
 
 /// An open transaction as the rule follows it.
 #[derive(Debug)]
@@ -77,7 +80,7 @@ struct Open {
     /// The step (index and names) it is held against: where it began, or
     /// the step a read-only transaction crossed into.
     step: usize,
-    key: (String, String),
+    key: FlowStep,
     /// The statement that began it (BEGIN, then its first statement) and
     /// the step that sent it.
     began: String,
@@ -142,7 +145,7 @@ fn takes_lock_or_writes(s: &Statement<'_>) -> bool {
 }
 
 impl OpenTransaction {
-    fn report(&mut self, key: (String, String), verdict: Verdict, example: String) {
+    fn report(&mut self, key: FlowStep, verdict: Verdict, example: String) {
         let entry = self.found.entry((key, verdict)).or_default();
         entry.0 += 1;
         if entry.1.len() < super::units::MAX_EXAMPLES {
