@@ -4,9 +4,14 @@
 //! 1. the event's own `flow` / `step` fields;
 //! 2. sqlcommenter tags in a comment at the end or the start of the statement
 //!    (`flow`, `step`; else `route`, `controller`/`action` or `job` name the step);
-//! 3. the latest marker statement of the run (`SET flowaudit.flow = '…'`,
-//!    `SET flowaudit.step = '…'`, `SET @flowaudit_step = '…'` for MySQL, or
-//!    `SELECT set_config('flowaudit.step', '…', …)`);
+//! 3. marker statements (`SET flowaudit.flow = '…'`, `SET flowaudit.step =
+//!    '…'`, `SET @flowaudit_step = '…'` for MySQL, or `SELECT
+//!    set_config('flowaudit.step', '…', …)`). A marker is a session setting:
+//!    it names the flow or step of its own connection until that connection's
+//!    next marker. A connection that never set the flow (or the step) follows
+//!    the latest marker of the run that did (a test harness marking steps on
+//!    its own connection while the application's pool runs the statements);
+//!    issue 13, defect 6;
 //! 4. the connection's `application_name`;
 //! 5. `(unattributed)`.
 //!
@@ -286,6 +291,11 @@ pub struct Attributed {
     pub txn_op: Option<TxnOp>,
     /// Connection id (0 when the source did not say).
     pub conn: u64,
+    /// Which run of its step the statement belongs to: the number of the
+    /// marker that set its connection's step (its own latest marker, or for
+    /// a connection that never sent one the run's latest), 0 before any.
+    /// Every marker starts a new run, so equal numbers mean the same run.
+    pub instance: u64,
 }
 
 #[derive(Debug, Default)]
@@ -293,16 +303,30 @@ struct Conn {
     application_name: Option<String>,
     /// Transaction control waiting for the next statement of the connection.
     pending: Vec<Attributed>,
-    /// The step of the latest attributed statement, for COMMIT and ROLLBACK.
-    last: Option<StepKey>,
+    /// The step (and its run) of the latest attributed statement, for COMMIT
+    /// and ROLLBACK.
+    last: Option<(StepKey, u64)>,
+    /// What this connection's own markers set.
+    marks: Marks,
 }
 
-/// The attribution state of one run: markers seen so far and, per connection,
-/// its application name and the transaction control it holds back.
-#[derive(Debug, Default)]
-pub struct Attributor {
+/// What markers have set: for the run (the latest of any connection) or for
+/// one connection.
+#[derive(Debug, Default, Clone)]
+struct Marks {
     flow: Option<String>,
     step: Option<String>,
+    /// The number of the latest marker; `None` before any.
+    instance: Option<u64>,
+}
+
+/// The attribution state of one run: the latest markers of the run and, per
+/// connection, its own markers, its application name and the transaction
+/// control it holds back.
+#[derive(Debug, Default)]
+pub struct Attributor {
+    run: Marks,
+    markers: u64,
     conns: HashMap<u64, Conn>,
     seq: u64,
     /// Fingerprints of recent statement texts: applications (and server logs
@@ -354,11 +378,20 @@ impl Attributor {
             conn.application_name = Some(caps[1].replace("''", "'"));
         }
 
-        match &marker {
-            Some(Marker::Flow(flow)) => self.flow = Some(flow.clone()),
-            Some(Marker::Step(step)) => self.step = Some(step.clone()),
-            None => {}
+        if let Some(marker) = &marker {
+            self.markers += 1;
+            for marks in [&mut self.run, &mut conn.marks] {
+                match marker {
+                    Marker::Flow(flow) => marks.flow = Some(flow.clone()),
+                    Marker::Step(step) => marks.step = Some(step.clone()),
+                }
+                marks.instance = Some(self.markers);
+            }
         }
+        // The connection's own markers first; what it never set, the run's.
+        let marked_flow = conn.marks.flow.as_ref().or(self.run.flow.as_ref());
+        let marked_step = conn.marks.step.as_ref().or(self.run.step.as_ref());
+        let instance = conn.marks.instance.or(self.run.instance).unwrap_or(0);
 
         let own_flow = event
             .flow
@@ -369,11 +402,11 @@ impl Attributor {
         let app = conn.application_name.clone();
         let resolved = StepKey {
             flow: own_flow
-                .or_else(|| self.flow.clone())
+                .or_else(|| marked_flow.cloned())
                 .or_else(|| app.clone())
                 .unwrap_or_else(|| UNATTRIBUTED.to_owned()),
             step: own_step
-                .or_else(|| self.step.clone())
+                .or_else(|| marked_step.cloned())
                 .or(app)
                 .unwrap_or_else(|| UNATTRIBUTED.to_owned()),
         };
@@ -386,6 +419,7 @@ impl Attributor {
             marker,
             txn_op,
             conn: conn_id,
+            instance,
         };
 
         if item.marker.is_some() {
@@ -396,25 +430,28 @@ impl Attributor {
             (Some(TxnOp::Begin | TxnOp::Savepoint), false) => conn.pending.push(item),
             (Some(TxnOp::Commit | TxnOp::Rollback), false) => {
                 if conn.pending.is_empty() {
-                    if let Some(last) = conn.last.clone() {
-                        item.key = last;
+                    if let Some((key, instance)) = conn.last.clone() {
+                        item.key = key;
+                        item.instance = instance;
                     }
                 } else {
                     // BEGIN … COMMIT with nothing between: the run's state names them.
                     for p in &mut conn.pending {
                         p.key = item.key.clone();
+                        p.instance = item.instance;
                     }
                     out.append(&mut conn.pending);
                 }
-                conn.last = Some(item.key.clone());
+                conn.last = Some((item.key.clone(), item.instance));
                 out.push(item);
             }
             _ => {
                 for mut p in conn.pending.drain(..) {
                     p.key = item.key.clone();
+                    p.instance = item.instance;
                     out.push(p);
                 }
-                conn.last = Some(item.key.clone());
+                conn.last = Some((item.key.clone(), item.instance));
                 out.push(item);
             }
         }
@@ -563,6 +600,106 @@ mod tests {
             ev("select 1", 1),
         ]);
         assert_eq!(got[1].2, "billing");
+    }
+
+    /// Issue 13, defect 6: a marker is a session setting. Two connections
+    /// marking their own steps keep them, however they interleave.
+    #[test]
+    fn markers_set_the_step_of_their_own_connection() {
+        let got = run(vec![
+            ev("SET flowaudit.step = 'request_a'", 1),
+            ev("SET flowaudit.step = 'request_b'", 2),
+            ev("select 1", 1),
+            ev("select 2", 2),
+            ev("BEGIN", 1),
+            ev("select 3", 1),
+            ev("COMMIT", 1),
+            ev("select 4", 2),
+        ]);
+        let got: Vec<_> = got.iter().map(|g| (g.0.as_str(), g.2.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("SET flowaudit.step = 'request_a'", "request_a"),
+                ("SET flowaudit.step = 'request_b'", "request_b"),
+                ("select 1", "request_a"),
+                ("select 2", "request_b"),
+                ("BEGIN", "request_a"),
+                ("select 3", "request_a"),
+                ("COMMIT", "request_a"),
+                ("select 4", "request_b"),
+            ]
+        );
+    }
+
+    /// Issue 13, defect 6: a connection that never sent a marker follows the
+    /// latest marker of the run (a harness marks, the pool runs the queries);
+    /// a connection that set only the step takes the run's flow.
+    #[test]
+    fn unmarked_connections_follow_the_latest_marker_of_the_run() {
+        let got = run(vec![
+            ev("SET flowaudit.flow = 'shop'", 9),
+            ev("SET flowaudit.step = 'browse'", 9),
+            ev("select 1", 1),
+            ev("select 2", 2),
+            ev("SET flowaudit.step = 'own'", 3),
+            ev("select 3", 3),
+            ev("select 4", 1),
+            ev("SET flowaudit.step = 'cart'", 9),
+            ev("select 5", 2),
+            ev("select 6", 3),
+        ]);
+        let got: Vec<_> = got
+            .iter()
+            .filter(|g| !g.3)
+            .map(|g| (g.0.as_str(), g.1.as_str(), g.2.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("select 1", "shop", "browse"),
+                ("select 2", "shop", "browse"),
+                ("select 3", "shop", "own"),
+                ("select 4", "shop", "own"),
+                ("select 5", "shop", "cart"),
+                ("select 6", "shop", "own"),
+            ]
+        );
+    }
+
+    /// Issue 13, defect 6: a step's run (`instance`) changes with the markers
+    /// that apply to the connection only.
+    #[test]
+    fn instances_follow_the_connections_own_markers() {
+        let mut a = Attributor::new();
+        let mut out = Vec::new();
+        for e in [
+            ev("SET flowaudit.step = 'a'", 1),
+            ev("select 1", 1),
+            ev("SET flowaudit.step = 'b'", 2),
+            ev("select 2", 1),
+            ev("select 3", 3),
+            ev("SET flowaudit.step = 'a'", 1),
+            ev("select 4", 1),
+            ev("select 5", 2),
+        ] {
+            a.push(e, &mut out);
+        }
+        let runs: Vec<_> = out
+            .iter()
+            .filter(|x| x.marker.is_none())
+            .map(|x| (x.event.sql.as_str(), x.instance))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                ("select 1", 1),
+                ("select 2", 1),
+                ("select 3", 2),
+                ("select 4", 3),
+                ("select 5", 2),
+            ]
+        );
     }
 
     #[test]

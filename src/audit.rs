@@ -13,7 +13,7 @@ use crate::attribute::{Attributed, Attributor, TxnOp};
 use crate::model::{Event, Finding, Severity, StepKey, TxnStatus};
 use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
-use crate::rules::{Rule, RuleConfig, RuleSetup, Statement, meta};
+use crate::rules::{REGISTRY, Rule, RuleConfig, RuleSetup, Statement};
 
 #[derive(Debug, thiserror::Error)]
 #[error("[rules.{rule}]: {source}")]
@@ -72,12 +72,16 @@ impl Audit {
         config: &RuleConfig,
         baseline: Option<&Baseline>,
     ) -> Result<Self, BuildError> {
+        // In registry order: a rule's finish sees the findings of the rules
+        // before it (see `Rule::finish`).
         let mut rules = Vec::new();
-        for (id, entry) in &config.rules {
+        for m in REGISTRY {
+            let Some(entry) = config.rules.get(m.id) else {
+                continue;
+            };
             if !entry.enabled {
                 continue;
             }
-            let Some(m) = meta(id) else { continue };
             let setup = RuleSetup {
                 severity: entry.severity,
                 settings: entry.settings.clone(),
@@ -216,7 +220,7 @@ impl Audit {
             conn: item.conn,
             key: &item.key,
             step: step_id,
-            instance: self.markers,
+            instance: item.instance,
             event: &item.event,
             fingerprint: &item.fingerprint,
             values: values_hash(&item.event, item.fingerprint.values),

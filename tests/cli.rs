@@ -340,10 +340,34 @@ fn baseline_round_trip() {
         md.replace(&fewer, "fewer.jsonl")
     );
 
-    // A new finding fails while the old ones stay known.
-    let repeat = checkout_variant(dir.path(), "repeat.jsonl", |lines| {
+    // A repeat inside the known N+1 loop is that loop's finding (issue 13,
+    // defect 9): the n-plus-one finding counts it and stays known.
+    let in_loop = checkout_variant(dir.path(), "in-loop.jsonl", |lines| {
         let i = inventory_line(lines, "3");
         lines[i] = lines[i].replace("[\"3\"]", "[\"2\"]");
+    });
+    let out = stdout_of(
+        flowaudit()
+            .args(["analyze", &in_loop, "--fail-on", "warning", "--baseline"])
+            .arg(&baseline),
+        0,
+    );
+    assert!(!out.contains("repeated-query · checkout › browse"), "{out}");
+    assert!(
+        out.contains("1\n   of its 8 runs repeated a value"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 errors · 0 warnings · 0 infos · 3 known"),
+        "{out}"
+    );
+
+    // A new finding fails while the old ones stay known: the second cart
+    // item inserted again with the first one's values.
+    let repeat = checkout_variant(dir.path(), "repeat.jsonl", |lines| {
+        for line in lines.iter_mut() {
+            *line = line.replace("[\"1\", \"5\", \"2\"]", "[\"1\", \"3\", \"2\"]");
+        }
     });
     let out = stdout_of(
         flowaudit()
@@ -352,7 +376,9 @@ fn baseline_round_trip() {
         1,
     );
     assert!(
-        out.contains(" warn   repeated-query · checkout › browse"),
+        out.contains(
+            " warn   repeated-query · checkout › add_to_cart\n        insert into cart_items"
+        ),
         "{out}"
     );
     assert!(

@@ -1301,3 +1301,109 @@ fn invariants_run_when_a_step_ends_before_the_next_one_starts() {
         "{stderr}"
     );
 }
+
+/// A psql session fed statement by statement: each call waits for the
+/// output it expects, so that several sessions interleave in a known order.
+struct Interactive {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Interactive {
+    fn start(port: &str, db: &str) -> Interactive {
+        use std::process::Stdio;
+        let mut child = psql_command(port, db, &["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("psql starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Interactive {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends `sql` and waits for its last line of output, `expect`.
+    fn send(&mut self, sql: &str, expect: &str) {
+        use std::io::BufRead;
+        writeln!(self.stdin, "{sql}").expect("write to psql");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).expect("psql output");
+            assert!(n > 0, "psql ended before printing {expect:?}");
+            if line.trim_end() == expect {
+                return;
+            }
+        }
+    }
+
+    fn finish(self) {
+        drop(self.stdin);
+        let mut child = self.child;
+        let status = child.wait().expect("psql exits");
+        assert!(status.success(), "psql failed: {status:?}");
+    }
+}
+
+/// The statements of a step in a JSON report, by step name.
+fn step_statements(report: &serde_json::Value, step: &str) -> Option<u64> {
+    report["flows"]
+        .as_array()?
+        .iter()
+        .flat_map(|f| f["steps"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["name"] == step)
+        .and_then(|s| s["statements"].as_u64())
+}
+
+/// Issue 13, defect 6: a marker sets the step of its own connection. Two
+/// psql sessions interleaved, each marking its own step, keep their steps;
+/// a session that never marks follows the run's latest marker (a harness
+/// marking steps on its own connection while another one runs the queries).
+#[test]
+fn markers_apply_to_their_own_connection() {
+    if !pg::available("markers of two connections through the proxy") {
+        return;
+    }
+    let db = TestDb::new("markers");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let port = proxy.port();
+    let mut a = Interactive::start(&port, &db.name);
+    let mut b = Interactive::start(&port, &db.name);
+    a.send("SET flowaudit.step = 'request_a';\nselect 'a1';", "a1");
+    b.send("SET flowaudit.step = 'request_b';\nselect 'b1';", "b1");
+    a.send("select 'a2';", "a2");
+    b.send("select 'b2';", "b2");
+    a.send("select 'a3';", "a3");
+    a.finish();
+    b.finish();
+
+    // The harness marks with set_config, whose row tells that it ran.
+    let mut harness = Interactive::start(&port, &db.name);
+    let mut pool = Interactive::start(&port, &db.name);
+    harness.send(
+        "SELECT set_config('flowaudit.step', 'browse', false);",
+        "browse",
+    );
+    pool.send("select 'p1';", "p1");
+    pool.send("select 'p2';", "p2");
+    harness.send(
+        "SELECT set_config('flowaudit.step', 'cart', false);",
+        "cart",
+    );
+    pool.send("select 'p3';", "p3");
+    harness.finish();
+    pool.finish();
+
+    let stopped = proxy.stop();
+    let report = &stopped.report;
+    assert_eq!(step_statements(report, "request_a"), Some(3), "{report:#}");
+    assert_eq!(step_statements(report, "request_b"), Some(2), "{report:#}");
+    assert_eq!(step_statements(report, "browse"), Some(2), "{report:#}");
+    assert_eq!(step_statements(report, "cart"), Some(1), "{report:#}");
+}

@@ -732,3 +732,29 @@ fn a_gzipped_trace_reads_as_the_trace() {
     assert_eq!(findings(&a), findings(&b));
     assert!(a["summary"]["statements"].as_u64() > Some(0));
 }
+
+/// Issue 13, defect 6: in server logs a connection is its session (pg: the
+/// session id or process id; MySQL: the thread id), and a marker sets the
+/// step of its own session. Two sessions marking request_a and request_b
+/// interleaved keep their steps; a session that never marks follows the
+/// latest marker (a harness marking while another session runs the queries).
+#[test]
+fn markers_in_server_logs_apply_to_their_own_session() {
+    for file in ["pg-two-sessions.log", "mysql-two-sessions.log"] {
+        let report = analyze(&fixture(file));
+        let got: Vec<(String, u64, u64)> = steps(&report)
+            .into_iter()
+            .map(|(_, step, statements, _, connections)| (step, statements, connections))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("browse".to_owned(), 2, 1),
+                ("cart".to_owned(), 1, 1),
+                ("request_a".to_owned(), 3, 1),
+                ("request_b".to_owned(), 2, 1),
+            ],
+            "{file}"
+        );
+    }
+}

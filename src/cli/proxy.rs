@@ -79,8 +79,8 @@ fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
     let failing = spec.failing_sql_postgres();
     let mut steps = StepTracker::default();
     let mut injector = FaultInjector::new(spec);
-    let decide = move |sql: &str, application_name: Option<&str>| -> Option<String> {
-        let seen = steps.see(sql, application_name);
+    let decide = move |conn: u64, sql: &str, application_name: Option<&str>| -> Option<String> {
+        let seen = steps.see(conn, sql, application_name);
         let step = seen.step.unwrap_or_default();
         let is_commit = !seen.marker
             && crate::attribute::TxnOp::of(&crate::fingerprint::fingerprint(sql))
@@ -231,7 +231,7 @@ impl InvariantChecks {
     /// Checks the step still current and the end-of-run invariants; the
     /// findings of every check, or the first invariant that failed.
     pub async fn finish(self) -> anyhow::Result<Vec<Finding>> {
-        if let Some((flow, step)) = self.checks.current() {
+        for (flow, step) in self.checks.current() {
             self.checks.check(flow, step).await;
         }
         let at_end = self.runner.at_end().await;

@@ -133,8 +133,10 @@ pub struct Statement<'a> {
     /// its fingerprint replaced. Equal values, equal hash.
     pub values: u64,
     /// Which run of its step this is, as far as markers tell: every marker
-    /// statement begins a new run of the step it names. Without markers it
-    /// stays 0, and a step's runs are judged together.
+    /// begins a new run of the step it names, for its own connection (and for
+    /// the connections that never sent a marker); see
+    /// [`crate::attribute::Attributed::instance`]. Without markers it stays 0,
+    /// and a step's runs are judged together.
     pub instance: u64,
     /// The explicit transaction the statement ran in (unique within the run),
     /// `None` in autocommit.
@@ -180,7 +182,10 @@ impl Statement<'_> {
 /// A built-in check over a run's statements.
 pub trait Rule: std::fmt::Debug + Send {
     fn observe(&mut self, statement: &Statement<'_>);
-    /// The findings, once every statement has been observed.
+    /// The findings, once every statement has been observed. Rules finish
+    /// in [`REGISTRY`] order, and `out` already holds the findings of the
+    /// rules before this one: a rule may leave to an earlier one what it
+    /// reported (`repeated-query` the loops `n-plus-one` reported).
     fn finish(&mut self, out: &mut Vec<Finding>);
 }
 

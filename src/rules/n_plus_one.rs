@@ -34,6 +34,10 @@ documented_rule! {
     /// request is judged per request, and the finding says in how many loops
     /// the pattern showed.
     ///
+    /// When some runs of a loop repeat a value of that loop, the finding
+    /// says how many: those repeats are the loop's, and `repeated-query` does
+    /// not report the fingerprint again in that step.
+    ///
     /// A loop of explicit transactions that each run the statement once (a
     /// benchmark, a batch job) is independent units of work, not an N+1.
     /// Writes repeated the same way (an INSERT per row) are reported too, as a
@@ -139,6 +143,8 @@ struct Group {
 struct Episode {
     runs: u64,
     distinct: HashSet<u64>,
+    /// Runs whose values an earlier run of the loop had already used.
+    repeated: u64,
     examples: Vec<String>,
     /// The step's candidate sources when the loop began (this fingerprint aside).
     sources: Vec<Source>,
@@ -154,6 +160,9 @@ struct Episode {
 struct Flagged {
     loops: u64,
     runs: u64,
+    /// Runs of the flagged loops that repeated a value of their loop: the
+    /// finding reports them, and `repeated-query` leaves them to it.
+    repeated: u64,
     most_runs: u64,
     most_distinct: u64,
     source: Option<Source>,
@@ -213,6 +222,7 @@ impl Group {
         let f = &mut self.flagged;
         f.loops += 1;
         f.runs += episode.runs;
+        f.repeated += episode.repeated;
         if episode.runs > f.most_runs {
             f.most_runs = episode.runs;
             f.most_distinct = distinct;
@@ -273,9 +283,14 @@ impl Rule for NPlusOne {
         group.spread.observe(s);
         let ep = &mut group.episode;
         ep.runs += 1;
-        if ep.distinct.len() < DISTINCT_CAP && ep.distinct.insert(s.values) && ep.examples.len() < 3
-        {
-            ep.examples.push(s.example());
+        if ep.distinct.len() < DISTINCT_CAP {
+            if !ep.distinct.insert(s.values) {
+                ep.repeated += 1;
+            } else if ep.examples.len() < 3 {
+                ep.examples.push(s.example());
+            }
+        } else if ep.distinct.contains(&s.values) {
+            ep.repeated += 1;
         }
 
         if kind == StatementKind::Select {
@@ -338,7 +353,7 @@ impl NPlusOne {
         };
         let write = group.kind.is_write();
         let what = if write { "write" } else { "query" };
-        let message = if f.loops == 1 {
+        let mut message = if f.loops == 1 {
             format!(
                 "{what} ran {}× with {values}, once per row of: {source_text}{rows}",
                 thousands(f.runs),
@@ -352,6 +367,14 @@ impl NPlusOne {
                 thousands(f.most_runs),
             )
         };
+        if f.repeated > 0 {
+            // Issue 13, defect 9: one loop, one finding; its repeats are told here.
+            message.push_str(&format!(
+                "; {} of its {} runs repeated a value",
+                thousands(f.repeated),
+                thousands(f.runs)
+            ));
+        }
         let help = if write {
             "write the rows in one statement: a multi-row INSERT … VALUES (…), (…), INSERT … SELECT, \
              or COPY; for updates, one UPDATE … FROM (VALUES …) or WHERE id = ANY(?)"

@@ -1,6 +1,6 @@
 //! `repeated-query`: the same statement with the same parameters, again.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::{
     DISTINCT_CAP, Rule, RuleMeta, RuleSetup, Statement, TxnSpread, documented_rule, thousands,
@@ -23,6 +23,8 @@ documented_rule! {
     /// literals), on any of the step's connections. Transaction control, SET
     /// and markers are never repeats, and neither are runs that each sit in
     /// their own explicit transaction (a benchmark's or batch job's loop).
+    /// A fingerprint that `n-plus-one` reports in a step is left to it: its
+    /// finding counts the runs that repeated a value.
     ///
     /// ## Why is this bad?
     /// The second run returns what the first already returned: a wasted round
@@ -148,11 +150,30 @@ impl Rule for RepeatedQuery {
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
         let min = self.settings.min_repeats;
+        // Issue 13, defect 9: the statements of a loop that `n-plus-one`
+        // reported (it finished before this rule, see `Rule::finish`) are its
+        // finding, which counts their repeats; one loop, one finding.
+        let loops: HashSet<(&str, &str, &str)> = out
+            .iter()
+            .filter(|f| f.rule == super::n_plus_one::META.id)
+            .filter_map(|f| {
+                Some((
+                    f.flow.as_str(),
+                    f.step.as_str(),
+                    f.fingerprint_hash.as_deref()?,
+                ))
+            })
+            .collect();
+        let mut found = Vec::new();
         for (key, groups) in self.steps.values_mut() {
             for group in groups.values_mut() {
                 group.tally(min);
                 let (sets, runs, most) = group.repeated;
                 if sets == 0 || group.spread.independent_units() {
+                    continue;
+                }
+                let hash = format!("{:016x}", group.hash);
+                if loops.contains(&(key.flow.as_str(), key.step.as_str(), hash.as_str())) {
                     continue;
                 }
                 let message = if sets == 1 {
@@ -165,14 +186,14 @@ impl Rule for RepeatedQuery {
                         thousands(most)
                     )
                 };
-                out.push(Finding {
+                found.push(Finding {
                     rule: META.id,
                     severity: self.severity,
                     flow: key.flow.clone(),
                     step: key.step.clone(),
                     message,
                     fingerprint: Some(group.text.clone()),
-                    fingerprint_hash: Some(format!("{:016x}", group.hash)),
+                    fingerprint_hash: Some(hash),
                     count: runs,
                     examples: group.examples.clone(),
                     help: "run it once and reuse the result (pass the row along, or memoise it \
@@ -181,6 +202,7 @@ impl Rule for RepeatedQuery {
                 });
             }
         }
+        out.append(&mut found);
     }
 }
 
@@ -257,6 +279,63 @@ mod tests {
         let r = fired(&f, "repeated-query");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].count, 2);
+    }
+
+    /// Issue 13, defect 9: one loop, one finding. An N+1 loop whose values
+    /// repeat is the n-plus-one finding (which counts the repeats), not a
+    /// repeated-query as well; a plain repeated lookup still is one.
+    #[test]
+    fn repeats_inside_a_reported_loop_are_the_loops_finding() {
+        let mut rows: Vec<(u64, String, Vec<String>, Option<u64>)> = vec![(
+            1,
+            "select id from products order by id limit 24".to_owned(),
+            vec![],
+            Some(24),
+        )];
+        // 24 runs over 21 values: 0, 1 and 2 come again.
+        for i in 0..24u64 {
+            rows.push((
+                1,
+                "select * from inventory where product_id = $1".to_owned(),
+                vec![(i % 21).to_string()],
+                Some(1),
+            ));
+        }
+        for _ in 0..2 {
+            rows.push((
+                1,
+                "select * from users where id = $1".to_owned(),
+                vec!["42".to_owned()],
+                Some(1),
+            ));
+        }
+        let params: Vec<Vec<&str>> = rows
+            .iter()
+            .map(|r| r.2.iter().map(String::as_str).collect())
+            .collect();
+        let tuples: Vec<(u64, &str, &[&str], Option<u64>)> = rows
+            .iter()
+            .zip(&params)
+            .map(|(r, p)| (r.0, r.1.as_str(), p.as_slice(), r.3))
+            .collect();
+        let f = audit(events(&tuples), "");
+        let n = fired(&f, "n-plus-one");
+        assert_eq!(n.len(), 1, "{f:#?}");
+        assert!(
+            n[0].message
+                .ends_with("; 3 of its 24 runs repeated a value"),
+            "{}",
+            n[0].message
+        );
+        let r = fired(&f, "repeated-query");
+        assert_eq!(r.len(), 1, "{f:#?}");
+        assert_eq!(
+            r[0].fingerprint.as_deref(),
+            Some("select * from users where id = ?")
+        );
+        // With n-plus-one off, the loop's repeats are repeated-query's again.
+        let f = audit(events(&tuples), "[rules.n-plus-one]\nenabled = false\n");
+        assert_eq!(fired(&f, "repeated-query").len(), 2, "{f:#?}");
     }
 
     #[test]

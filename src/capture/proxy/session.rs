@@ -86,12 +86,12 @@ struct Suspended {
 }
 
 /// Fault injection: called for every statement about to be sent to the
-/// server, in order, with the connection's `application_name`; returns the SQL
+/// server, in order, with the connection's id and `application_name`; returns the SQL
 /// to run in its place when the statement must fail instead of running.
 #[derive(Clone)]
 pub struct FaultHook(pub Arc<Mutex<FaultFn>>);
 
-pub type FaultFn = dyn FnMut(&str, Option<&str>) -> Option<String> + Send;
+pub type FaultFn = dyn FnMut(u64, &str, Option<&str>) -> Option<String> + Send;
 
 impl std::fmt::Debug for FaultHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,10 +243,9 @@ impl Session {
 
     /// Tells the step checks about a statement about to be sent.
     fn step_check(&mut self, sql: &str) {
-        if let Some(checks) = &self.checks
-            && let Some(ended) = checks.see(sql, self.application_name.as_deref())
-        {
-            self.due.push(ended);
+        if let Some(checks) = &self.checks {
+            let ended = checks.see(self.conn, sql, self.application_name.as_deref());
+            self.due.extend(ended);
         }
     }
 
@@ -257,7 +256,7 @@ impl Session {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        decide(sql, self.application_name.as_deref())
+        decide(self.conn, sql, self.application_name.as_deref())
     }
 
     /// With fault injection: observes a whole client message and appends to

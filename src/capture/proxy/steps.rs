@@ -1,11 +1,13 @@
 //! What the proxy knows of the run's steps while statements pass: the current
-//! flow and step, from markers (run-wide, as for the audit) and sqlcommenter
-//! tags (one statement's own). Fault injection counts statements per step
+//! flow and step of each connection, from markers (per connection, as for the
+//! audit) and sqlcommenter tags (one statement's own). Fault injection counts statements per step
 //! with it, and the data invariants run when a step ends.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use foldhash::HashMap;
 
 use crate::attribute::{Marker, parse_marker, parse_tags};
 
@@ -38,12 +40,18 @@ impl StepChecks {
         }
     }
 
-    /// Follows a statement about to be sent; the (flow, step) it ends, if any.
-    pub fn see(&self, sql: &str, application_name: Option<&str>) -> Option<(String, String)> {
+    /// Follows a statement connection `conn` is about to send; the (flow,
+    /// step) pairs it ends.
+    pub fn see(
+        &self,
+        conn: u64,
+        sql: &str,
+        application_name: Option<&str>,
+    ) -> Vec<(String, String)> {
         self.tracker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .see(sql, application_name)
+            .see(conn, sql, application_name)
             .ended
     }
 
@@ -52,8 +60,8 @@ impl StepChecks {
         (self.run)(flow, step)
     }
 
-    /// The step current when the run ends.
-    pub fn current(&self) -> Option<(String, String)> {
+    /// The steps current when the run ends.
+    pub fn current(&self) -> Vec<(String, String)> {
         self.tracker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -62,9 +70,23 @@ impl StepChecks {
 }
 
 /// The step a statement belongs to, as far as the proxy can tell when the
-/// statement is sent.
+/// statement is sent. Markers follow the audit's rule (DESIGN.md, "Flow and
+/// step attribution"; issue 13, defect 6): a marker sets the flow or step of
+/// its own connection; a connection that never set one follows the latest
+/// marker of the run.
 #[derive(Debug, Default, Clone)]
 pub struct StepTracker {
+    /// The latest markers of the run, whoever sent them.
+    run: Marks,
+    /// Whether a connection following the run (one that never set its step)
+    /// ran a statement in the run's current step.
+    run_used: bool,
+    /// What each connection's own markers set.
+    conns: HashMap<u64, Marks>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Marks {
     flow: Option<String>,
     step: Option<String>,
 }
@@ -76,44 +98,100 @@ pub struct Seen {
     pub marker: bool,
     /// The step the statement belongs to (a marker: the step it starts).
     pub step: Option<String>,
-    /// The (flow, step) that ended because this statement starts another.
-    pub ended: Option<(String, String)>,
+    /// The (flow, step) pairs that ended because this statement starts
+    /// another: the sending connection's own step, and the run's step when
+    /// connections that follow the run ran in it.
+    pub ended: Vec<(String, String)>,
 }
 
 impl StepTracker {
-    fn flow(&self) -> &str {
-        self.flow.as_deref().unwrap_or(crate::model::UNATTRIBUTED)
+    /// The (flow, step) of a connection: what it set itself, else the run's.
+    fn of(&self, conn: u64) -> Option<(String, String)> {
+        let own = self.conns.get(&conn);
+        let step = own
+            .and_then(|m| m.step.as_ref())
+            .or(self.run.step.as_ref())?;
+        let flow = own
+            .and_then(|m| m.flow.as_ref())
+            .or(self.run.flow.as_ref())
+            .map_or(crate::model::UNATTRIBUTED, String::as_str);
+        Some((flow.to_owned(), step.clone()))
     }
 
-    /// Follows one statement sent by a client with `application_name`.
-    pub fn see(&mut self, sql: &str, application_name: Option<&str>) -> Seen {
-        let before = self.step.clone().map(|s| (self.flow().to_owned(), s));
+    fn run_step(&self) -> Option<(String, String)> {
+        let flow = self
+            .run
+            .flow
+            .as_deref()
+            .unwrap_or(crate::model::UNATTRIBUTED);
+        self.run.step.clone().map(|s| (flow.to_owned(), s))
+    }
+
+    /// Follows one statement that connection `conn`, whose `application_name`
+    /// is given, is about to send.
+    pub fn see(&mut self, conn: u64, sql: &str, application_name: Option<&str>) -> Seen {
         if let Some(marker) = parse_marker(sql) {
-            match marker {
-                Marker::Flow(flow) => self.flow = Some(flow),
-                Marker::Step(step) => self.step = Some(step),
+            let had_own_step = self.conns.get(&conn).is_some_and(|m| m.step.is_some());
+            let own_before = self.of(conn).filter(|_| had_own_step);
+            let run_before = self.run_step().filter(|_| self.run_used);
+            let own = self.conns.entry(conn).or_default();
+            for marks in [&mut self.run, own] {
+                match &marker {
+                    Marker::Flow(flow) => marks.flow = Some(flow.clone()),
+                    Marker::Step(step) => marks.step = Some(step.clone()),
+                }
             }
-            let after = self.step.clone().map(|s| (self.flow().to_owned(), s));
+            let own_after = self.of(conn);
+            let run_after = self.run_step();
+            let mut ended = Vec::new();
+            if let Some(b) = own_before.filter(|b| Some(b) != own_after.as_ref()) {
+                ended.push(b);
+            }
+            if let Some(b) = run_before.filter(|b| Some(b) != run_after.as_ref()) {
+                self.run_used = false;
+                if !ended.contains(&b) {
+                    ended.push(b);
+                }
+            }
             return Seen {
                 marker: true,
-                step: self.step.clone(),
-                ended: before.filter(|b| Some(b) != after.as_ref()),
+                step: own_after.map(|(_, step)| step),
+                ended,
             };
         }
-        let step = parse_tags(sql)
-            .step()
-            .or_else(|| self.step.clone())
-            .or_else(|| application_name.map(str::to_owned));
+        let own_step = self.conns.get(&conn).and_then(|m| m.step.clone());
+        let step = match parse_tags(sql).step() {
+            Some(tagged) => Some(tagged),
+            None if own_step.is_some() => own_step,
+            None if self.run.step.is_some() => {
+                self.run_used = true;
+                self.run.step.clone()
+            }
+            None => application_name.map(str::to_owned),
+        };
         Seen {
             marker: false,
             step,
-            ended: None,
+            ended: Vec::new(),
         }
     }
 
-    /// The step still current when the run ends.
-    pub fn current(&self) -> Option<(String, String)> {
-        self.step.clone().map(|s| (self.flow().to_owned(), s))
+    /// The steps still current when the run ends: each marking connection's
+    /// latest, and the run's, once each, in a stable order.
+    pub fn current(&self) -> Vec<(String, String)> {
+        let mut ids: Vec<u64> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        let mut current: Vec<(String, String)> = Vec::new();
+        for key in ids
+            .into_iter()
+            .filter_map(|id| self.of(id))
+            .chain(self.run_step())
+        {
+            if !current.contains(&key) {
+                current.push(key);
+            }
+        }
+        current
     }
 }
 
@@ -121,26 +199,78 @@ impl StepTracker {
 mod tests {
     use super::StepTracker;
 
+    fn pair(flow: &str, step: &str) -> (String, String) {
+        (flow.into(), step.into())
+    }
+
     #[test]
     fn markers_start_steps_and_end_the_previous_one() {
         let mut t = StepTracker::default();
-        let s = t.see("SET flowaudit.flow = 'shop'", None);
-        assert!(s.marker && s.ended.is_none());
-        let s = t.see("SET flowaudit.step = 'browse'", None);
+        let s = t.see(1, "SET flowaudit.flow = 'shop'", None);
+        assert!(s.marker && s.ended.is_empty());
+        let s = t.see(1, "SET flowaudit.step = 'browse'", None);
         assert_eq!(s.step.as_deref(), Some("browse"));
-        assert!(s.ended.is_none());
-        let s = t.see("select 1 /*step='cart'*/", None);
+        assert!(s.ended.is_empty());
+        let s = t.see(1, "select 1 /*step='cart'*/", None);
         assert_eq!(
             s.step.as_deref(),
             Some("cart"),
             "tags name one statement's step"
         );
-        let s = t.see("select 2", Some("app"));
+        let s = t.see(1, "select 2", Some("app"));
         assert_eq!(s.step.as_deref(), Some("browse"));
-        let s = t.see("SET flowaudit.step = 'checkout'", None);
-        assert_eq!(s.ended, Some(("shop".into(), "browse".into())));
-        assert_eq!(t.current(), Some(("shop".into(), "checkout".into())));
-        let s = t.see("SET flowaudit.step = 'checkout'", None);
-        assert!(s.ended.is_none(), "the same step again does not end it");
+        let s = t.see(1, "SET flowaudit.step = 'checkout'", None);
+        assert_eq!(s.ended, vec![pair("shop", "browse")]);
+        assert_eq!(t.current(), vec![pair("shop", "checkout")]);
+        let s = t.see(1, "SET flowaudit.step = 'checkout'", None);
+        assert!(s.ended.is_empty(), "the same step again does not end it");
+    }
+
+    /// Issue 13, defect 6: each connection's markers set its own step, and a
+    /// step ends when its connection moves on, not when another one does.
+    #[test]
+    fn connections_keep_their_own_steps() {
+        let mut t = StepTracker::default();
+        t.see(1, "SET flowaudit.step = 'request_a'", None);
+        let s = t.see(2, "SET flowaudit.step = 'request_b'", None);
+        assert!(s.ended.is_empty(), "{s:?}");
+        assert_eq!(
+            t.see(1, "select 1", None).step.as_deref(),
+            Some("request_a")
+        );
+        assert_eq!(
+            t.see(2, "select 2", None).step.as_deref(),
+            Some("request_b")
+        );
+        let s = t.see(1, "SET flowaudit.step = 'request_c'", None);
+        assert_eq!(s.ended, vec![pair("(unattributed)", "request_a")]);
+        assert_eq!(
+            t.see(2, "select 3", None).step.as_deref(),
+            Some("request_b")
+        );
+        assert_eq!(
+            t.current(),
+            vec![
+                pair("(unattributed)", "request_c"),
+                pair("(unattributed)", "request_b")
+            ]
+        );
+    }
+
+    /// Issue 13, defect 6: a connection that never sent a marker follows the
+    /// run's latest; the run's step ends for it when any marker moves the run on.
+    #[test]
+    fn unmarked_connections_follow_the_run() {
+        let mut t = StepTracker::default();
+        t.see(9, "SET flowaudit.step = 'browse'", None);
+        assert_eq!(t.see(1, "select 1", None).step.as_deref(), Some("browse"));
+        let s = t.see(9, "SET flowaudit.step = 'cart'", None);
+        assert_eq!(s.ended, vec![pair("(unattributed)", "browse")]);
+        assert_eq!(t.see(1, "select 2", None).step.as_deref(), Some("cart"));
+        // Another connection's first marker moves the run on: the run's step
+        // ended for connection 1, which ran in it.
+        let s = t.see(2, "SET flowaudit.step = 'own'", None);
+        assert_eq!(s.ended, vec![pair("(unattributed)", "cart")]);
+        assert_eq!(t.see(1, "select 3", None).step.as_deref(), Some("own"));
     }
 }
