@@ -124,6 +124,20 @@ const PLANTED: [(&str, &str, u64); 4] = [
 /// about the application's code: (program, rule, step, count, why).
 const ALSO_RIGHT: &[(&str, &str, &str, u64, &str)] = &[
     (
+        "asyncpg_shop.py",
+        "non-atomic-write",
+        "add_to_cart",
+        1,
+        "asyncpg has no implicit transaction: the shipped cart and lines commit one by one",
+    ),
+    (
+        "django_shop.py",
+        "non-atomic-write",
+        "add_to_cart",
+        1,
+        "Django autocommits: the shipped get_or_create of the cart and each line commit on their own",
+    ),
+    (
         "pg_shop.js",
         "non-atomic-write",
         "add_to_cart",
@@ -170,6 +184,43 @@ const DIFFERENCES: &[(&str, &str, &str, i64, &str)] = &[
         "checkout",
         1,
         "the 2 order items inserted by one executemany in a pipeline: an Execute per line",
+    ),
+    (
+        "sqlalchemy_shop.py",
+        "fixed",
+        "add_to_cart",
+        1,
+        "the 2 lines inserted by one executemany: psycopg sends an Execute per line",
+    ),
+    (
+        "asyncpg_shop.py",
+        "shipped",
+        "checkout",
+        1,
+        "the cart's 2 lines deleted by one executemany: an Execute per line",
+    ),
+    (
+        "asyncpg_shop.py",
+        "fixed",
+        "add_to_cart",
+        4,
+        "the 2 lines by one executemany (+1), and asyncpg's introspection of bigint[] the first \
+         time a statement takes one: JIT off, the typeinfo query, JIT back on (+3)",
+    ),
+    (
+        "asyncpg_shop.py",
+        "fixed",
+        "checkout",
+        1,
+        "the 2 order items inserted by one executemany: an Execute per line",
+    ),
+    (
+        "pymysql_shop.py",
+        "shipped",
+        "checkout",
+        1,
+        "the cart's 2 lines deleted by one executemany, which PyMySQL runs once per line \
+         (it rewrites only INSERT … VALUES into one statement)",
     ),
     (
         "pg_shop.js",
