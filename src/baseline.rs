@@ -110,10 +110,12 @@ impl Baseline {
                 );
             }
         }
-        // Regressions are judged against the baseline, never stored in it.
+        // Regressions are judged against the baseline, never stored in it;
+        // findings an older baseline knew are findings of this run too.
         let findings = report
             .findings
             .iter()
+            .chain(&report.known)
             .filter(|f| f.rule != crate::rules::QUERY_COUNT_REGRESSION)
             .map(KnownFinding::of)
             .collect();

@@ -22,11 +22,14 @@ documented_rule! {
     /// once per row of an earlier query: the N+1 pattern. Within one step (all
     /// of its connections), a fingerprint must run at least `min_repeats` times
     /// (default 5) with at least 2 distinct parameter sets (bind values, or the
-    /// literals the fingerprint replaced), and be fed by a *source*: the closest
-    /// earlier SELECT of the step that returned at least as many rows as there
-    /// are distinct values. Where row counts are unknown (server logs), the
-    /// source is the closest earlier SELECT of another fingerprint on the same
-    /// connection. No source, no N+1.
+    /// literals the fingerprint replaced), and follow a *source*: an earlier
+    /// SELECT of another fingerprint on the same connection. No source, no N+1.
+    /// The source named is the closest earlier SELECT of the step that returned
+    /// at least as many rows as there are distinct values, where row counts
+    /// are known (the proxy); else the previous SELECT on the connection, and
+    /// the finding says the loop ran *after* it rather than per row of it.
+    /// Whether a loop is an N+1 never depends on row counts, so a server log
+    /// of the same run, which has none, gives the same findings.
     ///
     /// Each loop is judged on its own: a loop ends when a marker starts a new
     /// run of the step, or when the oldest query that could have fed it runs
@@ -194,16 +197,20 @@ impl Episode {
     }
 
     /// The query that fed this loop, if one did: the closest earlier SELECT
-    /// that returned at least as many rows as the loop had distinct values;
-    /// where row counts are unknown (server logs), the previous SELECT on the
-    /// connection.
+    /// that returned at least as many rows as the loop had distinct values,
+    /// else the previous SELECT (of another fingerprint) on the connection.
+    ///
+    /// Whether there is a source must not depend on row counts, which only
+    /// the proxy knows: a server log of the same run has to give the same
+    /// findings (issue 13, defect 10). Row counts only pick the better source
+    /// to name.
     fn source(&self) -> Option<Source> {
         let distinct = self.distinct.len() as u64;
         self.sources
             .iter()
             .rev()
             .find(|src| src.rows.is_some_and(|r| r >= distinct))
-            .or(self.last_select.as_ref().filter(|src| src.rows.is_none()))
+            .or(self.last_select.as_ref())
             .copied()
     }
 }
@@ -351,17 +358,24 @@ impl NPlusOne {
             Some(r) => format!(" ({} rows)", thousands(r)),
             None => String::new(),
         };
+        // A source with fewer rows than the loop had values did not feed it
+        // all: the loop ran after it, with values from elsewhere.
+        let fed = if source.rows.is_none_or(|r| r >= f.most_distinct) {
+            "once per row of"
+        } else {
+            "after"
+        };
         let write = group.kind.is_write();
         let what = if write { "write" } else { "query" };
         let mut message = if f.loops == 1 {
             format!(
-                "{what} ran {}× with {values}, once per row of: {source_text}{rows}",
+                "{what} ran {}× with {values}, {fed}: {source_text}{rows}",
                 thousands(f.runs),
             )
         } else {
             format!(
                 "{what} ran in {} loops, {} runs in all, up to {}× with {values} in one loop, \
-                 once per row of: {source_text}{rows}",
+                 {fed}: {source_text}{rows}",
                 thousands(f.loops),
                 thousands(f.runs),
                 thousands(f.most_runs),
@@ -466,27 +480,46 @@ mod tests {
     }
 
     #[test]
-    fn silent_without_a_source_with_enough_rows() {
-        // The earlier query returned 3 rows: it cannot have fed 20 distinct values.
+    fn a_source_with_fewer_rows_still_feeds_the_loop_as_in_a_log() {
+        // Issue 13, defect 10: the earlier query returned 3 rows, so it did
+        // not feed 20 distinct values, but a server log of the same run knows
+        // no row counts: both captures must give the same finding, which
+        // says the loop ran after that query rather than per row of it.
+        let few: Vec<_> = loop_over(20, Some(20))
+            .into_iter()
+            .map(|mut r| {
+                if r.3 == Some(20) {
+                    r.3 = Some(3);
+                }
+                r
+            })
+            .collect();
+        let with_rows = run(&few, "");
+        let without: Vec<_> = few
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.3 = None;
+                r
+            })
+            .collect();
+        let from_log = run(&without, "");
+        let proxy = fired(&with_rows, "n-plus-one");
+        let log = fired(&from_log, "n-plus-one");
+        assert_eq!(proxy.len(), 1);
+        assert_eq!(log.len(), 1);
+        assert_eq!(proxy[0].count, log[0].count);
         assert!(
-            fired(
-                &run(
-                    &loop_over(20, Some(20))
-                        .into_iter()
-                        .map(|mut r| {
-                            if r.3 == Some(20) {
-                                r.3 = Some(3);
-                            }
-                            r
-                        })
-                        .collect::<Vec<_>>(),
-                    ""
-                ),
-                "n-plus-one"
-            )
-            .is_empty()
+            proxy[0].message.contains(", after: "),
+            "{}",
+            proxy[0].message
         );
-        // No earlier query at all.
+        assert!(
+            log[0].message.contains("once per row of: "),
+            "{}",
+            log[0].message
+        );
+        // No earlier query at all: no source, no N+1.
         let only_loop: Vec<_> = loop_over(20, Some(20)).into_iter().skip(1).collect();
         assert!(fired(&run(&only_loop, ""), "n-plus-one").is_empty());
     }
