@@ -433,6 +433,46 @@ mod tests {
     }
 
     #[test]
+    fn driver_housekeeping_counts_as_statements_not_queries() {
+        // issue 13, defect 8: psycopg's DEALLOCATE ALL after a rollback, a
+        // pooler's DISCARD ALL, asyncpg's pool reset; each run twice in the
+        // step, which is not a repeated query either.
+        let housekeeping = [
+            "DEALLOCATE ALL",
+            "DEALLOCATE PREPARE _pg3_2",
+            "DISCARD ALL",
+            "RESET ALL",
+            "CLOSE ALL",
+            "UNLISTEN *",
+            "SELECT pg_advisory_unlock_all()",
+            "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+        ];
+        let mut events = vec![ev("SET flowaudit.step = 'browse'", 1)];
+        for _ in 0..2 {
+            events.push(ev("select * from products where id = 1", 1));
+            events.push(ev("ROLLBACK", 1));
+            events.extend(housekeeping.iter().map(|sql| ev(sql, 1)));
+        }
+        let config = RuleConfig::builtin().expect("defaults");
+        let report = audit_events(&config, events).expect("audit");
+        let browse = &report.flows[0].steps[0];
+        let housekeeping = 2 * housekeeping.len() as u64;
+        assert_eq!(browse.statements, 2 + 2 + housekeeping);
+        assert_eq!(browse.queries, 2);
+        assert_eq!(browse.statements - browse.queries - 2, housekeeping);
+        let fired: Vec<_> = report.findings.iter().map(|f| f.rule).collect();
+        // Only the product read, which did repeat.
+        assert_eq!(fired, ["repeated-query"], "{:#?}", report.findings);
+        assert!(
+            report.findings[0]
+                .fingerprint
+                .as_deref()
+                .unwrap_or("")
+                .contains("products")
+        );
+    }
+
+    #[test]
     fn allowed_findings_are_set_aside_with_their_reason() {
         let config = RuleConfig::builtin_with(
             "[[allow]]\nrule = \"repeated-query\"\nfingerprint = \"^select \\\\?$\"\nreason = \"health check\"\n",
