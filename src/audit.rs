@@ -10,9 +10,11 @@ use crate::baseline::Baseline;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::attribute::{Attributed, Attributor, TxnOp};
+use crate::capture::logs::MysqlSession;
 use crate::model::{Event, Finding, Severity, StepKey, TxnStatus};
 use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
+use crate::rules::units::Dialect;
 use crate::rules::{Rule, RuleConfig, RuleSetup, Statement, meta};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub struct Audit {
     baseline: Option<Baseline>,
     /// Open explicit transaction per connection.
     open_txn: HashMap<u64, u64>,
+    /// Per connection of a MySQL source that gave no `txn`: its session, to
+    /// follow autocommit (issue 13, defect 5).
+    mysql: HashMap<u64, MysqlSession>,
     next_txn: u64,
     steps: Vec<StepCounts>,
     step_index: HashMap<StepKey, usize>,
@@ -112,6 +117,7 @@ impl Audit {
                 .collect(),
             baseline: baseline.cloned(),
             open_txn: HashMap::new(),
+            mysql: HashMap::new(),
             next_txn: 0,
             steps: Vec::new(),
             step_index: HashMap::new(),
@@ -165,11 +171,28 @@ impl Audit {
     /// Which explicit transaction a statement ran in. Follows BEGIN / COMMIT /
     /// ROLLBACK per connection, and trusts the source's `txn` status where it
     /// gave one (a trace that starts inside a transaction, an implicit end).
+    /// A MySQL statement without one gets it from its session as the general
+    /// log reader does, so that `SET autocommit = 0` and MySQL's implicit
+    /// commits count in a trace too.
     fn transaction(&mut self, item: &Attributed) -> (Option<u64>, bool) {
         let current = self.open_txn.get(&item.conn).copied();
+        let status = match item.event.txn {
+            Some(status) => Some(status),
+            None if Dialect::of(&item.event) == Dialect::MySql => Some(
+                self.mysql
+                    .entry(item.conn)
+                    .or_default()
+                    .statement(&item.event.sql),
+            ),
+            None => None,
+        };
         match item.txn_op {
             Some(TxnOp::Begin) => {
-                if let Some(id) = current {
+                // A BEGIN inside a transaction: PostgreSQL ignores it (the
+                // source says `open`), MySQL commits first (it says `idle`).
+                if let Some(id) = current
+                    && status != Some(TxnStatus::Idle)
+                {
                     return (Some(id), false);
                 }
                 let id = self.next_txn;
@@ -181,7 +204,7 @@ impl Audit {
                 self.open_txn.remove(&item.conn);
                 (current, false)
             }
-            _ => match (item.event.txn, current) {
+            _ => match (status, current) {
                 (Some(TxnStatus::Idle), Some(_)) => {
                     self.open_txn.remove(&item.conn);
                     (None, false)
