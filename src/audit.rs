@@ -10,9 +10,11 @@ use crate::baseline::Baseline;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::attribute::{Attributed, Attributor, TxnOp};
+use crate::capture::logs::MysqlSession;
 use crate::model::{Event, Finding, Severity, StepKey, TxnStatus};
 use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
+use crate::rules::units::Dialect;
 use crate::rules::{REGISTRY, Rule, RuleConfig, RuleSetup, Statement};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub struct Audit {
     baseline: Option<Baseline>,
     /// Open explicit transaction per connection.
     open_txn: HashMap<u64, u64>,
+    /// Per connection of a MySQL source that gave no `txn`: its session, to
+    /// follow autocommit (issue 13, defect 5).
+    mysql: HashMap<u64, MysqlSession>,
     next_txn: u64,
     steps: Vec<StepCounts>,
     step_index: HashMap<StepKey, usize>,
@@ -116,6 +121,7 @@ impl Audit {
                 .collect(),
             baseline: baseline.cloned(),
             open_txn: HashMap::new(),
+            mysql: HashMap::new(),
             next_txn: 0,
             steps: Vec::new(),
             step_index: HashMap::new(),
@@ -169,11 +175,28 @@ impl Audit {
     /// Which explicit transaction a statement ran in. Follows BEGIN / COMMIT /
     /// ROLLBACK per connection, and trusts the source's `txn` status where it
     /// gave one (a trace that starts inside a transaction, an implicit end).
+    /// A MySQL statement without one gets it from its session as the general
+    /// log reader does, so that `SET autocommit = 0` and MySQL's implicit
+    /// commits count in a trace too.
     fn transaction(&mut self, item: &Attributed) -> (Option<u64>, bool) {
         let current = self.open_txn.get(&item.conn).copied();
+        let status = match item.event.txn {
+            Some(status) => Some(status),
+            None if Dialect::of(&item.event) == Dialect::MySql => Some(
+                self.mysql
+                    .entry(item.conn)
+                    .or_default()
+                    .statement(&item.event.sql),
+            ),
+            None => None,
+        };
         match item.txn_op {
             Some(TxnOp::Begin) => {
-                if let Some(id) = current {
+                // A BEGIN inside a transaction: PostgreSQL ignores it (the
+                // source says `open`), MySQL commits first (it says `idle`).
+                if let Some(id) = current
+                    && status != Some(TxnStatus::Idle)
+                {
                     return (Some(id), false);
                 }
                 let id = self.next_txn;
@@ -185,7 +208,7 @@ impl Audit {
                 self.open_txn.remove(&item.conn);
                 (current, false)
             }
-            _ => match (item.event.txn, current) {
+            _ => match (status, current) {
                 (Some(TxnStatus::Idle), Some(_)) => {
                     self.open_txn.remove(&item.conn);
                     (None, false)
@@ -434,6 +457,46 @@ mod tests {
         );
         assert_eq!(browse.duration_us, Some(5000));
         assert_eq!(report.flows[0].steps[1].statements, 1);
+    }
+
+    #[test]
+    fn driver_housekeeping_counts_as_statements_not_queries() {
+        // issue 13, defect 8: psycopg's DEALLOCATE ALL after a rollback, a
+        // pooler's DISCARD ALL, asyncpg's pool reset; each run twice in the
+        // step, which is not a repeated query either.
+        let housekeeping = [
+            "DEALLOCATE ALL",
+            "DEALLOCATE PREPARE _pg3_2",
+            "DISCARD ALL",
+            "RESET ALL",
+            "CLOSE ALL",
+            "UNLISTEN *",
+            "SELECT pg_advisory_unlock_all()",
+            "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+        ];
+        let mut events = vec![ev("SET flowaudit.step = 'browse'", 1)];
+        for _ in 0..2 {
+            events.push(ev("select * from products where id = 1", 1));
+            events.push(ev("ROLLBACK", 1));
+            events.extend(housekeeping.iter().map(|sql| ev(sql, 1)));
+        }
+        let config = RuleConfig::builtin().expect("defaults");
+        let report = audit_events(&config, events).expect("audit");
+        let browse = &report.flows[0].steps[0];
+        let housekeeping = 2 * housekeeping.len() as u64;
+        assert_eq!(browse.statements, 2 + 2 + housekeeping);
+        assert_eq!(browse.queries, 2);
+        assert_eq!(browse.statements - browse.queries - 2, housekeeping);
+        let fired: Vec<_> = report.findings.iter().map(|f| f.rule).collect();
+        // Only the product read, which did repeat.
+        assert_eq!(fired, ["repeated-query"], "{:#?}", report.findings);
+        assert!(
+            report.findings[0]
+                .fingerprint
+                .as_deref()
+                .unwrap_or("")
+                .contains("products")
+        );
     }
 
     #[test]

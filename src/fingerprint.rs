@@ -79,7 +79,9 @@
 //! * Keywords are recognised from a fixed list; a column named like a keyword in that list
 //!   (e.g. `key`) may change the spacing before a following `(` or whether a `-` after it
 //!   is read as unary.
-//! * The kind of a multi-statement string is the kind of its first statement.
+//! * The kind of a multi-statement string is the kind of its first statement, except that
+//!   driver housekeeping is skipped when anything but housekeeping or `SET`/`RESET` follows
+//!   it (see [`StatementKind::Housekeeping`]).
 //! * [`tables`] only sees what `sqlparser` parses: statements with `%s` / `%(name)s`
 //!   placeholders (psycopg, Django, SQLAlchemy) do not parse and give `None`; substitute the
 //!   placeholders first to get their tables. Quoted names are lowercased too (`"Users"` →
@@ -121,8 +123,18 @@ pub enum StatementKind {
     TransactionControl,
     /// `SET` (including `SET TRANSACTION …`), `SHOW`, `RESET`.
     Set,
+    /// A driver's or pool's session clean-up, which the application's code never asked
+    /// for (issue 13, defect 8): `DEALLOCATE [PREPARE] name|ALL` (psycopg after a
+    /// rollback), `DISCARD ALL|PLANS|SEQUENCES|TEMP` (pgbouncer, pgpool), `CLOSE ALL`,
+    /// `UNLISTEN`, and `SELECT pg_advisory_unlock_all()` as the whole statement, with the
+    /// `DO` block asyncpg's pool reset wraps its `UNLISTEN *` in. A string of several
+    /// statements is housekeeping when all of them are (or are `RESET`/`SET`): asyncpg
+    /// sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` as one.
+    /// `CLOSE name` is not: it closes a cursor the application declared and fetched from,
+    /// and stays with that work as [`StatementKind::Other`].
+    Housekeeping,
     /// Everything else: `COPY`, `CALL`, `DO`, `PRAGMA`, `LISTEN`, `VACUUM`, `PREPARE`,
-    /// `EXECUTE`, `DEALLOCATE`, an empty string, …
+    /// `EXECUTE`, `CLOSE name`, an empty string, …
     Other,
 }
 
@@ -138,8 +150,19 @@ impl StatementKind {
             StatementKind::Ddl => "ddl",
             StatementKind::TransactionControl => "transaction",
             StatementKind::Set => "set",
+            StatementKind::Housekeeping => "housekeeping",
             StatementKind::Other => "other",
         }
+    }
+
+    /// True for statements that are not what a framework's query counter counts:
+    /// transaction control, session settings and driver housekeeping. Reports count them
+    /// in `statements` but not in `queries`, and the repetition rules do not judge them.
+    pub fn is_bookkeeping(self) -> bool {
+        matches!(
+            self,
+            StatementKind::TransactionControl | StatementKind::Set | StatementKind::Housekeeping
+        )
     }
 
     /// True for statements that change rows: `Insert`, `Update`, `Delete`, `Merge`.
@@ -1524,6 +1547,33 @@ fn is_plain_lowercase_ident(s: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------
 
 fn statement_kind(src: &str, toks: &[Tok]) -> StatementKind {
+    let end = |toks: &[Tok]| {
+        toks.iter()
+            .position(|t| t.kind == TokKind::Semi)
+            .unwrap_or(toks.len())
+    };
+    let first = end(toks);
+    let kind = one_statement_kind(src, &toks[..first]);
+    if kind != StatementKind::Housekeeping {
+        return kind;
+    }
+    // Housekeeping only when nothing else follows it: a pool's reset string, not an
+    // application's query sent behind one.
+    let mut rest = toks.get(first + 1..).unwrap_or_default();
+    while !rest.is_empty() {
+        let n = end(rest);
+        if n > 0 {
+            match one_statement_kind(src, &rest[..n]) {
+                StatementKind::Housekeeping | StatementKind::Set => {}
+                other => return other,
+            }
+        }
+        rest = rest.get(n + 1..).unwrap_or_default();
+    }
+    StatementKind::Housekeeping
+}
+
+fn one_statement_kind(src: &str, toks: &[Tok]) -> StatementKind {
     let Some(first) = toks.iter().position(|t| t.kind != TokKind::LParen) else {
         return StatementKind::Other;
     };
@@ -1546,7 +1596,60 @@ fn statement_kind(src: &str, toks: &[Tok]) -> StatementKind {
             StatementKind::Other
         };
     }
-    verb_kind(verb).unwrap_or(StatementKind::Other)
+    let kind = verb_kind(verb).unwrap_or(StatementKind::Other);
+    if matches!(kind, StatementKind::Select | StatementKind::Other) && housekeeping(src, toks) {
+        return StatementKind::Housekeeping;
+    }
+    kind
+}
+
+/// The body of the `DO` block in asyncpg's pool reset (asyncpg/connection.py,
+/// `_get_reset_query`), words joined by one space, lower case.
+const ASYNCPG_UNLISTEN: &str = "begin perform * from pg_listening_channels() limit 1; if found \
+                                then unlisten *; end if; end;";
+
+/// Whether one statement (no `;`) is a driver's or pool's session clean-up; see
+/// [`StatementKind::Housekeeping`]. Called only for statements whose verb is not one of
+/// the known kinds' or is SELECT, so it costs nothing on ordinary DML.
+fn housekeeping(src: &str, toks: &[Tok]) -> bool {
+    let is = |i: usize, w: &str| {
+        toks.get(i)
+            .is_some_and(|t| t.kind == TokKind::Word && t.text(src).eq_ignore_ascii_case(w))
+    };
+    let kind = |i: usize, k: TokKind| toks.get(i).is_some_and(|t| t.kind == k);
+    // DEALLOCATE [PREPARE] { name | ALL }; DISCARD { ALL | PLANS | SEQUENCES | TEMP[ORARY] };
+    // UNLISTEN { channel | * }.
+    if is(0, "deallocate") || is(0, "discard") || is(0, "unlisten") {
+        return true;
+    }
+    // CLOSE { name | ALL }: only ALL is a reset.
+    if is(0, "close") {
+        return toks.len() == 2 && is(1, "all");
+    }
+    if is(0, "select") {
+        return toks.len() == 4
+            && is(1, "pg_advisory_unlock_all")
+            && kind(2, TokKind::LParen)
+            && kind(3, TokKind::RParen);
+    }
+    if is(0, "do") && toks.len() == 2 && kind(1, TokKind::Literal) {
+        return dollar_body(toks[1].text(src)).is_some_and(|body| {
+            let folded: Vec<String> = body
+                .split_whitespace()
+                .map(str::to_ascii_lowercase)
+                .collect();
+            folded.join(" ") == ASYNCPG_UNLISTEN
+        });
+    }
+    false
+}
+
+/// The text inside a dollar-quoted string `$tag$…$tag$`.
+fn dollar_body(literal: &str) -> Option<&str> {
+    let rest = literal.strip_prefix('$')?;
+    let tag_end = rest.find('$')?;
+    let tag = &literal[..tag_end + 2];
+    literal.get(tag.len()..)?.strip_suffix(tag)
 }
 
 fn verb_kind(word: &str) -> Option<StatementKind> {

@@ -472,6 +472,47 @@ fn statement_kinds() {
         ("PRAGMA foreign_keys = ON", StatementKind::Other),
         ("VACUUM", StatementKind::Other),
         ("LISTEN chan", StatementKind::Other),
+        // issue 13, defect 8: a driver's or pool's housekeeping is not a query.
+        ("DEALLOCATE ALL", StatementKind::Housekeeping),
+        ("deallocate prepare _pg3_3", StatementKind::Housekeeping),
+        ("DEALLOCATE \"_pg3_0\"", StatementKind::Housekeeping),
+        ("DISCARD ALL", StatementKind::Housekeeping),
+        ("discard plans", StatementKind::Housekeeping),
+        ("DISCARD SEQUENCES", StatementKind::Housekeeping),
+        ("DISCARD TEMP", StatementKind::Housekeeping),
+        ("UNLISTEN *", StatementKind::Housekeeping),
+        ("unlisten orders", StatementKind::Housekeeping),
+        ("CLOSE ALL", StatementKind::Housekeeping),
+        (
+            "SELECT pg_advisory_unlock_all()",
+            StatementKind::Housekeeping,
+        ),
+        (
+            "select pg_advisory_unlock_all();",
+            StatementKind::Housekeeping,
+        ),
+        (
+            "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+            StatementKind::Housekeeping,
+        ),
+        (
+            "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\n\n                DO $$\n                \
+             BEGIN\n                    PERFORM * FROM pg_listening_channels() LIMIT 1;\n      \
+             IF FOUND THEN\n                        UNLISTEN *;\n                    END IF;\n \
+             END;\n                $$;\n            \nRESET ALL;",
+            StatementKind::Housekeeping,
+        ),
+        ("RESET ALL", StatementKind::Set),
+        // A cursor the application declared is its own work.
+        ("CLOSE c1", StatementKind::Other),
+        // Only the whole statement: these are the application's.
+        ("SELECT pg_advisory_unlock_all(), 1", StatementKind::Select),
+        ("SELECT pg_advisory_unlock(7)", StatementKind::Select),
+        ("DISCARD ALL; SELECT * FROM users", StatementKind::Select),
+        (
+            "DO $$ BEGIN UNLISTEN *; DELETE FROM t; END $$",
+            StatementKind::Other,
+        ),
         ("", StatementKind::Other),
         ("/* only a comment */", StatementKind::Other),
     ];
@@ -492,6 +533,7 @@ fn kind_names_and_writes() {
         (StatementKind::Ddl, "ddl", false),
         (StatementKind::TransactionControl, "transaction", false),
         (StatementKind::Set, "set", false),
+        (StatementKind::Housekeeping, "housekeeping", false),
         (StatementKind::Other, "other", false),
     ];
     for (kind, name, write) in all {

@@ -1407,3 +1407,64 @@ fn markers_apply_to_their_own_connection() {
     assert_eq!(step_statements(report, "browse"), Some(2), "{report:#}");
     assert_eq!(step_statements(report, "cart"), Some(1), "{report:#}");
 }
+
+/// issue 13, defect 4: SQLAlchemy with psycopg 3 casts every placeholder
+/// (`WHERE inventory.product_id = $1::BIGINT`); its classic lost update
+/// (`inv = s.get(Inventory, 7); inv.stock -= 2; s.commit()`) is reported.
+#[test]
+fn sqlalchemy_psycopg_lost_update_through_the_proxy_is_reported() {
+    if !pg::available("SQLAlchemy through the proxy") {
+        return;
+    }
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/.venv/bin/python");
+    let has_stack = Command::new(python)
+        .args(["-c", "import sqlalchemy, psycopg"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_stack {
+        let reason = "no Python with SQLAlchemy and psycopg in tests/corpus/.venv \
+                      (run tests/corpus/setup.sh)";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{reason} (required in CI)");
+        }
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let db = TestDb::new("sqla_lost_update");
+    db.direct(
+        "CREATE TABLE inventory (product_id bigint PRIMARY KEY, stock bigint NOT NULL); \
+         INSERT INTO inventory VALUES (7, 10), (19, 10);",
+    );
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let run = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/workloads/sqlalchemy_lost_update.py"
+        ))
+        .args([proxy.port(), db.name.clone()])
+        .output()
+        .expect("python runs");
+    let stopped = proxy.stop();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        db.direct("SELECT stock FROM inventory WHERE product_id = 7"),
+        "8"
+    );
+    // The casts are on the wire, as the issue says.
+    let reads = with_sql(&stopped.trace, "WHERE inventory.product_id = $1::BIGINT");
+    assert_eq!(reads.len(), 1, "{}", stopped.trace_text);
+    let writes = with_sql(&stopped.trace, "UPDATE inventory SET stock=$1::BIGINT");
+    assert_eq!(writes.len(), 1, "{}", stopped.trace_text);
+    let found: Vec<_> = stopped.report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "unlocked-read-modify-write")
+        .collect();
+    assert_eq!(found.len(), 1, "{:#}", stopped.report);
+    assert_eq!(found[0]["step"], "checkout");
+}

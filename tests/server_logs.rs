@@ -372,22 +372,27 @@ fn only_connections(text: &str, db: &str) -> String {
     out
 }
 
-#[test]
-fn mariadb_general_log_gives_the_workloads_statements_and_findings() {
+/// The general log is the server's, one at a time: the tests that switch it
+/// on take turns.
+static GENERAL_LOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Creates database `db`, switches the general log on into a file of `dir`
+/// for the time `run` takes, then drops `db` and puts the log settings back.
+/// The log's text, or why MariaDB is not there to write it.
+fn with_general_log(db: &str, dir: &Path, run: impl FnOnce()) -> Result<String, &'static str> {
     if Command::new("mysql").arg("--version").output().is_err() {
-        return skip("the mysql client is not installed");
+        return Err("the mysql client is not installed");
     }
     let ping = mysql(&["-e", "select 1"], None);
     if !ping.status.success() {
-        return skip("MariaDB does not answer on 127.0.0.1:3306");
+        return Err("MariaDB does not answer on 127.0.0.1:3306");
     }
-    let db = format!("flowaudit_logs_{}", std::process::id());
-    let dir = tempfile::tempdir().expect("temp dir");
+    let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
     // The server writes the log as its own user.
-    let mut perms = std::fs::metadata(dir.path()).expect("meta").permissions();
+    let mut perms = std::fs::metadata(dir).expect("meta").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
-    std::fs::set_permissions(dir.path(), perms).expect("chmod");
-    let log = dir.path().join("general.log");
+    std::fs::set_permissions(dir, perms).expect("chmod");
+    let log = dir.join("general.log");
     let before = mysql(&["-e", "select @@general_log, @@general_log_file"], None);
     let before = String::from_utf8_lossy(&before.stdout).trim().to_owned();
     let (was_on, old_file) = before.split_once('\t').unwrap_or(("0", "vm.log"));
@@ -411,25 +416,46 @@ fn mariadb_general_log_gives_the_workloads_statements_and_findings() {
         "{}",
         String::from_utf8_lossy(&setup.stderr)
     );
-    let run = mysql(
-        &["--comments", "-D", &db],
-        Some(&root().join("tests/workloads/mysql_shop.sql")),
-    );
-    let _ = mysql(
-        &[
-            "-e",
-            &format!("SET GLOBAL general_log = OFF; DROP DATABASE {db}"),
-        ],
-        None,
-    );
-    let _ = mysql(&["-e", &restore], None);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    // Put the server back even when `run` panics.
+    struct Restore<'a>(&'a str, String);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = mysql(
+                &[
+                    "-e",
+                    &format!("SET GLOBAL general_log = OFF; DROP DATABASE {}", self.0),
+                ],
+                None,
+            );
+            let _ = mysql(&["-e", &self.1], None);
+        }
+    }
+    {
+        let _restore = Restore(db, restore);
+        run();
+    }
+    Ok(std::fs::read_to_string(&log).expect("general log"))
+}
 
-    let text = std::fs::read_to_string(&log).expect("general log");
+#[test]
+fn mariadb_general_log_gives_the_workloads_statements_and_findings() {
+    let db = format!("flowaudit_logs_{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = with_general_log(&db, dir.path(), || {
+        let run = mysql(
+            &["--comments", "-D", &db],
+            Some(&root().join("tests/workloads/mysql_shop.sql")),
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    });
+    let text = match text {
+        Ok(text) => text,
+        Err(reason) => return skip(reason),
+    };
     let filtered = dir.path().join("ours.log");
     std::fs::write(&filtered, only_connections(&text, &db)).expect("write");
     keep(&filtered, "real-mysql-general");
@@ -731,6 +757,122 @@ fn a_gzipped_trace_reads_as_the_trace() {
     assert_eq!(steps(&a), steps(&b));
     assert_eq!(findings(&a), findings(&b));
     assert!(a["summary"]["statements"].as_u64() > Some(0));
+}
+
+/// The corpus venv's Python, when `tests/corpus/setup.sh` has made it.
+fn corpus_python() -> Option<PathBuf> {
+    let python = root().join("tests/corpus/.venv/bin/python");
+    let has_pymysql = Command::new(&python)
+        .args(["-c", "import pymysql"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    has_pymysql.then_some(python)
+}
+
+/// issue 13, defect 5: pymysql turns autocommit off at connect (`SET
+/// AUTOCOMMIT = 0`), so a checkout's writes up to its one `conn.commit()` are
+/// one transaction, not writes in autocommit; a commit after each write does
+/// split them.
+#[test]
+fn pymysql_with_autocommit_off_commits_its_checkout_once() {
+    let Some(python) = corpus_python() else {
+        return skip("no Python with pymysql in tests/corpus/.venv (run tests/corpus/setup.sh)");
+    };
+    let db = format!("flowaudit_pymysql_{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = with_general_log(&db, dir.path(), || {
+        let schema = mysql(
+            &[
+                "-D",
+                &db,
+                "-e",
+                "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, user_id INT, \
+                 total_cents INT); \
+                 CREATE TABLE order_items (order_id INT, product_id INT, quantity INT); \
+                 CREATE TABLE inventory (product_id INT PRIMARY KEY, stock INT); \
+                 INSERT INTO inventory VALUES (7, 10), (19, 10);",
+            ],
+            None,
+        );
+        assert!(
+            schema.status.success(),
+            "{}",
+            String::from_utf8_lossy(&schema.stderr)
+        );
+        for mode in ["once", "each"] {
+            let out = Command::new(&python)
+                .arg(root().join("tests/workloads/pymysql_checkout.py"))
+                .args([db.as_str(), mode])
+                .output()
+                .expect("python runs");
+            assert!(
+                out.status.success(),
+                "{mode}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+    let text = match text {
+        Ok(text) => text,
+        Err(reason) => return skip(reason),
+    };
+    let filtered = dir.path().join("ours.log");
+    std::fs::write(&filtered, only_connections(&text, &db)).expect("write");
+    assert!(
+        text.to_ascii_uppercase().contains("SET AUTOCOMMIT = 0"),
+        "pymysql turned autocommit off: {text}"
+    );
+
+    let (events, _) = events(&filtered, LogFormat::MysqlGeneral);
+    let once: Vec<&Event> = {
+        let start = events
+            .iter()
+            .position(|e| e.sql.contains("'checkout_once'"))
+            .expect("the first run");
+        let end = events
+            .iter()
+            .position(|e| e.sql.contains("'checkout_each'"))
+            .expect("the second run");
+        events[start..end].iter().collect()
+    };
+    let writes: Vec<_> = once
+        .iter()
+        .filter(|e| e.sql.starts_with("INSERT") || e.sql.starts_with("UPDATE"))
+        .map(|e| e.txn)
+        .collect();
+    assert_eq!(
+        writes,
+        vec![Some(flowaudit::model::TxnStatus::Open); 5],
+        "{once:#?}"
+    );
+
+    let report = analyze(&filtered);
+    let checkout = |flow: &str| {
+        report["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .find(|f| f["name"] == flow)
+            .and_then(|f| {
+                f["steps"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["name"] == "checkout")
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("{flow} › checkout in {report:#}"))
+    };
+    assert_eq!(checkout("checkout_once")["transactions"], 1, "{report:#}");
+    assert_eq!(checkout("checkout_each")["transactions"], 5, "{report:#}");
+    assert_eq!(
+        findings(&report),
+        vec![(
+            "non-atomic-write".into(),
+            "checkout_each".into(),
+            "checkout".into()
+        )],
+        "{report:#}"
+    );
 }
 
 /// Issue 13, defect 6: in server logs a connection is its session (pg: the

@@ -41,7 +41,7 @@ fn fired(findings: &serde_json::Value) -> BTreeSet<String> {
 
 #[test]
 fn each_rule_fires_and_stays_silent_by_dialect() {
-    let cases: [(&str, &[&str]); 10] = [
+    let cases: [(&str, &[&str]); 15] = [
         // PostgreSQL: COMMIT after an error rolls back; nothing is left.
         ("pg-commit-after-error", &["commit-after-error"]),
         // MySQL: the same COMMIT keeps the order without its item.
@@ -54,9 +54,31 @@ fn each_rule_fires_and_stays_silent_by_dialect() {
         // transactional.
         ("mysql-ddl-implicit-commit", &["non-atomic-write"]),
         ("pg-ddl-in-transaction", &[]),
+        // issue 13, defect 5: with autocommit off (pymysql's default) the
+        // writes up to one COMMIT are one transaction; a COMMIT after each
+        // write splits them.
+        ("mysql-autocommit-off-one-commit", &[]),
+        ("mysql-autocommit-off-commit-each", &["non-atomic-write"]),
         ("pg-open-transaction", &["open-transaction"]),
         ("pg-unbounded-write", &["unbounded-write"]),
         ("pg-read-modify-write", &["unlocked-read-modify-write"]),
+        // issue 13, defect 4: the keys behind casts and placeholder styles.
+        // SQLAlchemy's `inv = s.get(Inventory, 7); inv.stock -= 2;
+        // s.commit()` through psycopg 3, as sent on the wire ...
+        (
+            "pg-orm-cast-read-modify-write",
+            &["unlocked-read-modify-write"],
+        ),
+        // ... and as SQLAlchemy logs it;
+        (
+            "pyformat-read-modify-write",
+            &["unlocked-read-modify-write"],
+        ),
+        // literals with casts name the same row as the plain literal.
+        (
+            "pg-literal-cast-read-modify-write",
+            &["unlocked-read-modify-write"],
+        ),
         ("pg-atomic-checkout", &[]),
         ("pg-failed-and-rolled-back", &[]),
         ("pg-autocommit-partial", &["partial-write-on-failure"]),

@@ -145,10 +145,11 @@ pub struct Statement<'a> {
 }
 
 impl Statement<'_> {
-    /// Transaction control and session settings are not queries.
+    /// Transaction control, session settings and driver housekeeping
+    /// (`DEALLOCATE ALL`, `DISCARD ALL`, a pool's reset) are not queries: a
+    /// framework's own query counter does not count them.
     pub fn is_query(&self) -> bool {
-        use crate::fingerprint::StatementKind::{Set, TransactionControl};
-        !matches!(self.fingerprint.kind, TransactionControl | Set)
+        !self.fingerprint.kind.is_bookkeeping()
     }
 
     /// The statement as a reader would want to see it in an example: its text

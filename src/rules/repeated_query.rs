@@ -5,7 +5,6 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use super::{
     DISTINCT_CAP, Rule, RuleMeta, RuleSetup, Statement, TxnSpread, documented_rule, thousands,
 };
-use crate::fingerprint::StatementKind;
 use crate::model::{Finding, Severity, StepKey};
 
 pub static META: RuleMeta = RuleMeta {
@@ -104,10 +103,9 @@ impl Group {
 
 impl Rule for RepeatedQuery {
     fn observe(&mut self, s: &Statement<'_>) {
-        if matches!(
-            s.fingerprint.kind,
-            StatementKind::TransactionControl | StatementKind::Set
-        ) {
+        // Transaction control, settings and a driver's housekeeping repeat by
+        // design (a DEALLOCATE ALL after every rollback).
+        if s.fingerprint.kind.is_bookkeeping() {
             return;
         }
         let group = self

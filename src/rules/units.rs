@@ -310,12 +310,138 @@ pub fn lacks_where(sql: &str) -> Option<bool> {
 }
 
 fn parse(sql: &str) -> Option<Vec<Ast>> {
-    let sql = crate::attribute::strip_tags(sql);
+    let sql = numbered_placeholders(crate::attribute::strip_tags(sql));
+    let sql = sql.as_ref();
     Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .or_else(|_| Parser::parse_sql(&MySqlDialect {}, sql))
         .or_else(|_| Parser::parse_sql(&SQLiteDialect {}, sql))
         .or_else(|_| Parser::parse_sql(&GenericDialect {}, sql))
         .ok()
+}
+
+/// Writes `$n` for a placeholder: a name keeps the number of its first
+/// appearance, anything else takes the next.
+fn number<'a>(out: &mut String, name: Option<&'a str>, seen: &mut Vec<Option<&'a str>>) {
+    let n = match name.and_then(|name| seen.iter().position(|x| *x == Some(name))) {
+        Some(k) => k + 1,
+        None => {
+            seen.push(name);
+            seen.len()
+        }
+    };
+    out.push('$');
+    out.push_str(&n.to_string());
+}
+
+/// The statement with the placeholders no parser reads, or reads one per
+/// occurrence, rewritten as `$n`: psycopg's and Django's `%s` (and psycopg 3's
+/// `%b`, `%t`) numbered in turn, `%(name)s` and SQLAlchemy's `:name` numbered
+/// by name in order of first appearance (a name used twice is one parameter,
+/// as psycopg binds it), `%%` back to `%`. Strings, quoted names, comments and
+/// `::` casts are left alone, and so is `:name` after an operand (an array
+/// slice, `a[lo:hi]`). Statements without such placeholders are returned as
+/// they are. Issue 13, defect 4: SQLAlchemy with psycopg logs
+/// `WHERE inventory.product_id = %(pk_1)s::BIGINT`.
+fn numbered_placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
+    let b = sql.as_bytes();
+    if !b.iter().any(|&c| c == b'%' || c == b':') {
+        return sql.into();
+    }
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut seen: Vec<Option<&str>> = Vec::new();
+    let mut changed = false;
+    // The last byte outside blanks, to tell `= :id` from `a[lo:hi]`.
+    let mut prev = b' ';
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        let c = b[i];
+        let skip_to = match c {
+            b'\'' | b'"' | b'`' => {
+                let mut j = i + 1;
+                while j < b.len() {
+                    if b[j] == c {
+                        if b.get(j + 1) == Some(&c) {
+                            j += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    j += 1;
+                }
+                Some(j + 1)
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                Some(memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n))
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                Some(memchr::memmem::find(&b[i + 2..], b"*/").map_or(b.len(), |n| i + 2 + n + 2))
+            }
+            b':' if b.get(i + 1) == Some(&b':') => Some(i + 2),
+            _ => None,
+        };
+        if let Some(to) = skip_to {
+            prev = c;
+            i = to.min(b.len());
+            continue;
+        }
+        let named_end = |from: usize| from + b[from..].iter().take_while(|&&c| ident(c)).count();
+        let replaced: Option<(usize, Option<&str>)> = match c {
+            b'%' => match b.get(i + 1) {
+                Some(b's' | b'b' | b't') if !b.get(i + 2).is_some_and(|&c| ident(c)) => {
+                    Some((i + 2, None))
+                }
+                Some(b'(') => {
+                    let end = named_end(i + 2);
+                    match (b.get(end), b.get(end + 1)) {
+                        (Some(b')'), Some(b's' | b'b' | b't')) if end > i + 2 => {
+                            Some((end + 2, Some(&sql[i + 2..end])))
+                        }
+                        _ => None,
+                    }
+                }
+                Some(b'%') => {
+                    out.push_str(&sql[copied..i + 1]);
+                    copied = i + 2;
+                    changed = true;
+                    i += 2;
+                    continue;
+                }
+                _ => None,
+            },
+            b':' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+                && !(ident(prev) || matches!(prev, b')' | b']' | b'"' | b'`')) =>
+            {
+                let end = named_end(i + 1);
+                Some((end, Some(&sql[i + 1..end])))
+            }
+            _ => None,
+        };
+        match replaced {
+            Some((end, name)) => {
+                out.push_str(&sql[copied..i]);
+                number(&mut out, name, &mut seen);
+                copied = end;
+                changed = true;
+                prev = b'0';
+                i = end;
+            }
+            None => {
+                if !c.is_ascii_whitespace() {
+                    prev = c;
+                }
+                i += 1;
+            }
+        }
+    }
+    if !changed {
+        return sql.into();
+    }
+    out.push_str(&sql[copied..]);
+    out.into()
 }
 
 /// Numbers the placeholders of a statement in the order they appear: `?` in
@@ -325,8 +451,28 @@ struct Placeholders {
 }
 
 impl Placeholders {
+    /// The value an expression stands for: a placeholder or a literal, also
+    /// behind casts (`$1::BIGINT`, `CAST($1 AS INTEGER)`, `'7'::bigint`,
+    /// `$1::VARCHAR(20)`, `bigint '7'`), so that a literal resolves to the text
+    /// a bind value of it would have (issue 13, defect 4).
     fn value(&mut self, expr: &Expr) -> Option<ValueRef> {
-        let Expr::Value(v) = expr else { return None };
+        let v = match expr {
+            Expr::Value(v) => v,
+            Expr::Cast { expr, .. } | Expr::Nested(expr) => return self.value(expr),
+            Expr::TypedString(t) => {
+                return t.value.value.clone().into_string().map(ValueRef::Literal);
+            }
+            Expr::UnaryOp {
+                op: sqlparser::ast::UnaryOperator::Minus,
+                expr,
+            } => {
+                return match self.value(expr)? {
+                    ValueRef::Literal(n) => Some(ValueRef::Literal(format!("-{n}"))),
+                    ValueRef::Param(_) => None,
+                };
+            }
+            _ => return None,
+        };
         Some(match &v.value {
             Value::Placeholder(p) => {
                 let digits = p.trim_start_matches(['$', '?', ':']);
@@ -340,8 +486,8 @@ impl Placeholders {
                 }
             }
             Value::Number(n, _) => ValueRef::Literal(n.clone()),
-            Value::SingleQuotedString(s) => ValueRef::Literal(s.clone()),
-            _ => return None,
+            Value::Null | Value::Boolean(_) => return None,
+            other => ValueRef::Literal(other.clone().into_string()?),
         })
     }
 }
@@ -367,7 +513,13 @@ fn keys(expr: &Expr, ph: &mut Placeholders, out: &mut Vec<(String, ValueRef)>) -
             op: BinaryOperator::Eq,
             right,
         } => {
-            let (Some(col), Some(v)) = (column(left), ph.value(right)) else {
+            // `col = value`, or `value = col` (the order in which `?` are
+            // numbered is the text's either way).
+            let pair = match column(left) {
+                Some(col) => ph.value(right).map(|v| (col, v)),
+                None => ph.value(left).zip(column(right)).map(|(v, col)| (col, v)),
+            };
+            let Some((col, v)) = pair else {
                 return false;
             };
             out.push((col, v));
@@ -503,6 +655,140 @@ mod tests {
         );
         let w = keyed_write("update accounts set balance = 90 where id = 7").expect("keyed");
         assert_eq!(w.keyed.keys[0].1, ValueRef::Literal("7".into()));
+    }
+
+    #[test]
+    fn keys_behind_casts_and_in_every_placeholder_style() {
+        // issue 13, defect 4: SQLAlchemy with psycopg 3 casts every
+        // placeholder; psycopg, Django and SQLAlchemy log their own styles.
+        let key = |sql: &str| {
+            keyed_read(sql)
+                .unwrap_or_else(|| panic!("not keyed: {sql}"))
+                .keyed
+                .keys
+        };
+        let id = |v: ValueRef| vec![("id".to_owned(), v)];
+        for (sql, expected) in [
+            ("SELECT a FROM t WHERE id = $1::INTEGER", ValueRef::Param(0)),
+            (
+                "SELECT a FROM t WHERE id = CAST($1 AS INTEGER)",
+                ValueRef::Param(0),
+            ),
+            ("SELECT a FROM t WHERE id = ?::int4", ValueRef::Param(0)),
+            (
+                "SELECT a FROM t WHERE id = $1::VARCHAR(20)",
+                ValueRef::Param(0),
+            ),
+            (
+                "SELECT a FROM t WHERE id = $1::INTEGER[]",
+                ValueRef::Param(0),
+            ),
+            (
+                "SELECT a FROM t WHERE id = ($1)::numeric(10, 2)",
+                ValueRef::Param(0),
+            ),
+            ("SELECT a FROM t WHERE id = %s", ValueRef::Param(0)),
+            ("SELECT a FROM t WHERE id = %s::BIGINT", ValueRef::Param(0)),
+            (
+                "SELECT a FROM t WHERE id = %(pk_1)s::BIGINT",
+                ValueRef::Param(0),
+            ),
+            ("SELECT a FROM t WHERE id = :pk_1", ValueRef::Param(0)),
+            (
+                "SELECT a FROM t WHERE id = CAST(:pk_1 AS BIGINT)",
+                ValueRef::Param(0),
+            ),
+            ("SELECT a FROM t WHERE $1 = id", ValueRef::Param(0)),
+            (
+                "SELECT a FROM t WHERE id = 2::integer",
+                ValueRef::Literal("2".into()),
+            ),
+            (
+                "SELECT a FROM t WHERE id = '7'::bigint",
+                ValueRef::Literal("7".into()),
+            ),
+            (
+                "SELECT a FROM t WHERE id = CAST('7' AS BIGINT)",
+                ValueRef::Literal("7".into()),
+            ),
+            (
+                "SELECT a FROM t WHERE id = bigint '7'",
+                ValueRef::Literal("7".into()),
+            ),
+            (
+                "SELECT a FROM t WHERE id = -3",
+                ValueRef::Literal("-3".into()),
+            ),
+        ] {
+            assert_eq!(key(sql), id(expected), "{sql}");
+        }
+        // The SQLAlchemy lost update as psycopg 3 sends it and as it is logged.
+        let read = keyed_read(
+            "SELECT inventory.product_id, inventory.stock FROM inventory \
+             WHERE inventory.product_id = %(pk_1)s::BIGINT",
+        )
+        .expect("keyed");
+        assert_eq!(
+            read.keyed.keys,
+            vec![("product_id".to_owned(), ValueRef::Param(0))]
+        );
+        for (sql, param) in [
+            (
+                "UPDATE inventory SET stock=$1::BIGINT WHERE inventory.product_id = $2::BIGINT",
+                1,
+            ),
+            (
+                "UPDATE inventory SET stock=%(stock)s::BIGINT \
+                 WHERE inventory.product_id = %(inventory_product_id)s::BIGINT",
+                1,
+            ),
+            (
+                "UPDATE inventory SET stock=:stock WHERE inventory.product_id = :pid",
+                1,
+            ),
+            ("UPDATE inventory SET stock = %s WHERE product_id = %s", 1),
+            // A name used twice is one parameter.
+            (
+                "UPDATE inventory SET stock = :n, note = :n WHERE product_id = :pid",
+                1,
+            ),
+        ] {
+            let w = keyed_write(sql).unwrap_or_else(|| panic!("not keyed: {sql}"));
+            assert!(w.absolute, "{sql}");
+            assert_eq!(
+                w.keyed.keys,
+                vec![("product_id".to_owned(), ValueRef::Param(param))],
+                "{sql}"
+            );
+        }
+        let w = keyed_write("UPDATE t SET a = a - %s::int WHERE id = %s").expect("keyed");
+        assert!(!w.absolute);
+    }
+
+    #[test]
+    fn placeholders_numbered_outside_strings_comments_and_casts() {
+        for (sql, expected) in [
+            ("select 1", "select 1"),
+            ("select a::text from t", "select a::text from t"),
+            (
+                "select '%s', \":x\" from t -- %s\n where id = %s /* :y */ and b = :b",
+                "select '%s', \":x\" from t -- %s\n where id = $1 /* :y */ and b = $2",
+            ),
+            (
+                "update t set a = %(a)s, b = %(b)s where id = %(a)s and c like 'x%%' || %%",
+                "update t set a = $1, b = $2 where id = $1 and c like 'x%%' || %",
+            ),
+            (
+                "select a[lo:hi] from t where id = :id",
+                "select a[lo:hi] from t where id = $1",
+            ),
+            (
+                "select x from t where id=:id::int",
+                "select x from t where id=$1::int",
+            ),
+        ] {
+            assert_eq!(numbered_placeholders(sql), expected, "{sql}");
+        }
     }
 
     #[test]

@@ -31,7 +31,10 @@ documented_rule! {
     /// column on the right side), when the same step read that row by the same
     /// key and value earlier on the same connection without `FOR UPDATE` or
     /// `FOR SHARE`. It fires whether the two ran in one transaction or in
-    /// autocommit, where no lock can protect the row at all.
+    /// autocommit, where no lock can protect the row at all. Keys are seen
+    /// through casts (`id = $1::BIGINT`, `CAST(? AS INTEGER)`, `'7'::bigint`)
+    /// and in every placeholder style (`$1`, `?`, `%s`, `%(name)s`, `:name`),
+    /// a bind value naming the same row as the literal it stands for.
     ///
     /// ## Why is this bad?
     /// Two requests read the same stock (5), each computes 5 − 2 = 3, each

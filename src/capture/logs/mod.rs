@@ -11,6 +11,7 @@
 //! not understood never stops the run; a file in none of the formats does.
 
 pub mod mysql_general;
+pub mod mysql_session;
 pub mod pg_csv;
 pub mod pg_json;
 pub mod pg_session;
@@ -22,6 +23,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::model::Event;
+
+pub use mysql_session::MysqlSession;
 
 /// The formats `analyze` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -10,11 +10,14 @@
 //! logged as a `Query` and then as the `Execute` it ran: only the latter
 //! counts. `Prepare` is not a statement of its own. The log has no durations,
 //! row counts or errors.
+//!
+//! The log has no transaction status either: each session's is followed from
+//! its statements ([`MysqlSession`]), autocommit setting included.
 
 use foldhash::HashMap;
 
-use super::{LineParser, Sink, after_comments, first_word, next_txn};
-use crate::model::{Event, TxnStatus};
+use super::{LineParser, MysqlSession, Sink, after_comments, first_word};
+use crate::model::Event;
 
 /// Commands the general log writes (sql/sql_parse.cc, `command_name`).
 const COMMANDS: &[&str] = &[
@@ -112,15 +115,11 @@ pub fn recognises(line: &str) -> bool {
     header(line) || entry(line).is_some()
 }
 
-#[derive(Debug, Default)]
-struct Conn {
-    txn: Option<TxnStatus>,
-}
-
 /// The general log's reader.
 #[derive(Debug, Default)]
 pub struct MysqlGeneral {
-    conns: HashMap<u64, Conn>,
+    /// Per connection: its transaction status and autocommit setting.
+    conns: HashMap<u64, MysqlSession>,
     /// The statement being read (its argument may continue on later lines).
     current: Option<Event>,
     /// The current statement is an SQL-level EXECUTE: dropped if an Execute
@@ -146,10 +145,8 @@ impl MysqlGeneral {
                 // the server ran nothing.
                 return;
             }
-            let conn = self.conns.entry(e.conn.unwrap_or(0)).or_default();
-            let before = conn.txn.unwrap_or(TxnStatus::Idle);
-            e.txn = Some(before);
-            conn.txn = Some(next_txn(&e.sql, before));
+            let session = self.conns.entry(e.conn.unwrap_or(0)).or_default();
+            e.txn = Some(session.statement(&e.sql));
             sink.emit(e);
         }
     }
@@ -189,7 +186,9 @@ impl LineParser for MysqlGeneral {
                     ..Event::default()
                 });
             }
-            "Quit" => {
+            // A new session starts with the server's defaults (autocommit on,
+            // no transaction); a reset or a change of user rolls back.
+            "Quit" | "Connect" | "Change user" | "Reset Connection" => {
                 self.conns.remove(&e.id);
             }
             _ => {}
