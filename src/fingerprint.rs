@@ -1600,7 +1600,46 @@ fn one_statement_kind(src: &str, toks: &[Tok]) -> StatementKind {
     if matches!(kind, StatementKind::Select | StatementKind::Other) && housekeeping(src, toks) {
         return StatementKind::Housekeeping;
     }
+    if kind == StatementKind::Select && only_set_config(src, &toks[first..]) {
+        return StatementKind::Set;
+    }
     kind
+}
+
+/// `SELECT set_config('TimeZone', 'UTC', false)` and the like, alone: the
+/// function form of SET, which Django sends on every new connection and
+/// pg_dump and poolers use; a session setting, not a query (issue 13).
+fn only_set_config(src: &str, toks: &[Tok]) -> bool {
+    let mut depth = 0usize;
+    let mut calls = 0;
+    for (i, t) in toks.iter().enumerate().skip(1) {
+        match t.kind {
+            TokKind::LParen => depth += 1,
+            TokKind::RParen => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            TokKind::Comma | TokKind::Dot => {}
+            TokKind::Word => {
+                let w = t.text(src);
+                let w = w
+                    .get(..11)
+                    .filter(|p| p.eq_ignore_ascii_case("pg_catalog."))
+                    .map_or(w, |_| &w[11..]);
+                if w.eq_ignore_ascii_case("set_config") {
+                    calls += 1;
+                } else if w.eq_ignore_ascii_case("pg_catalog") {
+                } else if w.eq_ignore_ascii_case("as") {
+                    // `AS alias`: the alias is the next word.
+                } else if !toks.get(i - 1).is_some_and(|p| {
+                    p.kind == TokKind::Word && p.text(src).eq_ignore_ascii_case("as")
+                }) {
+                    return false;
+                }
+            }
+            TokKind::Quoted => {}
+            _ => return false,
+        }
+    }
+    calls > 0
 }
 
 /// The body of the `DO` block in asyncpg's pool reset (asyncpg/connection.py,

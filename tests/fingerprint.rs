@@ -401,6 +401,27 @@ fn statement_kinds() {
     let cases: &[(&str, StatementKind)] = &[
         ("SELECT 1", StatementKind::Select),
         ("select * from t", StatementKind::Select),
+        // The function form of SET alone is a session setting (issue 13).
+        (
+            "SELECT set_config('TimeZone', 'UTC', false)",
+            StatementKind::Set,
+        ),
+        (
+            "SELECT pg_catalog.set_config('search_path', '', false) AS x",
+            StatementKind::Set,
+        ),
+        (
+            "select set_config('a.b', $1, false), set_config('c.d', $2, true)",
+            StatementKind::Set,
+        ),
+        (
+            "SELECT set_config('a.b', '1', false) FROM t",
+            StatementKind::Select,
+        ),
+        (
+            "SELECT set_config('a.b', '1', false), 2",
+            StatementKind::Select,
+        ),
         (
             "  /* leading */ -- comment\n SELECT 1",
             StatementKind::Select,
