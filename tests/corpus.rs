@@ -786,8 +786,20 @@ fn corpus_applications_give_exact_findings_on_every_capture() {
                 }
             }
         }
-        // Every capture of a run agrees with the first (the proxy on PostgreSQL).
+        // Every capture of a run agrees with the first (the proxy on PostgreSQL),
+        // and a log is read whole.
         for run in &runs {
+            for capture in &run.captures {
+                let notes = capture.report["notes"].to_string();
+                if notes.contains("not understood)") || notes.contains("line(s) not understood") {
+                    failures.push(format!(
+                        "{} · {}: lines of the {} capture were not understood: {notes}",
+                        app.stack,
+                        if run.fixed { "fixed" } else { "shipped" },
+                        capture.name
+                    ));
+                }
+            }
             let first = &run.captures[0];
             for other in &run.captures[1..] {
                 if all_findings(&other.report) != all_findings(&first.report) {

@@ -125,6 +125,9 @@ pub struct MysqlGeneral {
     /// The current statement is an SQL-level EXECUTE: dropped if an Execute
     /// entry of its connection follows.
     current_is_execute: bool,
+    /// The latest entry is not a statement (a `Prepare` of several lines, as
+    /// mysql2 sends): the lines that continue its argument are part of it.
+    continuing_other: bool,
     /// The latest time, MySQL 8's form only (MariaDB's is local time without a zone).
     ts: Option<String>,
 }
@@ -158,6 +161,7 @@ impl LineParser for MysqlGeneral {
             if let Some(cur) = self.current.as_mut() {
                 cur.sql.push('\n');
                 cur.sql.push_str(line);
+            } else if self.continuing_other {
             } else if !header(line) && !line.trim().is_empty() {
                 sink.not_understood("not a general log entry", number, line);
             }
@@ -174,6 +178,7 @@ impl LineParser for MysqlGeneral {
         }
         self.release(sink);
         self.current_is_execute = false;
+        self.continuing_other = !matches!(e.command, "Query" | "Execute");
         match e.command {
             "Query" | "Execute" => {
                 self.current_is_execute =
@@ -222,5 +227,26 @@ mod tests {
         assert_eq!(entry("b'"), None);
         assert_eq!(entry("\t\t    18 Bogus\tx"), None);
         assert!(recognises("Time\t\t    Id Command\tArgument"));
+    }
+
+    /// A statement prepared over several lines (mysql2's `execute()`) is not a
+    /// statement, and the lines of its text are not lines the reader failed
+    /// to understand; its Execute, over as many lines, is the statement.
+    #[test]
+    fn a_prepare_over_several_lines_is_read_whole() {
+        let log = "\t\t   332 Prepare\tSELECT ci.product_id\n    FROM cart_items ci\n   WHERE ci.cart_id = ?\n\
+                   \t\t   332 Execute\tSELECT ci.product_id\n    FROM cart_items ci\n   WHERE ci.cart_id = 1\n";
+        let (events, summary) = super::super::read_str(
+            log,
+            super::super::LogFormat::MysqlGeneral,
+            &Default::default(),
+        )
+        .expect("reads");
+        assert_eq!(summary.not_understood_lines(), 0, "{summary:?}");
+        let sql: Vec<&str> = events.iter().map(|e| e.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            ["SELECT ci.product_id\n    FROM cart_items ci\n   WHERE ci.cart_id = 1"]
+        );
     }
 }
