@@ -13,6 +13,7 @@ use std::process::Command;
 
 use flowaudit::capture::logs::{self, LogFormat, LogOptions, LogReader};
 use flowaudit::model::Event;
+use support::server_logs::{as_postgres, free_port, is_root, only_connections, pg_bindir, run_ok};
 
 fn skip(reason: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -30,36 +31,6 @@ fn keep(path: &Path, name: &str) {
         std::fs::create_dir_all(&dir).expect("keep dir");
         std::fs::copy(path, Path::new(&dir).join(name)).expect("copy log");
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Runs a command, as the postgres user when we are root (the server refuses root).
-fn as_postgres(program: &str, args: &[&str]) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", program]).args(args);
-        c
-    } else {
-        let mut c = Command::new(program);
-        c.args(args);
-        c
-    }
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn events(path: &Path, format: LogFormat) -> (Vec<Event>, logs::LogSummary) {
@@ -123,23 +94,6 @@ fn findings(report: &serde_json::Value) -> Vec<(String, String, String)> {
 
 fn step(flow: &str, name: &str, statements: u64, queries: u64) -> (String, String, u64, u64, u64) {
     (flow.into(), name.into(), statements, queries, 1)
-}
-
-fn pg_bindir() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[test]
@@ -335,41 +289,6 @@ fn mysql(args: &[&str], input: Option<&Path>) -> std::process::Output {
         c.stdin(std::fs::File::open(path).expect("workload"));
     }
     c.output().expect("mysql runs")
-}
-
-/// Keeps the lines of the given connections (and the header): the general log
-/// is the whole server's, and other clients may be running.
-fn only_connections(text: &str, db: &str) -> String {
-    let mut ours = std::collections::HashSet::new();
-    let mut keep_line = true;
-    let mut out = String::new();
-    for line in text.lines() {
-        let t = line
-            .split_once('\t')
-            .map_or(line, |(_, r)| r)
-            .trim_start_matches(['\t', ' ']);
-        let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
-        let is_entry = !digits.is_empty()
-            && t[digits.len()..].starts_with(' ')
-            && t[digits.len() + 1..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_uppercase());
-        if is_entry {
-            if t.contains(&format!(" on {db} using")) {
-                ours.insert(digits.clone());
-            }
-            keep_line = ours.contains(&digits);
-        } else if line.starts_with('/') || line.starts_with("Tcp port") || line.starts_with("Time")
-        {
-            keep_line = true;
-        }
-        if keep_line {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// The general log is the server's, one at a time: the tests that switch it
