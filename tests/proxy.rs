@@ -1301,3 +1301,112 @@ fn invariants_run_when_a_step_ends_before_the_next_one_starts() {
         "{stderr}"
     );
 }
+
+/// The one event of the trace whose SQL contains `needle`; fails unless
+/// there is exactly one.
+fn only<'a>(stopped: &'a pg::Stopped, needle: &str) -> &'a serde_json::Value {
+    let found = with_sql(&stopped.trace, needle);
+    assert_eq!(
+        found.len(),
+        1,
+        "{needle}: expected exactly once in\n{}",
+        stopped.trace_text
+    );
+    found[0]
+}
+
+/// Issue 13, defect 1: an Execute with a row limit answered by
+/// PortalSuspended (asyncpg's `fetchrow` and `fetchval`, a cursor read in
+/// parts) was never recorded, nor counted as lost. Each statement is one
+/// event, with the rows fetched, whether the portal ends at its Sync, at a
+/// Bind that reuses its name, at COMMIT, or is read to its end.
+#[test]
+fn asyncpg_row_limited_executes_are_recorded_once() {
+    if !pg::available("asyncpg through the proxy") {
+        return;
+    }
+    let Some(python) = pg::corpus_python("asyncpg through the proxy") else {
+        return;
+    };
+    let db = TestDb::new("asyncpg");
+    db.direct(
+        "create table items(id int primary key, name text);
+         insert into items select i, 'n' || i from generate_series(1, 10) i",
+    );
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let script = r#"
+import asyncio, os, asyncpg
+
+async def main():
+    c = await asyncpg.connect(os.environ["DATABASE_URL"])
+    row = await c.fetchrow("select id, name from items where id = $1 /*fetchrow*/", 3)
+    assert row["name"] == "n3", row
+    n = await c.fetchval("select count(*) from items where id > $1 /*fetchval*/", 2)
+    assert n == 8, n
+    rows = await c.fetch("select id from items where id <= $1 /*fetch*/", 5)
+    assert len(rows) == 5, rows
+    async with c.transaction():
+        cur = await c.cursor("select id from items where id > $1 order by id /*partly*/", 0)
+        assert len(await cur.fetch(3)) == 3
+        assert len(await cur.fetch(2)) == 2
+    async with c.transaction():
+        seen = 0
+        async for r in c.cursor("select id from items where id >= $1 order by id /*prefetch*/", 1, prefetch=4):
+            seen += 1
+            if seen == 6:
+                break
+    async with c.transaction():
+        cur = await c.cursor("select id from items where id > $1 order by id /*to the end*/", 0)
+        assert len(await cur.fetch(4)) == 4
+        assert len(await cur.fetch(100)) == 6
+    async with c.transaction():
+        # The unnamed portal, bound again inside one transaction.
+        for i in (7, 8):
+            await c.fetchval("select name from items where id = $1 /*in txn*/", i)
+    await c.executemany(
+        "insert into items values ($1, $2) /*executemany*/", [(11, "a"), (12, "b"), (13, "c")]
+    )
+    await c.close()
+
+asyncio.run(main())
+"#;
+    pg::run_python(&python, script, &db.url(&proxy.addr.to_string()));
+    let stopped = proxy.stop();
+    let check = |needle: &str, params: serde_json::Value, rows: u64| {
+        let event = only(&stopped, needle);
+        assert_eq!(event["params"], params, "{needle}: {event}");
+        assert_eq!(event["rows"], rows, "{needle}: {event}");
+        assert!(event["error"].is_null(), "{needle}: {event}");
+    };
+    check("/*fetchrow*/", serde_json::json!(["3"]), 1);
+    check("/*fetchval*/", serde_json::json!(["2"]), 1);
+    check("/*fetch*/", serde_json::json!(["5"]), 5);
+    check("/*partly*/", serde_json::json!(["0"]), 5);
+    // Two prefetches of 4 rows, 6 of them read.
+    check("/*prefetch*/", serde_json::json!(["1"]), 8);
+    check("/*to the end*/", serde_json::json!(["0"]), 10);
+    for (i, event) in with_sql(&stopped.trace, "/*in txn*/").iter().enumerate() {
+        let id = (7 + i).to_string();
+        assert_eq!(event["params"], serde_json::json!([id]), "{event}");
+        assert_eq!(event["txn"], "open", "{event}");
+    }
+    assert_eq!(with_sql(&stopped.trace, "/*in txn*/").len(), 2);
+    let inserts = with_sql(&stopped.trace, "/*executemany*/");
+    let params: Vec<&serde_json::Value> = inserts.iter().map(|e| &e["params"][0]).collect();
+    assert_eq!(params, ["11", "12", "13"], "{}", stopped.trace_text);
+    // Each statement before its transaction's COMMIT, in the transaction.
+    let sqls: Vec<&str> = stopped
+        .trace
+        .iter()
+        .filter_map(|e| e["sql"].as_str())
+        .collect();
+    let partly = sqls.iter().position(|s| s.contains("/*partly*/"));
+    assert_eq!(
+        partly.map(|i| sqls[i + 1]),
+        Some("COMMIT"),
+        "{}",
+        stopped.trace_text
+    );
+    assert_eq!(stopped.report["capture"]["dropped"], 0);
+    assert_eq!(stopped.report["capture"]["undecoded_frames"], 0);
+}

@@ -38,6 +38,9 @@ struct Prepared {
 /// A portal the client bound (`Bind`): the statement with its values.
 #[derive(Debug, Clone)]
 struct Portal {
+    /// Which Bind made it (from 1; 0: unknown): a portal name bound again
+    /// is another portal.
+    id: u64,
     sql: Arc<str>,
     params: Arc<Vec<Option<String>>>,
 }
@@ -46,6 +49,9 @@ struct Portal {
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     at: Instant,
+    /// `at` is already when the statement started (a suspended portal's
+    /// later part): the statements completed meanwhile do not move it.
+    started: bool,
 }
 
 /// A request whose answer has not arrived yet.
@@ -61,6 +67,9 @@ enum Pending {
         sent: Sent,
     },
     Bind {
+        /// The portal's name: binding it again drops a portal suspended
+        /// under that name.
+        name: String,
         portal: Portal,
         sent: Sent,
     },
@@ -72,17 +81,31 @@ enum Pending {
         portal: Portal,
         sent: Sent,
         rows: u64,
+        /// When it continues a suspended portal: the status its first
+        /// Execute started in.
+        txn: Option<TxnStatus>,
     },
-    Close,
+    /// Close of a portal (`Some`, its name) or of a statement.
+    Close(Option<String>),
     Sync,
 }
 
-/// A portal fetched in parts (Execute with a row limit): the statement is one
-/// event, from its first Execute to its CommandComplete.
+/// A portal fetched in parts (Execute with a row limit, answered by
+/// PortalSuspended): the statement is one event, from its first Execute to
+/// its CommandComplete, or, when the client never reads it to the end, to
+/// the moment the server drops the portal: at Close, at a Bind that reuses
+/// its name, at the end of its transaction (a Sync outside a transaction
+/// block ends the implicit one). asyncpg's `fetchrow` and `fetchval` are
+/// such statements: an Execute with a row limit of 1, then Sync (issue 13).
 #[derive(Debug)]
 struct Suspended {
+    portal: Portal,
     sent: Sent,
     rows: u64,
+    /// The transaction status its first Execute started in.
+    txn: TxnStatus,
+    /// When its latest part was answered.
+    last: Instant,
 }
 
 /// Fault injection: called for every statement about to be sent to the
@@ -125,6 +148,8 @@ pub struct Session {
     sql_prepared: HashMap<String, String>,
     portals: HashMap<String, Portal>,
     suspended: HashMap<String, Suspended>,
+    /// Bind messages seen, numbering the portals.
+    bound: u64,
     queue: VecDeque<Pending>,
     /// The server is skipping the client's messages up to the next Sync.
     discarding: bool,
@@ -166,6 +191,7 @@ impl Session {
             sql_prepared: HashMap::new(),
             portals: HashMap::new(),
             suspended: HashMap::new(),
+            bound: 0,
             queue: VecDeque::new(),
             discarding: false,
             txn: TxnStatus::Idle,
@@ -206,13 +232,18 @@ impl Session {
             .iter()
             .filter(|p| matches!(p, Pending::Query { .. } | Pending::Execute { .. }))
             .count() as u64;
+        // Their ends (a Close, a Sync, a COMMIT) may be what was lost.
+        self.counts.dropped += self.suspended.len() as u64;
         self.suspended.clear();
         self.discarding = false;
         self.gapped = true;
     }
 
     fn sent(&self) -> Sent {
-        Sent { at: self.now }
+        Sent {
+            at: self.now,
+            started: false,
+        }
     }
 
     pub fn with_fault(mut self, hook: Option<FaultHook>) -> Self {
@@ -386,12 +417,16 @@ impl Session {
                         })
                     })
                     .collect();
+                self.bound += 1;
                 let portal = Portal {
+                    id: self.bound,
                     sql,
                     params: Arc::new(params),
                 };
-                self.portals.insert(b.portal.into_owned(), portal.clone());
+                let name = b.portal.into_owned();
+                self.portals.insert(name.clone(), portal.clone());
                 self.queue.push_back(Pending::Bind {
+                    name,
                     portal,
                     sent: self.sent(),
                 });
@@ -402,33 +437,40 @@ impl Session {
             }),
             b'E' => msg::execute(body).map(|name| {
                 let portal = self.portals.get(&*name).cloned().unwrap_or(Portal {
+                    id: 0,
                     sql: Arc::from(""),
                     params: Arc::default(),
                 });
                 if self.checks.is_some() {
                     self.step_check(&portal.sql);
                 }
-                let (sent, rows) = match self.suspended.remove(&*name) {
-                    Some(s) => (s.sent, s.rows),
-                    None => (self.sent(), 0),
+                let (sent, rows, txn) = match self.suspended.get(&*name) {
+                    Some(s) if s.portal.id == portal.id => (s.sent, s.rows, Some(s.txn)),
+                    _ => (self.sent(), 0, None),
                 };
+                if txn.is_some() {
+                    self.suspended.remove(&*name);
+                }
                 self.queue.push_back(Pending::Execute {
                     portal_name: name.into_owned(),
                     portal,
                     sent,
                     rows,
+                    txn,
                 });
             }),
             b'C' => msg::target(body).map(|(kind, name)| {
-                match kind {
+                let portal = match kind {
                     b'S' => {
                         self.prepared.remove(&*name);
+                        None
                     }
                     _ => {
                         self.portals.remove(&*name);
+                        Some(name.into_owned())
                     }
-                }
-                self.queue.push_back(Pending::Close);
+                };
+                self.queue.push_back(Pending::Close(portal));
             }),
             b'S' => {
                 self.discarding = false;
@@ -454,7 +496,13 @@ impl Session {
         let body = frame.body;
         let ok = match frame.tag {
             b'1' | b'2' | b'3' => {
-                self.queue.pop_front();
+                // A Bind over a portal's name, or its Close, drops the portal.
+                match self.queue.pop_front() {
+                    Some(Pending::Bind { name, .. } | Pending::Close(Some(name))) => {
+                        self.end_suspended(&name);
+                    }
+                    _ => {}
+                }
                 true
             }
             b't' => match (msg::parameter_description(body), self.queue.front()) {
@@ -482,12 +530,13 @@ impl Session {
             b's' => {
                 if let Some(Pending::Execute {
                     portal_name,
+                    portal,
                     sent,
                     rows,
-                    ..
+                    txn,
                 }) = self.queue.pop_front()
                 {
-                    self.suspended.insert(portal_name, Suspended { sent, rows });
+                    self.suspend(portal_name, portal, sent, rows, txn);
                 }
                 true
             }
@@ -547,6 +596,10 @@ impl Session {
     /// CommandComplete (or an error, `tag` None): the statement at the head ended.
     fn complete(&mut self, tag: Option<&str>, error: Option<msg::ErrorFields>) {
         let done = self.now;
+        if !self.suspended.is_empty() && tag.is_some_and(|t| self.head_ends_transaction(t)) {
+            // Its portals go with it, before it.
+            self.end_all_suspended();
+        }
         let event = match self.queue.front_mut() {
             Some(Pending::Query { statements, sent }) => {
                 let sent = *sent;
@@ -566,16 +619,38 @@ impl Session {
             }
             Some(Pending::Execute { .. }) => match self.queue.pop_front() {
                 Some(Pending::Execute {
-                    portal, sent, rows, ..
-                }) => Some(self.event(
-                    portal.sql,
-                    Some(portal.params),
-                    sent,
-                    done,
-                    tag,
-                    Some(rows),
-                    error,
-                )),
+                    portal_name,
+                    portal,
+                    mut sent,
+                    mut rows,
+                    mut txn,
+                }) => {
+                    // Its earlier parts, when they were answered after this
+                    // part was sent (pipelined).
+                    if let Some(earlier) = self.take_suspended(&portal_name, portal.id) {
+                        sent = earlier.sent;
+                        rows += earlier.rows;
+                        txn = Some(earlier.txn);
+                    }
+                    let mut event = self.event(
+                        portal.sql,
+                        Some(portal.params),
+                        sent,
+                        done,
+                        tag,
+                        Some(rows),
+                        error,
+                    );
+                    if let Some(txn) = txn {
+                        // A portal read to its end in parts: its tag counts
+                        // the last part's rows only.
+                        event.txn = txn;
+                        if tag.is_some_and(|t| t.starts_with("SELECT")) {
+                            event.rows = Some(rows);
+                        }
+                    }
+                    Some(event)
+                }
                 _ => None,
             },
             Some(Pending::Parse { .. } | Pending::Bind { .. }) if error.is_some() => {
@@ -583,7 +658,7 @@ impl Session {
                     Some(Pending::Parse { sql, sent }) => {
                         Some(self.event(sql, None, sent, done, None, None, error))
                     }
-                    Some(Pending::Bind { portal, sent }) => Some(self.event(
+                    Some(Pending::Bind { portal, sent, .. }) => Some(self.event(
                         portal.sql,
                         Some(portal.params),
                         sent,
@@ -690,9 +765,129 @@ impl Session {
             b'E' => TxnStatus::Failed,
             _ => TxnStatus::Idle,
         };
+        if self.txn != TxnStatus::Open {
+            // The transaction ended (or failed, and no portal of it can run
+            // again): its suspended portals are dropped.
+            self.end_all_suspended();
+        }
         if self.connect_us.is_none() {
             self.connect_us = Some(micros(self.now.saturating_duration_since(self.opened)));
         }
+    }
+
+    /// Whether the statement at the head, completing with `tag`, ended the
+    /// transaction (and with it its portals): `ROLLBACK TO` has the tag of a
+    /// `ROLLBACK` and ends nothing.
+    fn head_ends_transaction(&self, tag: &str) -> bool {
+        match tag {
+            "COMMIT" | "PREPARE TRANSACTION" => true,
+            "ROLLBACK" => {
+                let sql = match self.queue.front() {
+                    Some(Pending::Query { statements, .. }) => {
+                        statements.front().map(String::as_str)
+                    }
+                    Some(Pending::Execute { portal, .. }) => Some(&*portal.sql),
+                    _ => None,
+                };
+                sql.is_none_or(|sql| {
+                    crate::attribute::TxnOp::of(&crate::fingerprint::fingerprint(sql))
+                        != Some(crate::attribute::TxnOp::Savepoint)
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// When a statement sent at `sent` started: a pipelined statement starts
+    /// when the one before it completed.
+    fn start_of(&self, sent: Sent) -> Instant {
+        match self.last_done {
+            Some(prev) if !sent.started && prev > sent.at => prev,
+            _ => sent.at,
+        }
+    }
+
+    /// PortalSuspended: the part of a portal just fetched joins its earlier
+    /// parts, and the statement stays open until the portal completes or is
+    /// dropped.
+    fn suspend(
+        &mut self,
+        name: String,
+        portal: Portal,
+        sent: Sent,
+        rows: u64,
+        txn: Option<TxnStatus>,
+    ) {
+        let started = Sent {
+            at: self.start_of(sent),
+            started: true,
+        };
+        let status = txn.unwrap_or(self.txn);
+        let now = self.now;
+        let earlier = self.take_suspended(&name, portal.id);
+        let part = self.suspended.entry(name).or_insert(Suspended {
+            portal,
+            sent: started,
+            rows: 0,
+            txn: status,
+            last: now,
+        });
+        if let Some(earlier) = earlier {
+            part.sent = earlier.sent;
+            part.txn = earlier.txn;
+            part.rows += earlier.rows;
+        }
+        part.rows += rows;
+        part.last = now;
+        self.last_done = Some(now);
+    }
+
+    /// The earlier parts of portal `id` suspended under `name`; a portal
+    /// suspended there by an earlier Bind was dropped when the server ran
+    /// the later one, and is recorded.
+    fn take_suspended(&mut self, name: &str, id: u64) -> Option<Suspended> {
+        let earlier = self.suspended.remove(name)?;
+        if earlier.portal.id == id {
+            return Some(earlier);
+        }
+        self.emit_suspended(earlier);
+        None
+    }
+
+    /// The server dropped a suspended portal: its statement is recorded with
+    /// the rows fetched, ending when its last part was answered.
+    fn end_suspended(&mut self, name: &str) {
+        if let Some(portal) = self.suspended.remove(name) {
+            self.emit_suspended(portal);
+        }
+    }
+
+    /// Every suspended portal was dropped (its transaction ended), recorded
+    /// in the order they started.
+    fn end_all_suspended(&mut self) {
+        if self.suspended.is_empty() {
+            return;
+        }
+        let mut ended: Vec<Suspended> = self.suspended.drain().map(|(_, s)| s).collect();
+        ended.sort_by_key(|s| s.sent.at);
+        for portal in ended {
+            self.emit_suspended(portal);
+        }
+    }
+
+    fn emit_suspended(&mut self, s: Suspended) {
+        let mut event = self.event(
+            s.portal.sql,
+            Some(s.portal.params),
+            s.sent,
+            s.last,
+            None,
+            None,
+            None,
+        );
+        event.rows = Some(s.rows);
+        event.txn = s.txn;
+        self.emit(event);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -706,11 +901,7 @@ impl Session {
         counted_rows: Option<u64>,
         error: Option<msg::ErrorFields>,
     ) -> Recorded {
-        // A pipelined statement starts when the one before it completed.
-        let start = match self.last_done {
-            Some(prev) if prev > sent.at => prev,
-            _ => sent.at,
-        };
+        let start = self.start_of(sent);
         let wall = self.wall + start.duration_since(self.opened);
         let rows = tag.and_then(msg::rows_of_tag).or(match tag {
             Some(t) if t.starts_with("SELECT") => counted_rows,
@@ -751,6 +942,8 @@ impl Session {
     /// The connection closed: statements sent but never answered are recorded
     /// as failed with a connection error (SQLSTATE 08006), so that none is lost.
     pub fn close(&mut self, done: Instant) {
+        // Portals suspended had their answers: they ran, as far as they were read.
+        self.end_all_suspended();
         let pending = std::mem::take(&mut self.queue);
         for request in pending {
             let lost = || msg::ErrorFields {
@@ -895,6 +1088,55 @@ mod tests {
             vec![
                 ("select $1::int".into(), Some(vec![Some("1".into())])),
                 ("select $1::text".into(), Some(vec![Some("two".into())])),
+            ]
+        );
+    }
+
+    /// Issue 13, defect 1: a portal suspended (`s`) is one statement, ended
+    /// by its Sync outside a transaction, by a Bind reusing its name, or by
+    /// COMMIT, with the rows fetched.
+    #[test]
+    fn suspended_portals_are_recorded_once_when_the_server_drops_them() {
+        let mut s = Session::new(1, None, Instant::now());
+        s.client_frame(frame(b'P', &parse_body("s1", "select $1::int")));
+        s.client_frame(frame(b'S', b""));
+        s.server_frame(frame(b'1', b""));
+        s.server_frame(frame(b'Z', b"I"));
+        // fetchrow: a row limit of 1, then Sync.
+        let fetch = |s: &mut Session, value: &str, done: u8| {
+            s.client_frame(frame(b'B', &bind_body("", "s1", &[value])));
+            s.client_frame(frame(b'E', b"\0\0\0\0\x01"));
+            s.client_frame(frame(b'S', b""));
+            s.server_frame(frame(b'2', b""));
+            s.server_frame(frame(b'D', b""));
+            s.server_frame(frame(b's', b""));
+            s.server_frame(frame(b'Z', &[done]));
+        };
+        fetch(&mut s, "1", b'I');
+        s.client_frame(frame(b'Q', b"BEGIN\0"));
+        s.server_frame(frame(b'C', b"BEGIN\0"));
+        s.server_frame(frame(b'Z', b"T"));
+        fetch(&mut s, "2", b'T');
+        fetch(&mut s, "3", b'T');
+        s.client_frame(frame(b'Q', b"COMMIT\0"));
+        s.server_frame(frame(b'C', b"COMMIT\0"));
+        s.server_frame(frame(b'Z', b"I"));
+        let got: Vec<(String, Option<String>, Option<u64>, Option<TxnStatus>)> = events(&mut s)
+            .into_iter()
+            .map(|e| {
+                let param = e.params.and_then(|p| p.into_iter().next().flatten());
+                (e.sql, param, e.rows, e.txn)
+            })
+            .collect();
+        let select = |v: &str, txn| ("select $1::int".into(), Some(v.into()), Some(1), Some(txn));
+        assert_eq!(
+            got,
+            vec![
+                select("1", TxnStatus::Idle),
+                ("BEGIN".into(), None, None, Some(TxnStatus::Idle)),
+                select("2", TxnStatus::Open),
+                select("3", TxnStatus::Open),
+                ("COMMIT".into(), None, None, Some(TxnStatus::Open)),
             ]
         );
     }
