@@ -1410,3 +1410,73 @@ asyncio.run(main())
     assert_eq!(stopped.report["capture"]["dropped"], 0);
     assert_eq!(stopped.report["capture"]["undecoded_frames"], 0);
 }
+
+/// Issue 13, defect 3: with psycopg 3, whose parameterised statements go as
+/// Parse, Bind, Describe, Execute and Sync in one batch, the injected
+/// statement failed in the client but was missing from the trace: the
+/// relay kept back the client's own ParseComplete and BindComplete instead
+/// of those of the statement it added. The failed statement is recorded with
+/// FA001, and the write committed before it is reported, also in psycopg's
+/// pipeline mode.
+#[test]
+fn injected_faults_with_psycopg3_record_the_failed_statement() {
+    if !pg::available("fault injection with psycopg 3") {
+        return;
+    }
+    let Some(python) = pg::corpus_python("fault injection with psycopg 3") else {
+        return;
+    };
+    let db = TestDb::new("psyfault");
+    db.direct("create table orders(id int primary key, note text)");
+    let script = r#"
+import os, sys, psycopg
+
+pipelined = sys.argv[1] == "pipeline"
+conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+conn.execute("SET flowaudit.step = 'checkout'")
+first, second = (3, 4) if pipelined else (1, 2)
+conn.execute("insert into orders values (%s, %s)", (first, "kept"))
+try:
+    if pipelined:
+        with conn.pipeline():
+            conn.execute("insert into orders values (%s, %s)", (second, "failed"))
+    else:
+        conn.execute("insert into orders values (%s, %s)", (second, "failed"))
+    sys.exit("the injected fault did not fail")
+except psycopg.Error as e:
+    assert e.sqlstate == "FA001", (e.sqlstate, e)
+# The connection is still in step with the server.
+assert conn.execute("select count(*) from orders where id = %s", (first,)).fetchone()[0] == 1
+conn.close()
+"#;
+    for mode in ["plain", "pipeline"] {
+        let proxy = ProxyProcess::start(&upstream(), &["--inject-fault", "checkout:2"]);
+        let out = Command::new(&python)
+            .args(["-c", script, mode])
+            .env("DATABASE_URL", db.url(&proxy.addr.to_string()))
+            .output()
+            .expect("python runs");
+        let stopped = proxy.stop();
+        assert!(out.status.success(), "{mode}: {}", text(&out));
+        let inserts = with_sql(&stopped.trace, "insert into orders");
+        assert_eq!(inserts.len(), 2, "{mode}: {}", stopped.trace_text);
+        assert!(inserts[0]["error"].is_null(), "{mode}: {}", inserts[0]);
+        assert_eq!(
+            inserts[1]["error"]["code"], "FA001",
+            "{mode}: {}",
+            inserts[1]
+        );
+        assert_eq!(inserts[1]["params"][1], "failed", "{mode}: {}", inserts[1]);
+        let partial: Vec<&serde_json::Value> = stopped.report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["rule"] == "partial-write-on-failure" && f["step"] == "checkout")
+            .collect();
+        assert_eq!(partial.len(), 1, "{mode}: {:#}", stopped.report);
+    }
+    assert_eq!(
+        db.direct("select string_agg(id::text, ',' order by id) from orders"),
+        "1,3"
+    );
+}

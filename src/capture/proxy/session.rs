@@ -88,6 +88,11 @@ enum Pending {
     /// Close of a portal (`Some`, its name) or of a statement.
     Close(Option<String>),
     Sync,
+    /// A Parse or Bind the proxy added (fault injection): its answer is
+    /// kept from the client. Queued in the order the server gets it, so
+    /// that the answers to the client's own messages sent in the same
+    /// batch (psycopg 3: Parse, Bind, Describe, Execute) still go to them.
+    Injected,
 }
 
 /// A portal fetched in parts (Execute with a row limit, answered by
@@ -174,9 +179,6 @@ pub struct Session {
     /// client's latest statements ended, to await before they go on.
     checks: Option<StepChecks>,
     due: Vec<(String, String)>,
-    /// Answers the server owes to messages the proxy added (ParseComplete,
-    /// BindComplete of an injected statement): not passed to the client.
-    swallow: u32,
     injected: u32,
 }
 
@@ -205,7 +207,6 @@ impl Session {
             fault: None,
             checks: None,
             due: Vec::new(),
-            swallow: 0,
             injected: 0,
         }
     }
@@ -330,7 +331,8 @@ impl Session {
                     let mut bytes = encode(b'P', &parse);
                     bytes.extend(encode(b'B', &bind));
                     bytes.extend(encode(b'E', &execute));
-                    self.swallow += 2;
+                    self.queue.push_back(Pending::Injected);
+                    self.queue.push_back(Pending::Injected);
                     Some(bytes)
                 }),
                 _ => None,
@@ -350,8 +352,9 @@ impl Session {
     /// With fault injection: observes a whole server message and appends it
     /// to `out`, unless it answers a message the proxy added.
     pub fn server_frame_forwarding(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        if self.swallow > 0 && matches!(frame.tag, b'1' | b'2') {
-            self.swallow -= 1;
+        if matches!(frame.tag, b'1' | b'2') && matches!(self.queue.front(), Some(Pending::Injected))
+        {
+            self.queue.pop_front();
             return;
         }
         out.push(frame.tag);
@@ -1139,6 +1142,63 @@ mod tests {
                 ("COMMIT".into(), None, None, Some(TxnStatus::Open)),
             ]
         );
+    }
+
+    /// Issue 13, defect 3: psycopg 3 sends Parse, Bind, Describe, Execute
+    /// and Sync at once. The answers to the Parse and Bind the proxy adds in
+    /// place of the Execute are kept from the client, not the client's own,
+    /// and the failed statement is recorded with its error.
+    #[test]
+    fn an_injected_fault_in_a_parse_bind_describe_execute_batch_is_recorded() {
+        let hook = FaultHook(Arc::new(Mutex::new(|sql: &str, _: Option<&str>| {
+            sql.starts_with("insert").then(|| "fail".to_owned())
+        })));
+        let mut s = Session::new(1, None, Instant::now()).with_fault(Some(hook));
+        let mut to_server = Vec::new();
+        for (tag, body) in [
+            (b'P', parse_body("", "insert into t values ($1)")),
+            (b'B', bind_body("", "", &["7"])),
+            (b'D', b"P\0".to_vec()),
+            (b'E', b"\0\0\0\0\0".to_vec()),
+            (b'S', Vec::new()),
+        ] {
+            s.client_frame_rewriting(frame(tag, &body), &mut to_server);
+        }
+        let tags: Vec<u8> = FrameTags(&to_server).collect();
+        assert_eq!(tags, b"PBDPBES".to_vec(), "the Execute is replaced");
+        let error = b"SERROR\0CFA001\0Mflowaudit: injected fault\0\0";
+        let mut to_client = Vec::new();
+        for (tag, body) in [
+            (b'1', &b""[..]),
+            (b'2', b""),
+            (b'n', b""),
+            (b'1', b""),
+            (b'2', b""),
+            (b'E', error),
+            (b'Z', b"I"),
+        ] {
+            s.server_frame_forwarding(frame(tag, body), &mut to_client);
+        }
+        let tags: Vec<u8> = FrameTags(&to_client).collect();
+        assert_eq!(tags, b"12nEZ".to_vec(), "one answer to each client message");
+        let events = events(&mut s);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].sql, "insert into t values ($1)");
+        assert_eq!(events[0].params, Some(vec![Some("7".into())]));
+        assert_eq!(events[0].error.as_ref().map(|e| &*e.code), Some("FA001"));
+    }
+
+    /// The tags of the messages in a byte stream.
+    struct FrameTags<'a>(&'a [u8]);
+
+    impl Iterator for FrameTags<'_> {
+        type Item = u8;
+        fn next(&mut self) -> Option<u8> {
+            let (&tag, rest) = self.0.split_first()?;
+            let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            self.0 = rest.get(len..)?;
+            Some(tag)
+        }
     }
 
     #[test]
