@@ -1480,3 +1480,86 @@ conn.close()
         "1,3"
     );
 }
+
+/// Issue 13, defect 2: a Bind over 16 MB was not decoded, and the Execute
+/// after it was recorded with the previous statement's SQL and values; a
+/// Query over 16 MB was forwarded but not recorded. Each is recorded once,
+/// with the start of its text or values marked `…[truncated N bytes]`, and
+/// the statement after it with its own SQL.
+#[test]
+fn oversized_query_and_bind_are_recorded_once_marked_truncated() {
+    if !pg::available("oversized messages through the proxy") {
+        return;
+    }
+    let Some(python) = pg::corpus_python("oversized messages through the proxy") else {
+        return;
+    };
+    let db = TestDb::new("oversized");
+    db.direct("create table blobs(id int, body text)");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let big = "x".repeat(17 * 1024 * 1024);
+    let file = proxy.dir.path().join("big.sql");
+    std::fs::write(
+        &file,
+        format!(
+            "select 'before' /*before query*/;\n\
+             select /*big query*/ length('{big}');\n\
+             select 'after' /*after query*/;\n"
+        ),
+    )
+    .expect("write the script");
+    let out = psql(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let script = r#"
+import os, psycopg
+conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+conn.execute("select %s::int /*before bind*/", (1,))
+conn.execute(
+    "insert into blobs(body, id) values (%s, %s) /*big bind*/", ("y" * (17 * 1024 * 1024), 7)
+)
+assert conn.execute("select id from blobs where id = %s /*after bind*/", (7,)).fetchone() == (7,)
+conn.close()
+"#;
+    pg::run_python(&python, script, &db.url(&proxy.addr.to_string()));
+    let stopped = proxy.stop();
+    let is_marked =
+        |s: &str| s.contains("…[truncated ") && s.ends_with(" bytes]") && s.len() < 1024 * 1024;
+    only(&stopped, "/*before query*/");
+    let query = only(&stopped, "/*big query*/");
+    let sql = query["sql"].as_str().expect("sql");
+    assert!(
+        sql.starts_with("select /*big query*/ length('xxx"),
+        "{sql:.80}"
+    );
+    assert!(is_marked(sql), "{}", &sql[sql.len() - 80..]);
+    assert_eq!(query["rows"], 1, "{}", query["rows"]);
+    only(&stopped, "/*after query*/");
+
+    only(&stopped, "/*before bind*/");
+    let bind = only(&stopped, "/*big bind*/");
+    let value = bind["params"][0].as_str().expect("the big value");
+    assert!(
+        value.starts_with("yyy") && is_marked(value),
+        "{:.80}",
+        value
+    );
+    assert_eq!(bind["params"][1], "…[truncated]", "the value after the cut");
+    assert_eq!(bind["rows"], 1);
+    assert!(bind["error"].is_null(), "{}", bind["error"]);
+    let after = only(&stopped, "/*after bind*/");
+    assert_eq!(after["params"], serde_json::json!(["7"]));
+    assert_eq!(stopped.report["capture"]["undecoded_frames"], 0);
+    assert_eq!(stopped.report["capture"]["dropped"], 0);
+}

@@ -17,6 +17,7 @@
 //! Query get the status they started in.
 
 use foldhash::{HashMap, HashMapExt};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -61,6 +62,9 @@ enum Pending {
     Query {
         statements: VecDeque<String>,
         sent: Sent,
+        /// The text was longer than the observer keeps: statements after
+        /// the cut are not known.
+        cut: bool,
     },
     Parse {
         sql: Arc<str>,
@@ -365,7 +369,13 @@ impl Session {
 
     /// A whole message from the client.
     pub fn client_frame(&mut self, frame: Frame<'_>) {
-        if frame.truncated && frame.tag != b'd' {
+        // Of a Query, Parse or Bind longer than the observer keeps, its start
+        // is read (issue 13, defect 2): what is kept of its text or values is
+        // marked `…[truncated N bytes]`, N the bytes not observed.
+        let cut = frame
+            .truncated
+            .then(|| frame.len.saturating_sub(frame.body.len()));
+        if frame.truncated && !matches!(frame.tag, b'Q' | b'P' | b'B' | b'd') {
             self.counts.undecoded += 1;
             return;
         }
@@ -375,11 +385,25 @@ impl Session {
         }
         let body = frame.body;
         let decoded = match frame.tag {
-            b'Q' => msg::query(body).map(|sql| {
-                let statements: VecDeque<String> = super::split::statements(&sql)
+            b'Q' => match cut {
+                None => msg::query(body),
+                Some(_) => Some(Cow::Owned(msg::query_prefix(body))),
+            }
+            .map(|sql| {
+                let mut statements: VecDeque<String> = super::split::statements(&sql)
                     .into_iter()
                     .map(str::to_owned)
                     .collect();
+                if let Some(missing) = cut {
+                    // The last statement is the one the cut runs through;
+                    // the text's NUL is among the bytes not observed.
+                    if statements.is_empty() {
+                        statements.push_back(String::new());
+                    }
+                    if let Some(last) = statements.back_mut() {
+                        mark_cut(last, Some(missing.saturating_sub(1)));
+                    }
+                }
                 if self.checks.is_some() {
                     for statement in &statements {
                         self.step_check(statement);
@@ -388,9 +412,18 @@ impl Session {
                 self.queue.push_back(Pending::Query {
                     statements,
                     sent: self.sent(),
+                    cut: cut.is_some(),
                 });
             }),
-            b'P' => msg::parse(body).map(|p| {
+            b'P' => match cut {
+                None => msg::parse(body),
+                Some(_) => msg::parse_prefix(body),
+            }
+            .map(|mut p| {
+                if let Some(missing) = cut {
+                    // N also counts the NUL and parameter types after the SQL.
+                    mark_cut(&mut p.sql, Some(missing));
+                }
                 let sql: Arc<str> = Arc::from(p.sql);
                 self.prepared.insert(
                     p.statement,
@@ -404,22 +437,45 @@ impl Session {
                     sent: self.sent(),
                 });
             }),
-            b'B' => msg::bind(body).map(|b| {
+            b'B' => match cut {
+                None => msg::bind(body),
+                Some(_) => msg::bind_prefix(body),
+            }
+            .map(|b| {
                 let (sql, types) = match self.prepared.get(&*b.statement) {
                     Some(p) => (p.sql.clone(), p.types.as_slice()),
                     None => (Arc::from(""), &[][..]),
                 };
-                let params = b
+                let cut_value = b
+                    .cut
+                    .and_then(|c| c.missing)
+                    .map(|missing| (b.values.len().saturating_sub(1), missing));
+                let mut params: Vec<Option<String>> = b
                     .values
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
                         v.map(|v| {
                             let oid = types.get(i).copied().unwrap_or(0);
-                            values::render(oid, b.binary(i), v)
+                            match cut_value {
+                                Some((at, missing)) if at == i => {
+                                    let mut kept = values::render_prefix(oid, b.binary(i), v);
+                                    mark_cut(&mut kept, Some(missing));
+                                    kept
+                                }
+                                _ => values::render(oid, b.binary(i), v),
+                            }
                         })
                     })
                     .collect();
+                if let Some(c) = b.cut {
+                    // Values after the cut: not observed at all.
+                    params.extend((0..c.unseen).map(|_| {
+                        let mut unseen = String::new();
+                        mark_cut(&mut unseen, None);
+                        Some(unseen)
+                    }));
+                }
                 self.bound += 1;
                 let portal = Portal {
                     id: self.bound,
@@ -604,9 +660,18 @@ impl Session {
             self.end_all_suspended();
         }
         let event = match self.queue.front_mut() {
-            Some(Pending::Query { statements, sent }) => {
+            Some(Pending::Query {
+                statements,
+                sent,
+                cut,
+            }) => {
                 let sent = *sent;
                 let Some(sql) = statements.pop_front() else {
+                    if *cut {
+                        // A statement in the part of the text not observed:
+                        // counted, as it cannot be recorded.
+                        self.counts.undecoded += 1;
+                    }
                     return;
                 };
                 if error.is_some() {
@@ -954,7 +1019,9 @@ impl Session {
                 message: "the connection closed before the statement completed".into(),
             };
             let event = match request {
-                Pending::Query { statements, sent } => statements.into_iter().next().map(|sql| {
+                Pending::Query {
+                    statements, sent, ..
+                } => statements.into_iter().next().map(|sql| {
                     let sql = Arc::from(sql);
                     self.event(sql, None, sent, done, None, None, Some(lost()))
                 }),
@@ -973,6 +1040,16 @@ impl Session {
                 self.emit(event);
             }
         }
+    }
+}
+
+/// Marks a text or value the observer kept only the start of (issue 13,
+/// defect 2): a suffix `…[truncated N bytes]`, N the bytes not observed, or
+/// `…[truncated]` when that is not known.
+fn mark_cut(kept: &mut String, missing: Option<usize>) {
+    match missing {
+        Some(n) => kept.push_str(&format!("…[truncated {n} bytes]")),
+        None => kept.push_str("…[truncated]"),
     }
 }
 
@@ -1186,6 +1263,57 @@ mod tests {
         assert_eq!(events[0].sql, "insert into t values ($1)");
         assert_eq!(events[0].params, Some(vec![Some("7".into())]));
         assert_eq!(events[0].error.as_ref().map(|e| &*e.code), Some("FA001"));
+    }
+
+    /// Issue 13, defect 2: a Bind cut by the frame decoder is the start of
+    /// its own statement, never taken for the portal bound before it.
+    #[test]
+    fn a_cut_bind_is_recorded_as_its_own_statement_marked() {
+        let mut s = Session::new(1, None, Instant::now());
+        s.client_frame(frame(b'P', &parse_body("", "select $1::text")));
+        s.client_frame(frame(b'B', &bind_body("", "", &["small"])));
+        s.client_frame(frame(b'E', b"\0\0\0\0\0"));
+        s.client_frame(frame(
+            b'P',
+            &parse_body("", "insert into t values ($1, $2)"),
+        ));
+        let whole = bind_body("", "", &["abcdef", "7"]);
+        // Cut inside the first value: 3 of its 6 bytes kept.
+        s.client_frame(Frame {
+            tag: b'B',
+            body: &whole[..13],
+            len: whole.len(),
+            truncated: true,
+        });
+        s.client_frame(frame(b'E', b"\0\0\0\0\0"));
+        s.client_frame(frame(b'S', b""));
+        for tag in [b'1', b'2'] {
+            s.server_frame(frame(tag, b""));
+        }
+        s.server_frame(frame(b'C', b"SELECT 1\0"));
+        for tag in [b'1', b'2'] {
+            s.server_frame(frame(tag, b""));
+        }
+        s.server_frame(frame(b'C', b"INSERT 0 1\0"));
+        s.server_frame(frame(b'Z', b"I"));
+        let got: Vec<(String, Option<Vec<Option<String>>>)> = events(&mut s)
+            .into_iter()
+            .map(|e| (e.sql, e.params))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("select $1::text".into(), Some(vec![Some("small".into())])),
+                (
+                    "insert into t values ($1, $2)".into(),
+                    Some(vec![
+                        Some("abc…[truncated 3 bytes]".into()),
+                        Some("…[truncated]".into())
+                    ])
+                ),
+            ]
+        );
+        assert_eq!(s.counts.undecoded, 0);
     }
 
     /// The tags of the messages in a byte stream.
