@@ -584,12 +584,18 @@ fn killed_client_and_unreachable_upstream_leave_the_proxy_serving() {
 /// Stopping the proxy while a client waits for an answer: the proxy still
 /// ends within its grace period, and the statement cut off is in the trace
 /// with the connection's error, along with what ran before it.
+///
+/// Issue 13, defect 11: the stop's own doing made findings, a slow query of
+/// the cut statement's time up to the stop and an open transaction of the
+/// one the stop ended. The cut statement is marked `cut_by_stop`, the rules
+/// leave it alone, and the report says once how many the stop cut.
 #[test]
 fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
     if !pg::available("stopping mid-query") {
         return;
     }
     let db = TestDb::new("stopmid");
+    db.direct("create table t(id int)");
     let proxy = ProxyProcess::start(&upstream(), &[]);
     let port = proxy.port();
     let mut waiting = psql_command(
@@ -598,6 +604,10 @@ fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
         &[
             "-c",
             "select 'before the sleep'",
+            "-c",
+            "begin",
+            "-c",
+            "insert into t values (1)",
             "-c",
             "select pg_sleep(30)",
         ],
@@ -626,7 +636,23 @@ fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
     let cut = with_sql(&stopped.trace, "pg_sleep(30)");
     assert_eq!(cut.len(), 1, "{}", stopped.trace_text);
     assert_eq!(cut[0]["error"]["code"], "08006", "{:?}", cut[0]);
+    assert_eq!(cut[0]["cut_by_stop"], true, "{:?}", cut[0]);
     assert_eq!(stopped.report["capture"]["dropped"], 0);
+    let by_the_stop: Vec<&serde_json::Value> = stopped.report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| matches!(f["rule"].as_str(), Some("slow-query" | "open-transaction")))
+        .collect();
+    assert!(by_the_stop.is_empty(), "{by_the_stop:#?}");
+    let notes = stopped.report["notes"].to_string();
+    assert_eq!(
+        notes
+            .matches("1 statement was cut off by the proxy's stop")
+            .count(),
+        1,
+        "{notes}"
+    );
 }
 
 #[test]

@@ -1004,19 +1004,25 @@ impl Session {
             }),
             application_name: self.application_name.clone(),
             connect_us,
+            cut_by_stop: false,
         }
     }
 
     /// The connection closed: statements sent but never answered are recorded
-    /// as failed with a connection error (SQLSTATE 08006), so that none is lost.
-    pub fn close(&mut self, done: Instant) {
+    /// as failed with a connection error (SQLSTATE 08006), so that none is
+    /// lost; `by_stop` when the proxy's stop closed it, which they then say.
+    pub fn close(&mut self, done: Instant, by_stop: bool) {
         // Portals suspended had their answers: they ran, as far as they were read.
         self.end_all_suspended();
         let pending = std::mem::take(&mut self.queue);
         for request in pending {
             let lost = || msg::ErrorFields {
                 code: "08006".into(),
-                message: "the connection closed before the statement completed".into(),
+                message: if by_stop {
+                    "the proxy stopped before the statement completed".into()
+                } else {
+                    "the connection closed before the statement completed".into()
+                },
             };
             let event = match request {
                 Pending::Query {
@@ -1036,7 +1042,8 @@ impl Session {
                 )),
                 _ => None,
             };
-            if let Some(event) = event {
+            if let Some(mut event) = event {
+                event.cut_by_stop = by_stop;
                 self.emit(event);
             }
         }
@@ -1374,7 +1381,7 @@ mod tests {
                     s.server_frame(frame(*tag, body));
                 }
             }
-            s.close(Instant::now());
+            s.close(Instant::now(), false);
             prop_assert!(s.take().count() <= frames.len());
         }
     }
