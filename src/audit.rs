@@ -454,7 +454,7 @@ mod tests {
         let config = RuleConfig::builtin().expect("defaults");
         let cut = Event {
             duration_us: Some(3_000_000),
-            txn: Some(crate::model::TxnStatus::Open),
+            txn: Some(TxnStatus::Open),
             error: Some(crate::model::SqlError {
                 code: "08006".into(),
                 message: "the proxy stopped before the statement completed".into(),

@@ -556,11 +556,10 @@ impl Session {
         let ok = match frame.tag {
             b'1' | b'2' | b'3' => {
                 // A Bind over a portal's name, or its Close, drops the portal.
-                match self.queue.pop_front() {
-                    Some(Pending::Bind { name, .. } | Pending::Close(Some(name))) => {
-                        self.end_suspended(&name);
-                    }
-                    _ => {}
+                if let Some(Pending::Bind { name, .. } | Pending::Close(Some(name))) =
+                    self.queue.pop_front()
+                {
+                    self.end_suspended(&name);
                 }
                 true
             }
@@ -1208,7 +1207,9 @@ mod tests {
         s.client_frame(frame(b'Q', b"COMMIT\0"));
         s.server_frame(frame(b'C', b"COMMIT\0"));
         s.server_frame(frame(b'Z', b"I"));
-        let got: Vec<(String, Option<String>, Option<u64>, Option<TxnStatus>)> = events(&mut s)
+        // sql, first value, rows, status
+        type Seen = (String, Option<String>, Option<u64>, Option<TxnStatus>);
+        let got: Vec<Seen> = events(&mut s)
             .into_iter()
             .map(|e| {
                 let param = e.params.and_then(|p| p.into_iter().next().flatten());
