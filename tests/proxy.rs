@@ -1386,6 +1386,10 @@ async def main():
         assert len(await cur.fetch(4)) == 4
         assert len(await cur.fetch(100)) == 6
     async with c.transaction():
+        # A lookup per row of a cursor still open: an N+1 loop.
+        async for r in c.cursor("select id from items where id <= $1 order by id /*outer*/", 4, prefetch=2):
+            await c.fetchval("select name from items where id = $1 /*inner*/", r["id"])
+    async with c.transaction():
         # The unnamed portal, bound again inside one transaction.
         for i in (7, 8):
             await c.fetchval("select name from items where id = $1 /*in txn*/", i)
@@ -1417,6 +1421,23 @@ asyncio.run(main())
         assert_eq!(event["txn"], "open", "{event}");
     }
     assert_eq!(with_sql(&stopped.trace, "/*in txn*/").len(), 2);
+    // The cursor ends after the lookups it fed, yet comes before them, as it
+    // started before them: the rules see its rows first.
+    check("/*outer*/", serde_json::json!(["4"]), 4);
+    let order: Vec<&str> = stopped
+        .trace
+        .iter()
+        .filter_map(|e| e["sql"].as_str())
+        .filter(|s| s.contains("/*outer*/") || s.contains("/*inner*/"))
+        .map(|s| {
+            if s.contains("outer") {
+                "outer"
+            } else {
+                "inner"
+            }
+        })
+        .collect();
+    assert_eq!(order, ["outer", "inner", "inner", "inner", "inner"]);
     let inserts = with_sql(&stopped.trace, "/*executemany*/");
     let params: Vec<&serde_json::Value> = inserts.iter().map(|e| &e["params"][0]).collect();
     assert_eq!(params, ["11", "12", "13"], "{}", stopped.trace_text);

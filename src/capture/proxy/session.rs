@@ -117,6 +117,10 @@ struct Suspended {
     last: Instant,
 }
 
+/// Statements kept back behind a suspended portal at most (see
+/// [`Session::release`]).
+const HOLD_MAX: usize = 4096;
+
 /// Fault injection: called for every statement about to be sent to the
 /// server, in order, with the connection's `application_name`; returns the SQL
 /// to run in its place when the statement must fail instead of running.
@@ -146,6 +150,9 @@ pub struct Session {
     conn: u64,
     /// Statements observed and not yet taken (see [`Session::take`]).
     out: Vec<Recorded>,
+    /// Statements completed while a portal that started before them is
+    /// suspended, kept back until it ends (see [`Session::release`]).
+    held: Vec<Recorded>,
     /// Messages of this connection were lost: statements of prepared
     /// statements the observer never saw are not recorded.
     gapped: bool,
@@ -191,6 +198,7 @@ impl Session {
         Session {
             conn,
             out: Vec::new(),
+            held: Vec::new(),
             gapped: false,
             application_name: application_name.map(Arc::from),
             prepared: HashMap::new(),
@@ -240,6 +248,7 @@ impl Session {
         // Their ends (a Close, a Sync, a COMMIT) may be what was lost.
         self.counts.dropped += self.suspended.len() as u64;
         self.suspended.clear();
+        self.release();
         self.discarding = false;
         self.gapped = true;
     }
@@ -748,11 +757,41 @@ impl Session {
     /// Hands a statement on, unless it is one of a prepared statement the
     /// observer lost after a gap: it is counted instead of recorded blank.
     fn emit(&mut self, recorded: Recorded) {
+        if self.suspended.is_empty() && self.held.is_empty() {
+            if self.gapped && recorded.sql.is_empty() {
+                self.counts.dropped += 1;
+            } else {
+                self.out.push(recorded);
+            }
+            return;
+        }
+        self.hold(recorded);
+        self.release();
+    }
+
+    /// Keeps a statement back while a portal that started before it is
+    /// suspended (see [`Session::release`]).
+    fn hold(&mut self, recorded: Recorded) {
         if self.gapped && recorded.sql.is_empty() {
             self.counts.dropped += 1;
         } else {
-            self.out.push(recorded);
+            self.held.push(recorded);
         }
+    }
+
+    /// Hands on the statements kept back, in the order they started, once no
+    /// portal is suspended. A cursor is recorded when it ends, with all its
+    /// rows, but the statements run while it was open (one per row it gave,
+    /// in an N+1 loop) come after it, as in the server's log: the rules see
+    /// a query's rows before the statements they fed. Past [`HOLD_MAX`]
+    /// statements they go on unordered rather than pile up.
+    fn release(&mut self) {
+        if self.held.is_empty() || (!self.suspended.is_empty() && self.held.len() < HOLD_MAX) {
+            return;
+        }
+        // Stable: statements that started together stay in completion order.
+        self.held.sort_by_key(|r| r.started);
+        self.out.append(&mut self.held);
     }
 
     /// Keeps `PREPARE`d texts and resolves `EXECUTE`s of them.
@@ -935,14 +974,20 @@ impl Session {
         if self.suspended.is_empty() {
             return;
         }
-        let mut ended: Vec<Suspended> = self.suspended.drain().map(|(_, s)| s).collect();
-        ended.sort_by_key(|s| s.sent.at);
+        let ended: Vec<Suspended> = self.suspended.drain().map(|(_, s)| s).collect();
         for portal in ended {
-            self.emit_suspended(portal);
+            let event = self.suspended_event(portal);
+            self.hold(event);
         }
+        self.release();
     }
 
     fn emit_suspended(&mut self, s: Suspended) {
+        let event = self.suspended_event(s);
+        self.emit(event);
+    }
+
+    fn suspended_event(&mut self, s: Suspended) -> Recorded {
         let mut event = self.event(
             s.portal.sql,
             Some(s.portal.params),
@@ -954,7 +999,7 @@ impl Session {
         );
         event.rows = Some(s.rows);
         event.txn = s.txn;
-        self.emit(event);
+        event
     }
 
     #[allow(clippy::too_many_arguments)]
