@@ -50,6 +50,8 @@ pub struct Audit {
     markers: u64,
     /// Findings from outside the trace (data invariants).
     extra: Vec<Finding>,
+    /// Statements the proxy's stop cut off.
+    cut_by_stop: u64,
 }
 
 #[derive(Debug)]
@@ -129,6 +131,7 @@ impl Audit {
             statements: 0,
             markers: 0,
             extra: Vec::new(),
+            cut_by_stop: 0,
         })
     }
 
@@ -139,6 +142,7 @@ impl Audit {
     }
 
     pub fn push(&mut self, event: Event) {
+        self.cut_by_stop += u64::from(event.cut_by_stop);
         self.attributor.push(event, &mut self.ready);
         self.drain();
     }
@@ -285,6 +289,16 @@ impl Audit {
     pub fn finish(mut self) -> Report {
         self.attributor.finish(&mut self.ready);
         self.drain();
+        if self.cut_by_stop > 0 {
+            let n = self.cut_by_stop;
+            self.notes.push(format!(
+                "{n} statement{s} {were} cut off by the proxy's stop (SQLSTATE 08006): their \
+                 time up to the stop is not a slow query, nor a transaction the stop ended an \
+                 open one",
+                s = if n == 1 { "" } else { "s" },
+                were = if n == 1 { "was" } else { "were" },
+            ));
+        }
 
         let mut found = Vec::new();
         for (_, rule) in &mut self.rules {
@@ -457,6 +471,61 @@ mod tests {
         );
         assert_eq!(browse.duration_us, Some(5000));
         assert_eq!(report.flows[0].steps[1].statements, 1);
+    }
+
+    /// Issue 13, defect 11: a statement the proxy's stop cut off is not a
+    /// slow query, its transaction is not left open by the application, and
+    /// the report says once how many the stop cut.
+    #[test]
+    fn statements_cut_by_the_stop_are_noted_not_judged() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let cut = Event {
+            duration_us: Some(3_000_000),
+            txn: Some(TxnStatus::Open),
+            error: Some(crate::model::SqlError {
+                code: "08006".into(),
+                message: "the proxy stopped before the statement completed".into(),
+            }),
+            cut_by_stop: true,
+            ..ev("select pg_sleep(30)", 1)
+        };
+        let report = audit_events(
+            &config,
+            vec![ev("BEGIN", 1), ev("INSERT INTO t VALUES (1)", 1), cut],
+        )
+        .expect("audit");
+        let rules: Vec<&str> = report.findings.iter().map(|f| f.rule).collect();
+        assert!(
+            !rules.contains(&"slow-query") && !rules.contains(&"open-transaction"),
+            "{rules:?}"
+        );
+        let noted: Vec<&String> = report
+            .notes
+            .iter()
+            .filter(|n| n.contains("cut off by the proxy's stop"))
+            .collect();
+        assert_eq!(noted.len(), 1, "{:?}", report.notes);
+        assert!(
+            noted[0].starts_with("1 statement was cut off"),
+            "{}",
+            noted[0]
+        );
+
+        // The same statement not cut by the stop is judged.
+        let slow = Event {
+            duration_us: Some(3_000_000),
+            ..ev("select pg_sleep(30)", 1)
+        };
+        let report = audit_events(
+            &config,
+            vec![ev("BEGIN", 1), ev("INSERT INTO t VALUES (1)", 1), slow],
+        )
+        .expect("audit");
+        let rules: Vec<&str> = report.findings.iter().map(|f| f.rule).collect();
+        assert!(
+            rules.contains(&"slow-query") && rules.contains(&"open-transaction"),
+            "{rules:?}"
+        );
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub struct Event {
     /// (TCP connect, authentication, session start), when the source saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_us: Option<u64>,
+    /// The statement was still running when the proxy was stopped, and the
+    /// stop cut it off (recorded with SQLSTATE 08006): its duration is the
+    /// time up to the stop, and its connection and transaction ended with
+    /// the proxy, not by the application (issue 13, defect 11).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut_by_stop: bool,
 }
 
 /// Reads `params`: an array of strings (or nulls), taking numbers and booleans

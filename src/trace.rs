@@ -164,6 +164,7 @@ mod tests {
             source: Some("proxy".into()),
             application_name: Some("shop".into()),
             connect_us: Some(2100),
+            cut_by_stop: true,
         };
         let mut w = TraceWriter::new(Vec::new());
         w.write(&event).expect("write to a Vec");

@@ -584,12 +584,18 @@ fn killed_client_and_unreachable_upstream_leave_the_proxy_serving() {
 /// Stopping the proxy while a client waits for an answer: the proxy still
 /// ends within its grace period, and the statement cut off is in the trace
 /// with the connection's error, along with what ran before it.
+///
+/// Issue 13, defect 11: the stop's own doing made findings, a slow query of
+/// the cut statement's time up to the stop and an open transaction of the
+/// one the stop ended. The cut statement is marked `cut_by_stop`, the rules
+/// leave it alone, and the report says once how many the stop cut.
 #[test]
 fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
     if !pg::available("stopping mid-query") {
         return;
     }
     let db = TestDb::new("stopmid");
+    db.direct("create table t(id int)");
     let proxy = ProxyProcess::start(&upstream(), &[]);
     let port = proxy.port();
     let mut waiting = psql_command(
@@ -598,6 +604,10 @@ fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
         &[
             "-c",
             "select 'before the sleep'",
+            "-c",
+            "begin",
+            "-c",
+            "insert into t values (1)",
             "-c",
             "select pg_sleep(30)",
         ],
@@ -626,7 +636,23 @@ fn stopping_the_proxy_mid_query_records_the_cut_statement_and_exits() {
     let cut = with_sql(&stopped.trace, "pg_sleep(30)");
     assert_eq!(cut.len(), 1, "{}", stopped.trace_text);
     assert_eq!(cut[0]["error"]["code"], "08006", "{:?}", cut[0]);
+    assert_eq!(cut[0]["cut_by_stop"], true, "{:?}", cut[0]);
     assert_eq!(stopped.report["capture"]["dropped"], 0);
+    let by_the_stop: Vec<&serde_json::Value> = stopped.report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| matches!(f["rule"].as_str(), Some("slow-query" | "open-transaction")))
+        .collect();
+    assert!(by_the_stop.is_empty(), "{by_the_stop:#?}");
+    let notes = stopped.report["notes"].to_string();
+    assert_eq!(
+        notes
+            .matches("1 statement was cut off by the proxy's stop")
+            .count(),
+        1,
+        "{notes}"
+    );
 }
 
 #[test]
@@ -1300,6 +1326,289 @@ fn invariants_run_when_a_step_ends_before_the_next_one_starts() {
         stderr.contains("stock.toml") && stderr.contains("\"broken\""),
         "{stderr}"
     );
+}
+
+/// The one event of the trace whose SQL contains `needle`; fails unless
+/// there is exactly one.
+fn only<'a>(stopped: &'a pg::Stopped, needle: &str) -> &'a serde_json::Value {
+    let found = with_sql(&stopped.trace, needle);
+    assert_eq!(
+        found.len(),
+        1,
+        "{needle}: expected exactly once in\n{}",
+        stopped.trace_text
+    );
+    found[0]
+}
+
+/// Issue 13, defect 1: an Execute with a row limit answered by
+/// PortalSuspended (asyncpg's `fetchrow` and `fetchval`, a cursor read in
+/// parts) was never recorded, nor counted as lost. Each statement is one
+/// event, with the rows fetched, whether the portal ends at its Sync, at a
+/// Bind that reuses its name, at COMMIT, or is read to its end.
+#[test]
+fn asyncpg_row_limited_executes_are_recorded_once() {
+    if !pg::available("asyncpg through the proxy") {
+        return;
+    }
+    let Some(python) = pg::corpus_python("asyncpg through the proxy") else {
+        return;
+    };
+    let db = TestDb::new("asyncpg");
+    db.direct(
+        "create table items(id int primary key, name text);
+         insert into items select i, 'n' || i from generate_series(1, 10) i",
+    );
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let script = r#"
+import asyncio, os, asyncpg
+
+async def main():
+    c = await asyncpg.connect(os.environ["DATABASE_URL"])
+    row = await c.fetchrow("select id, name from items where id = $1 /*fetchrow*/", 3)
+    assert row["name"] == "n3", row
+    n = await c.fetchval("select count(*) from items where id > $1 /*fetchval*/", 2)
+    assert n == 8, n
+    rows = await c.fetch("select id from items where id <= $1 /*fetch*/", 5)
+    assert len(rows) == 5, rows
+    async with c.transaction():
+        cur = await c.cursor("select id from items where id > $1 order by id /*partly*/", 0)
+        assert len(await cur.fetch(3)) == 3
+        assert len(await cur.fetch(2)) == 2
+    async with c.transaction():
+        seen = 0
+        async for r in c.cursor("select id from items where id >= $1 order by id /*prefetch*/", 1, prefetch=4):
+            seen += 1
+            if seen == 6:
+                break
+    async with c.transaction():
+        cur = await c.cursor("select id from items where id > $1 order by id /*to the end*/", 0)
+        assert len(await cur.fetch(4)) == 4
+        assert len(await cur.fetch(100)) == 6
+    async with c.transaction():
+        # A lookup per row of a cursor still open: an N+1 loop.
+        async for r in c.cursor("select id from items where id <= $1 order by id /*outer*/", 4, prefetch=2):
+            await c.fetchval("select name from items where id = $1 /*inner*/", r["id"])
+    async with c.transaction():
+        # The unnamed portal, bound again inside one transaction.
+        for i in (7, 8):
+            await c.fetchval("select name from items where id = $1 /*in txn*/", i)
+    await c.executemany(
+        "insert into items values ($1, $2) /*executemany*/", [(11, "a"), (12, "b"), (13, "c")]
+    )
+    await c.close()
+
+asyncio.run(main())
+"#;
+    pg::run_python(&python, script, &db.url(&proxy.addr.to_string()));
+    let stopped = proxy.stop();
+    let check = |needle: &str, params: serde_json::Value, rows: u64| {
+        let event = only(&stopped, needle);
+        assert_eq!(event["params"], params, "{needle}: {event}");
+        assert_eq!(event["rows"], rows, "{needle}: {event}");
+        assert!(event["error"].is_null(), "{needle}: {event}");
+    };
+    check("/*fetchrow*/", serde_json::json!(["3"]), 1);
+    check("/*fetchval*/", serde_json::json!(["2"]), 1);
+    check("/*fetch*/", serde_json::json!(["5"]), 5);
+    check("/*partly*/", serde_json::json!(["0"]), 5);
+    // Two prefetches of 4 rows, 6 of them read.
+    check("/*prefetch*/", serde_json::json!(["1"]), 8);
+    check("/*to the end*/", serde_json::json!(["0"]), 10);
+    for (i, event) in with_sql(&stopped.trace, "/*in txn*/").iter().enumerate() {
+        let id = (7 + i).to_string();
+        assert_eq!(event["params"], serde_json::json!([id]), "{event}");
+        assert_eq!(event["txn"], "open", "{event}");
+    }
+    assert_eq!(with_sql(&stopped.trace, "/*in txn*/").len(), 2);
+    // The cursor ends after the lookups it fed, yet comes before them, as it
+    // started before them: the rules see its rows first.
+    check("/*outer*/", serde_json::json!(["4"]), 4);
+    let order: Vec<&str> = stopped
+        .trace
+        .iter()
+        .filter_map(|e| e["sql"].as_str())
+        .filter(|s| s.contains("/*outer*/") || s.contains("/*inner*/"))
+        .map(|s| {
+            if s.contains("outer") {
+                "outer"
+            } else {
+                "inner"
+            }
+        })
+        .collect();
+    assert_eq!(order, ["outer", "inner", "inner", "inner", "inner"]);
+    let inserts = with_sql(&stopped.trace, "/*executemany*/");
+    let params: Vec<&serde_json::Value> = inserts.iter().map(|e| &e["params"][0]).collect();
+    assert_eq!(params, ["11", "12", "13"], "{}", stopped.trace_text);
+    // Each statement before its transaction's COMMIT, in the transaction.
+    let sqls: Vec<&str> = stopped
+        .trace
+        .iter()
+        .filter_map(|e| e["sql"].as_str())
+        .collect();
+    let partly = sqls.iter().position(|s| s.contains("/*partly*/"));
+    assert_eq!(
+        partly.map(|i| sqls[i + 1]),
+        Some("COMMIT"),
+        "{}",
+        stopped.trace_text
+    );
+    assert_eq!(stopped.report["capture"]["dropped"], 0);
+    assert_eq!(stopped.report["capture"]["undecoded_frames"], 0);
+}
+
+/// Issue 13, defect 3: with psycopg 3, whose parameterised statements go as
+/// Parse, Bind, Describe, Execute and Sync in one batch, the injected
+/// statement failed in the client but was missing from the trace: the
+/// relay kept back the client's own ParseComplete and BindComplete instead
+/// of those of the statement it added. The failed statement is recorded with
+/// FA001, and the write committed before it is reported, also in psycopg's
+/// pipeline mode.
+#[test]
+fn injected_faults_with_psycopg3_record_the_failed_statement() {
+    if !pg::available("fault injection with psycopg 3") {
+        return;
+    }
+    let Some(python) = pg::corpus_python("fault injection with psycopg 3") else {
+        return;
+    };
+    let db = TestDb::new("psyfault");
+    db.direct("create table orders(id int primary key, note text)");
+    let script = r#"
+import os, sys, psycopg
+
+pipelined = sys.argv[1] == "pipeline"
+conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+conn.execute("SET flowaudit.step = 'checkout'")
+first, second = (3, 4) if pipelined else (1, 2)
+conn.execute("insert into orders values (%s, %s)", (first, "kept"))
+try:
+    if pipelined:
+        with conn.pipeline():
+            conn.execute("insert into orders values (%s, %s)", (second, "failed"))
+    else:
+        conn.execute("insert into orders values (%s, %s)", (second, "failed"))
+    sys.exit("the injected fault did not fail")
+except psycopg.Error as e:
+    assert e.sqlstate == "FA001", (e.sqlstate, e)
+# The connection is still in step with the server.
+assert conn.execute("select count(*) from orders where id = %s", (first,)).fetchone()[0] == 1
+conn.close()
+"#;
+    for mode in ["plain", "pipeline"] {
+        let proxy = ProxyProcess::start(&upstream(), &["--inject-fault", "checkout:2"]);
+        let out = Command::new(&python)
+            .args(["-c", script, mode])
+            .env("DATABASE_URL", db.url(&proxy.addr.to_string()))
+            .output()
+            .expect("python runs");
+        let stopped = proxy.stop();
+        assert!(out.status.success(), "{mode}: {}", text(&out));
+        let inserts = with_sql(&stopped.trace, "insert into orders");
+        assert_eq!(inserts.len(), 2, "{mode}: {}", stopped.trace_text);
+        assert!(inserts[0]["error"].is_null(), "{mode}: {}", inserts[0]);
+        assert_eq!(
+            inserts[1]["error"]["code"], "FA001",
+            "{mode}: {}",
+            inserts[1]
+        );
+        assert_eq!(inserts[1]["params"][1], "failed", "{mode}: {}", inserts[1]);
+        let partial: Vec<&serde_json::Value> = stopped.report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["rule"] == "partial-write-on-failure" && f["step"] == "checkout")
+            .collect();
+        assert_eq!(partial.len(), 1, "{mode}: {:#}", stopped.report);
+    }
+    assert_eq!(
+        db.direct("select string_agg(id::text, ',' order by id) from orders"),
+        "1,3"
+    );
+}
+
+/// Issue 13, defect 2: a Bind over 16 MB was not decoded, and the Execute
+/// after it was recorded with the previous statement's SQL and values; a
+/// Query over 16 MB was forwarded but not recorded. Each is recorded once,
+/// with the start of its text or values marked `…[truncated N bytes]`, and
+/// the statement after it with its own SQL.
+#[test]
+fn oversized_query_and_bind_are_recorded_once_marked_truncated() {
+    if !pg::available("oversized messages through the proxy") {
+        return;
+    }
+    let Some(python) = pg::corpus_python("oversized messages through the proxy") else {
+        return;
+    };
+    let db = TestDb::new("oversized");
+    db.direct("create table blobs(id int, body text)");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let big = "x".repeat(17 * 1024 * 1024);
+    let file = proxy.dir.path().join("big.sql");
+    std::fs::write(
+        &file,
+        format!(
+            "select 'before' /*before query*/;\n\
+             select /*big query*/ length('{big}');\n\
+             select 'after' /*after query*/;\n"
+        ),
+    )
+    .expect("write the script");
+    let out = psql(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let script = r#"
+import os, psycopg
+conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+conn.execute("select %s::int /*before bind*/", (1,))
+conn.execute(
+    "insert into blobs(body, id) values (%s, %s) /*big bind*/", ("y" * (17 * 1024 * 1024), 7)
+)
+assert conn.execute("select id from blobs where id = %s /*after bind*/", (7,)).fetchone() == (7,)
+conn.close()
+"#;
+    pg::run_python(&python, script, &db.url(&proxy.addr.to_string()));
+    let stopped = proxy.stop();
+    let is_marked =
+        |s: &str| s.contains("…[truncated ") && s.ends_with(" bytes]") && s.len() < 1024 * 1024;
+    only(&stopped, "/*before query*/");
+    let query = only(&stopped, "/*big query*/");
+    let sql = query["sql"].as_str().expect("sql");
+    assert!(
+        sql.starts_with("select /*big query*/ length('xxx"),
+        "{sql:.80}"
+    );
+    assert!(is_marked(sql), "{}", &sql[sql.len() - 80..]);
+    assert_eq!(query["rows"], 1, "{}", query["rows"]);
+    only(&stopped, "/*after query*/");
+
+    only(&stopped, "/*before bind*/");
+    let bind = only(&stopped, "/*big bind*/");
+    let value = bind["params"][0].as_str().expect("the big value");
+    assert!(
+        value.starts_with("yyy") && is_marked(value),
+        "{:.80}",
+        value
+    );
+    assert_eq!(bind["params"][1], "…[truncated]", "the value after the cut");
+    assert_eq!(bind["rows"], 1);
+    assert!(bind["error"].is_null(), "{}", bind["error"]);
+    let after = only(&stopped, "/*after bind*/");
+    assert_eq!(after["params"], serde_json::json!(["7"]));
+    assert_eq!(stopped.report["capture"]["undecoded_frames"], 0);
+    assert_eq!(stopped.report["capture"]["dropped"], 0);
 }
 
 /// A psql session fed statement by statement: each call waits for the

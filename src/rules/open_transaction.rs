@@ -196,6 +196,12 @@ impl OpenTransaction {
 impl Rule for OpenTransaction {
     fn observe(&mut self, s: &Statement<'_>) {
         let seen = self.tracker.observe(s);
+        if s.event.cut_by_stop {
+            // The proxy's stop ended the connection and its transaction, not
+            // the application (issue 13, defect 11).
+            self.open.remove(&s.conn);
+            return;
+        }
         for ended in &seen.ended {
             if self
                 .open

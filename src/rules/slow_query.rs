@@ -21,7 +21,7 @@ documented_rule! {
     /// Flags statements whose `duration_us` exceeds `max_duration_ms` (default
     /// 100), once per fingerprint and step, with how many runs were slow, the
     /// worst time and the median of the slow runs. Statements without a
-    /// duration are not judged.
+    /// duration are not judged, nor those the proxy's stop cut off.
     ///
     /// ## Why is this bad?
     /// A user flow is as slow as the statements it waits for; a statement over
@@ -89,6 +89,10 @@ struct Group {
 impl Rule for SlowQuery {
     fn observe(&mut self, s: &Statement<'_>) {
         let Some(d) = s.event.duration_us else { return };
+        if s.event.cut_by_stop {
+            // Its time is the proxy's, up to its stop (issue 13, defect 11).
+            return;
+        }
         let group = self
             .groups
             .entry((s.step, s.fingerprint.hash))

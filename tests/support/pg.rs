@@ -273,3 +273,31 @@ pub fn server_bin() -> Option<PathBuf> {
     versions.sort();
     versions.pop()
 }
+
+/// The client corpus' Python (asyncpg, psycopg 3; `tests/corpus/setup.sh`
+/// installs it). Without it the test says why and skips, except in CI
+/// (`CI=true`), where it fails.
+pub fn corpus_python(what: &str) -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/.venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    let reason = "the corpus venv is missing (run tests/corpus/setup.sh)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what}: {reason} (required in CI)");
+    }
+    eprintln!("skipping {what}: {reason}");
+    None
+}
+
+/// Runs an inline Python `script` with `python`, `DATABASE_URL` set to `url`;
+/// panics with its output when it fails.
+pub fn run_python(python: &Path, script: &str, url: &str) -> Output {
+    let out = Command::new(python)
+        .args(["-c", script])
+        .env("DATABASE_URL", url)
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "python failed: {}", text(&out));
+    out
+}

@@ -14,6 +14,12 @@
 /// the observer sees them as truncated.
 pub const MAX_OBSERVED: usize = 16 * 1024 * 1024;
 
+/// What the observer keeps of a message longer than [`MAX_OBSERVED`]: its
+/// start, enough for the names, the start of the SQL and of the values
+/// (issue 13, defect 2). The length field says how long it is, so the copy
+/// stops here rather than at 16 MB, and the rest is only counted.
+pub const OVERSIZED_PREFIX: usize = 64 * 1024;
+
 /// One whole message as the observer sees it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
@@ -37,6 +43,8 @@ pub struct FrameDecoder {
     remaining: usize,
     /// Whether the message in progress is kept (false: counted, not copied).
     keeping: bool,
+    /// Bytes of the message in progress kept at most.
+    limit: usize,
     /// Kinds whose bodies the observer does not need.
     skip: fn(u8) -> bool,
     /// The stream no longer makes sense (a negative length): stop observing.
@@ -53,6 +61,7 @@ impl FrameDecoder {
             current: None,
             remaining: 0,
             keeping: false,
+            limit: 0,
             skip,
             lost: false,
             max: MAX_OBSERVED,
@@ -103,6 +112,11 @@ impl FrameDecoder {
                 self.current = Some((tag, len));
                 self.remaining = len;
                 self.keeping = !(self.skip)(tag);
+                self.limit = if len <= self.max {
+                    len
+                } else {
+                    OVERSIZED_PREFIX.min(self.max)
+                };
                 if self.keeping && len <= self.max {
                     // A whole body inside this chunk needs no copy.
                     if self.partial.is_empty() && chunk.len() >= len {
@@ -130,8 +144,8 @@ impl FrameDecoder {
                 continue;
             };
             let take = self.remaining.min(chunk.len());
-            if self.keeping && self.partial.len() < self.max {
-                let room = self.max - self.partial.len();
+            if self.keeping && self.partial.len() < self.limit {
+                let room = self.limit - self.partial.len();
                 self.partial.extend_from_slice(&chunk[..take.min(room)]);
             }
             chunk = &chunk[take..];
@@ -228,14 +242,20 @@ mod tests {
         assert_eq!(seen, 0);
     }
 
+    /// Issue 13, defect 2: of a message over the limit only its start is
+    /// copied, and the message after it is whole.
     #[test]
-    fn an_oversized_body_is_reported_truncated() {
-        let body = vec![b'x'; MAX_OBSERVED + 10];
-        let stream = frame(b'Q', &body);
+    fn an_oversized_body_is_reported_truncated_with_its_start() {
+        let mut body = b"select '".to_vec();
+        body.resize(MAX_OBSERVED + 10, b'x');
+        let mut stream = frame(b'Q', &body);
+        stream.extend(frame(b'S', b""));
         let seen = decode_all(&stream, &[7, 1000, MAX_OBSERVED]);
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].1.len(), MAX_OBSERVED);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].1.len(), OVERSIZED_PREFIX);
+        assert!(seen[0].1.starts_with(b"select 'x"));
         assert!(seen[0].2);
+        assert_eq!(seen[1], (b'S', vec![], false));
     }
 
     mod properties {

@@ -50,6 +50,8 @@ const CLOSED: u8 = b'X';
 /// Record flags.
 const GAP: u8 = 1;
 const HAS_NAME: u8 = 2;
+/// On a close: the proxy was stopping.
+const BY_STOP: u8 = 4;
 
 /// Kind, flags, connection (u64), time since the epoch in ns (u64), payload
 /// length (u32).
@@ -141,7 +143,12 @@ impl Outbox {
     }
 
     pub fn closed(&mut self, conn: u64, at: Instant) {
-        let start = self.begin(CLOSED, 0, conn, at);
+        let flags = if self.recorder.stats().stopping() {
+            BY_STOP
+        } else {
+            0
+        };
+        let start = self.begin(CLOSED, flags, conn, at);
         self.end(start);
     }
 
@@ -307,7 +314,7 @@ impl Observers {
                         session.gap();
                     }
                     if let Some(old) = self.sessions.insert(conn, session) {
-                        self.end(old, at, out);
+                        self.end(old, at, false, out);
                     }
                 }
                 FROM_CLIENT | FROM_SERVER => {
@@ -332,7 +339,7 @@ impl Observers {
                 }
                 CLOSED => {
                     if let Some(session) = self.sessions.remove(&conn) {
-                        self.end(session, at, out);
+                        self.end(session, at, record.flags & BY_STOP != 0, out);
                     }
                 }
                 _ => {}
@@ -345,13 +352,14 @@ impl Observers {
         let now = Instant::now();
         let mut open: Vec<(u64, Session)> = self.sessions.drain().collect();
         open.sort_by_key(|(conn, _)| *conn);
+        let by_stop = self.stats.stopping();
         for (_, session) in open {
-            self.end(session, now, out);
+            self.end(session, now, by_stop, out);
         }
     }
 
-    fn end(&self, mut session: Session, at: Instant, out: &mut Vec<Recorded>) {
-        session.close(at);
+    fn end(&self, mut session: Session, at: Instant, by_stop: bool, out: &mut Vec<Recorded>) {
+        session.close(at, by_stop);
         out.extend(session.take());
         Stats::add(&self.stats.undecoded_frames, session.counts.undecoded);
         Stats::add(&self.stats.dropped, session.counts.dropped);

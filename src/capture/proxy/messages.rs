@@ -57,6 +57,18 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
+    /// The text up to its NUL, or to the end of a body that was cut.
+    pub fn rest_text(&mut self) -> String {
+        let end = self
+            .bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.bytes.len());
+        let text = String::from_utf8_lossy(&self.bytes[..end]).into_owned();
+        self.bytes = &[];
+        text
+    }
+
     /// A count field: a non-negative int16.
     fn count(&mut self) -> Option<usize> {
         usize::try_from(self.i16()?).ok()
@@ -69,6 +81,19 @@ pub struct Parse {
     pub statement: String,
     pub sql: String,
     pub param_types: Vec<u32>,
+}
+
+/// The start of a Parse whose body was cut (see [`super::frame::OVERSIZED_PREFIX`]):
+/// the statement name and the start of its SQL, with no parameter types
+/// when the SQL runs past the cut.
+pub fn parse_prefix(body: &[u8]) -> Option<Parse> {
+    let mut r = Reader::new(body);
+    let statement = r.cstr()?.into_owned();
+    Some(Parse {
+        statement,
+        sql: r.rest_text(),
+        param_types: Vec::new(),
+    })
 }
 
 pub fn parse(body: &[u8]) -> Option<Parse> {
@@ -93,6 +118,18 @@ pub struct Bind<'a> {
     /// every parameter) or one per parameter.
     formats: &'a [u8],
     pub values: Vec<Option<&'a [u8]>>,
+    /// When the body was cut ([`bind_prefix`]): what of the values is missing.
+    pub cut: Option<BindCut>,
+}
+
+/// The values of a Bind whose body was cut.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct BindCut {
+    /// The bytes missing from the last value of `values`, when the cut is
+    /// inside it.
+    pub missing: Option<usize>,
+    /// The values after those in `values`, not seen at all.
+    pub unseen: usize,
 }
 
 impl Bind<'_> {
@@ -108,6 +145,17 @@ impl Bind<'_> {
 }
 
 pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
+    read_bind(body, false)
+}
+
+/// The start of a Bind whose body was cut (see
+/// [`super::frame::OVERSIZED_PREFIX`]): its names and formats, the values
+/// up to the cut, the start of the value it cuts, and how many follow.
+pub fn bind_prefix(body: &[u8]) -> Option<Bind<'_>> {
+    read_bind(body, true)
+}
+
+fn read_bind(body: &[u8], cut: bool) -> Option<Bind<'_>> {
     let mut r = Reader::new(body);
     let portal = r.cstr()?;
     let statement = r.cstr()?;
@@ -115,19 +163,49 @@ pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
     let formats = r.take(2 * format_count)?;
     let n = r.count()?;
     let mut values = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = r.i32()?;
-        values.push(if len < 0 {
-            None
-        } else {
-            Some(r.take(len as usize)?)
-        });
+    for i in 0..n {
+        let Some(len) = r.i32() else {
+            return cut.then_some(Bind {
+                portal,
+                statement,
+                formats,
+                values,
+                cut: Some(BindCut {
+                    missing: None,
+                    unseen: n - i,
+                }),
+            });
+        };
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let len = len as usize;
+        match r.take(len) {
+            Some(value) => values.push(Some(value)),
+            None if cut => {
+                let kept = r.take(r.bytes.len()).unwrap_or_default();
+                values.push(Some(kept));
+                return Some(Bind {
+                    portal,
+                    statement,
+                    formats,
+                    values,
+                    cut: Some(BindCut {
+                        missing: Some(len - kept.len()),
+                        unseen: n - i - 1,
+                    }),
+                });
+            }
+            None => return None,
+        }
     }
     Some(Bind {
         portal,
         statement,
         formats,
         values,
+        cut: None,
     })
 }
 
@@ -147,6 +225,11 @@ pub fn target(body: &[u8]) -> Option<(u8, Cow<'_, str>)> {
 /// `Q`: Query.
 pub fn query(body: &[u8]) -> Option<Cow<'_, str>> {
     Reader::new(body).cstr()
+}
+
+/// The start of a Query whose body was cut.
+pub fn query_prefix(body: &[u8]) -> String {
+    Reader::new(body).rest_text()
 }
 
 /// `C` (server): CommandComplete's tag, e.g. `INSERT 0 3`, `SELECT 20`.
@@ -283,6 +366,39 @@ mod tests {
         let cut = body(&[1, 0]);
         let b = bind(&cut[..5]).map(|b| b.values.len());
         assert_eq!(b, None, "format codes cut short are refused");
+    }
+
+    /// Issue 13, defect 2: a Bind cut inside a value keeps the values
+    /// before it, the start of that one, and counts those after it.
+    #[test]
+    fn a_cut_bind_keeps_what_it_can() {
+        let mut body = b"\0s1\0".to_vec();
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&3i16.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.push(b'7');
+        body.extend_from_slice(&1000i32.to_be_bytes());
+        body.extend_from_slice(b"abc");
+        assert!(bind(&body).is_none());
+        let b = bind_prefix(&body).expect("the start of a bind");
+        assert_eq!(b.statement, "s1");
+        assert_eq!(b.values, vec![Some(&b"7"[..]), Some(&b"abc"[..])]);
+        assert_eq!(
+            b.cut,
+            Some(BindCut {
+                missing: Some(997),
+                unseen: 1
+            })
+        );
+        let b = bind_prefix(&body[..body.len() - 5]).expect("cut before a length");
+        assert_eq!(b.values, vec![Some(&b"7"[..])]);
+        assert_eq!(
+            b.cut,
+            Some(BindCut {
+                missing: None,
+                unseen: 2
+            })
+        );
     }
 
     #[test]

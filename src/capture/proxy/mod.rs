@@ -216,6 +216,12 @@ impl Proxy {
             }
         }
         drop(listener);
+        // What the connections still running are cut off in from here on is
+        // the stop's doing (issue 13, defect 11).
+        recorder
+            .stats()
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         drop(recorder);
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
@@ -391,7 +397,8 @@ impl SessionGuard {
 impl Drop for SessionGuard {
     /// Records what is still pending when the connection goes, however it goes.
     fn drop(&mut self) {
-        self.0.close(Instant::now());
+        let by_stop = self.1.stats().stopping();
+        self.0.close(Instant::now(), by_stop);
         self.record();
     }
 }

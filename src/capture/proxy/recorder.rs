@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -54,6 +54,8 @@ pub struct Recorded {
     pub application_name: Option<Arc<str>>,
     /// On a connection's first statement: the time spent connecting.
     pub connect_us: Option<u64>,
+    /// Still running when the proxy's stop closed its connection.
+    pub cut_by_stop: bool,
 }
 
 impl Recorded {
@@ -73,6 +75,7 @@ impl Recorded {
             source: Some("proxy".into()),
             application_name: self.application_name.map(|a| String::from(&*a)),
             connect_us: self.connect_us,
+            cut_by_stop: self.cut_by_stop,
             ..Event::default()
         }
     }
@@ -86,6 +89,9 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub undecoded_frames: AtomicU64,
     pub refused: AtomicU64,
+    /// The proxy was told to stop: a connection that closes from now on
+    /// with a statement still running was cut off by the stop.
+    pub stopping: AtomicBool,
 }
 
 impl Stats {
@@ -95,6 +101,10 @@ impl Stats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 }
 
@@ -277,6 +287,7 @@ mod tests {
                 error: None,
                 application_name: None,
                 connect_us: None,
+                cut_by_stop: false,
             });
         }
         // Recording never waited for the stuck writer.

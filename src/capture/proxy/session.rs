@@ -17,6 +17,7 @@
 //! Query get the status they started in.
 
 use foldhash::{HashMap, HashMapExt};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,6 +39,9 @@ struct Prepared {
 /// A portal the client bound (`Bind`): the statement with its values.
 #[derive(Debug, Clone)]
 struct Portal {
+    /// Which Bind made it (from 1; 0: unknown): a portal name bound again
+    /// is another portal.
+    id: u64,
     sql: Arc<str>,
     params: Arc<Vec<Option<String>>>,
 }
@@ -46,6 +50,9 @@ struct Portal {
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     at: Instant,
+    /// `at` is already when the statement started (a suspended portal's
+    /// later part): the statements completed meanwhile do not move it.
+    started: bool,
 }
 
 /// A request whose answer has not arrived yet.
@@ -55,12 +62,18 @@ enum Pending {
     Query {
         statements: VecDeque<String>,
         sent: Sent,
+        /// The text was longer than the observer keeps: statements after
+        /// the cut are not known.
+        cut: bool,
     },
     Parse {
         sql: Arc<str>,
         sent: Sent,
     },
     Bind {
+        /// The portal's name: binding it again drops a portal suspended
+        /// under that name.
+        name: String,
         portal: Portal,
         sent: Sent,
     },
@@ -72,18 +85,41 @@ enum Pending {
         portal: Portal,
         sent: Sent,
         rows: u64,
+        /// When it continues a suspended portal: the status its first
+        /// Execute started in.
+        txn: Option<TxnStatus>,
     },
-    Close,
+    /// Close of a portal (`Some`, its name) or of a statement.
+    Close(Option<String>),
     Sync,
+    /// A Parse or Bind the proxy added (fault injection): its answer is
+    /// kept from the client. Queued in the order the server gets it, so
+    /// that the answers to the client's own messages sent in the same
+    /// batch (psycopg 3: Parse, Bind, Describe, Execute) still go to them.
+    Injected,
 }
 
-/// A portal fetched in parts (Execute with a row limit): the statement is one
-/// event, from its first Execute to its CommandComplete.
+/// A portal fetched in parts (Execute with a row limit, answered by
+/// PortalSuspended): the statement is one event, from its first Execute to
+/// its CommandComplete, or, when the client never reads it to the end, to
+/// the moment the server drops the portal: at Close, at a Bind that reuses
+/// its name, at the end of its transaction (a Sync outside a transaction
+/// block ends the implicit one). asyncpg's `fetchrow` and `fetchval` are
+/// such statements: an Execute with a row limit of 1, then Sync (issue 13).
 #[derive(Debug)]
 struct Suspended {
+    portal: Portal,
     sent: Sent,
     rows: u64,
+    /// The transaction status its first Execute started in.
+    txn: TxnStatus,
+    /// When its latest part was answered.
+    last: Instant,
 }
+
+/// Statements kept back behind a suspended portal at most (see
+/// [`Session::release`]).
+const HOLD_MAX: usize = 4096;
 
 /// Fault injection: called for every statement about to be sent to the
 /// server, in order, with the connection's id and `application_name`; returns the SQL
@@ -114,6 +150,9 @@ pub struct Session {
     conn: u64,
     /// Statements observed and not yet taken (see [`Session::take`]).
     out: Vec<Recorded>,
+    /// Statements completed while a portal that started before them is
+    /// suspended, kept back until it ends (see [`Session::release`]).
+    held: Vec<Recorded>,
     /// Messages of this connection were lost: statements of prepared
     /// statements the observer never saw are not recorded.
     gapped: bool,
@@ -125,6 +164,8 @@ pub struct Session {
     sql_prepared: HashMap<String, String>,
     portals: HashMap<String, Portal>,
     suspended: HashMap<String, Suspended>,
+    /// Bind messages seen, numbering the portals.
+    bound: u64,
     queue: VecDeque<Pending>,
     /// The server is skipping the client's messages up to the next Sync.
     discarding: bool,
@@ -149,9 +190,6 @@ pub struct Session {
     /// client's latest statements ended, to await before they go on.
     checks: Option<StepChecks>,
     due: Vec<(String, String)>,
-    /// Answers the server owes to messages the proxy added (ParseComplete,
-    /// BindComplete of an injected statement): not passed to the client.
-    swallow: u32,
     injected: u32,
 }
 
@@ -160,12 +198,14 @@ impl Session {
         Session {
             conn,
             out: Vec::new(),
+            held: Vec::new(),
             gapped: false,
             application_name: application_name.map(Arc::from),
             prepared: HashMap::new(),
             sql_prepared: HashMap::new(),
             portals: HashMap::new(),
             suspended: HashMap::new(),
+            bound: 0,
             queue: VecDeque::new(),
             discarding: false,
             txn: TxnStatus::Idle,
@@ -179,7 +219,6 @@ impl Session {
             fault: None,
             checks: None,
             due: Vec::new(),
-            swallow: 0,
             injected: 0,
         }
     }
@@ -206,13 +245,19 @@ impl Session {
             .iter()
             .filter(|p| matches!(p, Pending::Query { .. } | Pending::Execute { .. }))
             .count() as u64;
+        // Their ends (a Close, a Sync, a COMMIT) may be what was lost.
+        self.counts.dropped += self.suspended.len() as u64;
         self.suspended.clear();
+        self.release();
         self.discarding = false;
         self.gapped = true;
     }
 
     fn sent(&self) -> Sent {
-        Sent { at: self.now }
+        Sent {
+            at: self.now,
+            started: false,
+        }
     }
 
     pub fn with_fault(mut self, hook: Option<FaultHook>) -> Self {
@@ -298,7 +343,8 @@ impl Session {
                     let mut bytes = encode(b'P', &parse);
                     bytes.extend(encode(b'B', &bind));
                     bytes.extend(encode(b'E', &execute));
-                    self.swallow += 2;
+                    self.queue.push_back(Pending::Injected);
+                    self.queue.push_back(Pending::Injected);
                     Some(bytes)
                 }),
                 _ => None,
@@ -318,8 +364,9 @@ impl Session {
     /// With fault injection: observes a whole server message and appends it
     /// to `out`, unless it answers a message the proxy added.
     pub fn server_frame_forwarding(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        if self.swallow > 0 && matches!(frame.tag, b'1' | b'2') {
-            self.swallow -= 1;
+        if matches!(frame.tag, b'1' | b'2') && matches!(self.queue.front(), Some(Pending::Injected))
+        {
+            self.queue.pop_front();
             return;
         }
         out.push(frame.tag);
@@ -330,7 +377,13 @@ impl Session {
 
     /// A whole message from the client.
     pub fn client_frame(&mut self, frame: Frame<'_>) {
-        if frame.truncated && frame.tag != b'd' {
+        // Of a Query, Parse or Bind longer than the observer keeps, its start
+        // is read (issue 13, defect 2): what is kept of its text or values is
+        // marked `…[truncated N bytes]`, N the bytes not observed.
+        let cut = frame
+            .truncated
+            .then(|| frame.len.saturating_sub(frame.body.len()));
+        if frame.truncated && !matches!(frame.tag, b'Q' | b'P' | b'B' | b'd') {
             self.counts.undecoded += 1;
             return;
         }
@@ -340,11 +393,25 @@ impl Session {
         }
         let body = frame.body;
         let decoded = match frame.tag {
-            b'Q' => msg::query(body).map(|sql| {
-                let statements: VecDeque<String> = super::split::statements(&sql)
+            b'Q' => match cut {
+                None => msg::query(body),
+                Some(_) => Some(Cow::Owned(msg::query_prefix(body))),
+            }
+            .map(|sql| {
+                let mut statements: VecDeque<String> = super::split::statements(&sql)
                     .into_iter()
                     .map(str::to_owned)
                     .collect();
+                if let Some(missing) = cut {
+                    // The last statement is the one the cut runs through;
+                    // the text's NUL is among the bytes not observed.
+                    if statements.is_empty() {
+                        statements.push_back(String::new());
+                    }
+                    if let Some(last) = statements.back_mut() {
+                        mark_cut(last, Some(missing.saturating_sub(1)));
+                    }
+                }
                 if self.checks.is_some() {
                     for statement in &statements {
                         self.step_check(statement);
@@ -353,9 +420,18 @@ impl Session {
                 self.queue.push_back(Pending::Query {
                     statements,
                     sent: self.sent(),
+                    cut: cut.is_some(),
                 });
             }),
-            b'P' => msg::parse(body).map(|p| {
+            b'P' => match cut {
+                None => msg::parse(body),
+                Some(_) => msg::parse_prefix(body),
+            }
+            .map(|mut p| {
+                if let Some(missing) = cut {
+                    // N also counts the NUL and parameter types after the SQL.
+                    mark_cut(&mut p.sql, Some(missing));
+                }
                 let sql: Arc<str> = Arc::from(p.sql);
                 self.prepared.insert(
                     p.statement,
@@ -369,28 +445,55 @@ impl Session {
                     sent: self.sent(),
                 });
             }),
-            b'B' => msg::bind(body).map(|b| {
+            b'B' => match cut {
+                None => msg::bind(body),
+                Some(_) => msg::bind_prefix(body),
+            }
+            .map(|b| {
                 let (sql, types) = match self.prepared.get(&*b.statement) {
                     Some(p) => (p.sql.clone(), p.types.as_slice()),
                     None => (Arc::from(""), &[][..]),
                 };
-                let params = b
+                let cut_value = b
+                    .cut
+                    .and_then(|c| c.missing)
+                    .map(|missing| (b.values.len().saturating_sub(1), missing));
+                let mut params: Vec<Option<String>> = b
                     .values
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
                         v.map(|v| {
                             let oid = types.get(i).copied().unwrap_or(0);
-                            values::render(oid, b.binary(i), v)
+                            match cut_value {
+                                Some((at, missing)) if at == i => {
+                                    let mut kept = values::render_prefix(oid, b.binary(i), v);
+                                    mark_cut(&mut kept, Some(missing));
+                                    kept
+                                }
+                                _ => values::render(oid, b.binary(i), v),
+                            }
                         })
                     })
                     .collect();
+                if let Some(c) = b.cut {
+                    // Values after the cut: not observed at all.
+                    params.extend((0..c.unseen).map(|_| {
+                        let mut unseen = String::new();
+                        mark_cut(&mut unseen, None);
+                        Some(unseen)
+                    }));
+                }
+                self.bound += 1;
                 let portal = Portal {
+                    id: self.bound,
                     sql,
                     params: Arc::new(params),
                 };
-                self.portals.insert(b.portal.into_owned(), portal.clone());
+                let name = b.portal.into_owned();
+                self.portals.insert(name.clone(), portal.clone());
                 self.queue.push_back(Pending::Bind {
+                    name,
                     portal,
                     sent: self.sent(),
                 });
@@ -401,33 +504,40 @@ impl Session {
             }),
             b'E' => msg::execute(body).map(|name| {
                 let portal = self.portals.get(&*name).cloned().unwrap_or(Portal {
+                    id: 0,
                     sql: Arc::from(""),
                     params: Arc::default(),
                 });
                 if self.checks.is_some() {
                     self.step_check(&portal.sql);
                 }
-                let (sent, rows) = match self.suspended.remove(&*name) {
-                    Some(s) => (s.sent, s.rows),
-                    None => (self.sent(), 0),
+                let (sent, rows, txn) = match self.suspended.get(&*name) {
+                    Some(s) if s.portal.id == portal.id => (s.sent, s.rows, Some(s.txn)),
+                    _ => (self.sent(), 0, None),
                 };
+                if txn.is_some() {
+                    self.suspended.remove(&*name);
+                }
                 self.queue.push_back(Pending::Execute {
                     portal_name: name.into_owned(),
                     portal,
                     sent,
                     rows,
+                    txn,
                 });
             }),
             b'C' => msg::target(body).map(|(kind, name)| {
-                match kind {
+                let portal = match kind {
                     b'S' => {
                         self.prepared.remove(&*name);
+                        None
                     }
                     _ => {
                         self.portals.remove(&*name);
+                        Some(name.into_owned())
                     }
-                }
-                self.queue.push_back(Pending::Close);
+                };
+                self.queue.push_back(Pending::Close(portal));
             }),
             b'S' => {
                 self.discarding = false;
@@ -453,7 +563,12 @@ impl Session {
         let body = frame.body;
         let ok = match frame.tag {
             b'1' | b'2' | b'3' => {
-                self.queue.pop_front();
+                // A Bind over a portal's name, or its Close, drops the portal.
+                if let Some(Pending::Bind { name, .. } | Pending::Close(Some(name))) =
+                    self.queue.pop_front()
+                {
+                    self.end_suspended(&name);
+                }
                 true
             }
             b't' => match (msg::parameter_description(body), self.queue.front()) {
@@ -481,12 +596,13 @@ impl Session {
             b's' => {
                 if let Some(Pending::Execute {
                     portal_name,
+                    portal,
                     sent,
                     rows,
-                    ..
+                    txn,
                 }) = self.queue.pop_front()
                 {
-                    self.suspended.insert(portal_name, Suspended { sent, rows });
+                    self.suspend(portal_name, portal, sent, rows, txn);
                 }
                 true
             }
@@ -546,10 +662,23 @@ impl Session {
     /// CommandComplete (or an error, `tag` None): the statement at the head ended.
     fn complete(&mut self, tag: Option<&str>, error: Option<msg::ErrorFields>) {
         let done = self.now;
+        if !self.suspended.is_empty() && tag.is_some_and(|t| self.head_ends_transaction(t)) {
+            // Its portals go with it, before it.
+            self.end_all_suspended();
+        }
         let event = match self.queue.front_mut() {
-            Some(Pending::Query { statements, sent }) => {
+            Some(Pending::Query {
+                statements,
+                sent,
+                cut,
+            }) => {
                 let sent = *sent;
                 let Some(sql) = statements.pop_front() else {
+                    if *cut {
+                        // A statement in the part of the text not observed:
+                        // counted, as it cannot be recorded.
+                        self.counts.undecoded += 1;
+                    }
                     return;
                 };
                 if error.is_some() {
@@ -565,16 +694,38 @@ impl Session {
             }
             Some(Pending::Execute { .. }) => match self.queue.pop_front() {
                 Some(Pending::Execute {
-                    portal, sent, rows, ..
-                }) => Some(self.event(
-                    portal.sql,
-                    Some(portal.params),
-                    sent,
-                    done,
-                    tag,
-                    Some(rows),
-                    error,
-                )),
+                    portal_name,
+                    portal,
+                    mut sent,
+                    mut rows,
+                    mut txn,
+                }) => {
+                    // Its earlier parts, when they were answered after this
+                    // part was sent (pipelined).
+                    if let Some(earlier) = self.take_suspended(&portal_name, portal.id) {
+                        sent = earlier.sent;
+                        rows += earlier.rows;
+                        txn = Some(earlier.txn);
+                    }
+                    let mut event = self.event(
+                        portal.sql,
+                        Some(portal.params),
+                        sent,
+                        done,
+                        tag,
+                        Some(rows),
+                        error,
+                    );
+                    if let Some(txn) = txn {
+                        // A portal read to its end in parts: its tag counts
+                        // the last part's rows only.
+                        event.txn = txn;
+                        if tag.is_some_and(|t| t.starts_with("SELECT")) {
+                            event.rows = Some(rows);
+                        }
+                    }
+                    Some(event)
+                }
                 _ => None,
             },
             Some(Pending::Parse { .. } | Pending::Bind { .. }) if error.is_some() => {
@@ -582,7 +733,7 @@ impl Session {
                     Some(Pending::Parse { sql, sent }) => {
                         Some(self.event(sql, None, sent, done, None, None, error))
                     }
-                    Some(Pending::Bind { portal, sent }) => Some(self.event(
+                    Some(Pending::Bind { portal, sent, .. }) => Some(self.event(
                         portal.sql,
                         Some(portal.params),
                         sent,
@@ -605,11 +756,41 @@ impl Session {
     /// Hands a statement on, unless it is one of a prepared statement the
     /// observer lost after a gap: it is counted instead of recorded blank.
     fn emit(&mut self, recorded: Recorded) {
+        if self.suspended.is_empty() && self.held.is_empty() {
+            if self.gapped && recorded.sql.is_empty() {
+                self.counts.dropped += 1;
+            } else {
+                self.out.push(recorded);
+            }
+            return;
+        }
+        self.hold(recorded);
+        self.release();
+    }
+
+    /// Keeps a statement back while a portal that started before it is
+    /// suspended (see [`Session::release`]).
+    fn hold(&mut self, recorded: Recorded) {
         if self.gapped && recorded.sql.is_empty() {
             self.counts.dropped += 1;
         } else {
-            self.out.push(recorded);
+            self.held.push(recorded);
         }
+    }
+
+    /// Hands on the statements kept back, in the order they started, once no
+    /// portal is suspended. A cursor is recorded when it ends, with all its
+    /// rows, but the statements run while it was open (one per row it gave,
+    /// in an N+1 loop) come after it, as in the server's log: the rules see
+    /// a query's rows before the statements they fed. Past [`HOLD_MAX`]
+    /// statements they go on unordered rather than pile up.
+    fn release(&mut self) {
+        if self.held.is_empty() || (!self.suspended.is_empty() && self.held.len() < HOLD_MAX) {
+            return;
+        }
+        // Stable: statements that started together stay in completion order.
+        self.held.sort_by_key(|r| r.started);
+        self.out.append(&mut self.held);
     }
 
     /// Keeps `PREPARE`d texts and resolves `EXECUTE`s of them.
@@ -689,9 +870,135 @@ impl Session {
             b'E' => TxnStatus::Failed,
             _ => TxnStatus::Idle,
         };
+        if self.txn != TxnStatus::Open {
+            // The transaction ended (or failed, and no portal of it can run
+            // again): its suspended portals are dropped.
+            self.end_all_suspended();
+        }
         if self.connect_us.is_none() {
             self.connect_us = Some(micros(self.now.saturating_duration_since(self.opened)));
         }
+    }
+
+    /// Whether the statement at the head, completing with `tag`, ended the
+    /// transaction (and with it its portals): `ROLLBACK TO` has the tag of a
+    /// `ROLLBACK` and ends nothing.
+    fn head_ends_transaction(&self, tag: &str) -> bool {
+        match tag {
+            "COMMIT" | "PREPARE TRANSACTION" => true,
+            "ROLLBACK" => {
+                let sql = match self.queue.front() {
+                    Some(Pending::Query { statements, .. }) => {
+                        statements.front().map(String::as_str)
+                    }
+                    Some(Pending::Execute { portal, .. }) => Some(&*portal.sql),
+                    _ => None,
+                };
+                sql.is_none_or(|sql| {
+                    crate::attribute::TxnOp::of(&crate::fingerprint::fingerprint(sql))
+                        != Some(crate::attribute::TxnOp::Savepoint)
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// When a statement sent at `sent` started: a pipelined statement starts
+    /// when the one before it completed.
+    fn start_of(&self, sent: Sent) -> Instant {
+        match self.last_done {
+            Some(prev) if !sent.started && prev > sent.at => prev,
+            _ => sent.at,
+        }
+    }
+
+    /// PortalSuspended: the part of a portal just fetched joins its earlier
+    /// parts, and the statement stays open until the portal completes or is
+    /// dropped.
+    fn suspend(
+        &mut self,
+        name: String,
+        portal: Portal,
+        sent: Sent,
+        rows: u64,
+        txn: Option<TxnStatus>,
+    ) {
+        let started = Sent {
+            at: self.start_of(sent),
+            started: true,
+        };
+        let status = txn.unwrap_or(self.txn);
+        let now = self.now;
+        let earlier = self.take_suspended(&name, portal.id);
+        let part = self.suspended.entry(name).or_insert(Suspended {
+            portal,
+            sent: started,
+            rows: 0,
+            txn: status,
+            last: now,
+        });
+        if let Some(earlier) = earlier {
+            part.sent = earlier.sent;
+            part.txn = earlier.txn;
+            part.rows += earlier.rows;
+        }
+        part.rows += rows;
+        part.last = now;
+        self.last_done = Some(now);
+    }
+
+    /// The earlier parts of portal `id` suspended under `name`; a portal
+    /// suspended there by an earlier Bind was dropped when the server ran
+    /// the later one, and is recorded.
+    fn take_suspended(&mut self, name: &str, id: u64) -> Option<Suspended> {
+        let earlier = self.suspended.remove(name)?;
+        if earlier.portal.id == id {
+            return Some(earlier);
+        }
+        self.emit_suspended(earlier);
+        None
+    }
+
+    /// The server dropped a suspended portal: its statement is recorded with
+    /// the rows fetched, ending when its last part was answered.
+    fn end_suspended(&mut self, name: &str) {
+        if let Some(portal) = self.suspended.remove(name) {
+            self.emit_suspended(portal);
+        }
+    }
+
+    /// Every suspended portal was dropped (its transaction ended), recorded
+    /// in the order they started.
+    fn end_all_suspended(&mut self) {
+        if self.suspended.is_empty() {
+            return;
+        }
+        let ended: Vec<Suspended> = self.suspended.drain().map(|(_, s)| s).collect();
+        for portal in ended {
+            let event = self.suspended_event(portal);
+            self.hold(event);
+        }
+        self.release();
+    }
+
+    fn emit_suspended(&mut self, s: Suspended) {
+        let event = self.suspended_event(s);
+        self.emit(event);
+    }
+
+    fn suspended_event(&mut self, s: Suspended) -> Recorded {
+        let mut event = self.event(
+            s.portal.sql,
+            Some(s.portal.params),
+            s.sent,
+            s.last,
+            None,
+            None,
+            None,
+        );
+        event.rows = Some(s.rows);
+        event.txn = s.txn;
+        event
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -705,11 +1012,7 @@ impl Session {
         counted_rows: Option<u64>,
         error: Option<msg::ErrorFields>,
     ) -> Recorded {
-        // A pipelined statement starts when the one before it completed.
-        let start = match self.last_done {
-            Some(prev) if prev > sent.at => prev,
-            _ => sent.at,
-        };
+        let start = self.start_of(sent);
         let wall = self.wall + start.duration_since(self.opened);
         let rows = tag.and_then(msg::rows_of_tag).or(match tag {
             Some(t) if t.starts_with("SELECT") => counted_rows,
@@ -744,20 +1047,30 @@ impl Session {
             }),
             application_name: self.application_name.clone(),
             connect_us,
+            cut_by_stop: false,
         }
     }
 
     /// The connection closed: statements sent but never answered are recorded
-    /// as failed with a connection error (SQLSTATE 08006), so that none is lost.
-    pub fn close(&mut self, done: Instant) {
+    /// as failed with a connection error (SQLSTATE 08006), so that none is
+    /// lost; `by_stop` when the proxy's stop closed it, which they then say.
+    pub fn close(&mut self, done: Instant, by_stop: bool) {
+        // Portals suspended had their answers: they ran, as far as they were read.
+        self.end_all_suspended();
         let pending = std::mem::take(&mut self.queue);
         for request in pending {
             let lost = || msg::ErrorFields {
                 code: "08006".into(),
-                message: "the connection closed before the statement completed".into(),
+                message: if by_stop {
+                    "the proxy stopped before the statement completed".into()
+                } else {
+                    "the connection closed before the statement completed".into()
+                },
             };
             let event = match request {
-                Pending::Query { statements, sent } => statements.into_iter().next().map(|sql| {
+                Pending::Query {
+                    statements, sent, ..
+                } => statements.into_iter().next().map(|sql| {
                     let sql = Arc::from(sql);
                     self.event(sql, None, sent, done, None, None, Some(lost()))
                 }),
@@ -772,10 +1085,21 @@ impl Session {
                 )),
                 _ => None,
             };
-            if let Some(event) = event {
+            if let Some(mut event) = event {
+                event.cut_by_stop = by_stop;
                 self.emit(event);
             }
         }
+    }
+}
+
+/// Marks a text or value the observer kept only the start of (issue 13,
+/// defect 2): a suffix `…[truncated N bytes]`, N the bytes not observed, or
+/// `…[truncated]` when that is not known.
+fn mark_cut(kept: &mut String, missing: Option<usize>) {
+    match missing {
+        Some(n) => kept.push_str(&format!("…[truncated {n} bytes]")),
+        None => kept.push_str("…[truncated]"),
     }
 }
 
@@ -898,6 +1222,167 @@ mod tests {
         );
     }
 
+    /// Issue 13, defect 1: a portal suspended (`s`) is one statement, ended
+    /// by its Sync outside a transaction, by a Bind reusing its name, or by
+    /// COMMIT, with the rows fetched.
+    #[test]
+    fn suspended_portals_are_recorded_once_when_the_server_drops_them() {
+        let mut s = Session::new(1, None, Instant::now());
+        s.client_frame(frame(b'P', &parse_body("s1", "select $1::int")));
+        s.client_frame(frame(b'S', b""));
+        s.server_frame(frame(b'1', b""));
+        s.server_frame(frame(b'Z', b"I"));
+        // fetchrow: a row limit of 1, then Sync.
+        let fetch = |s: &mut Session, value: &str, done: u8| {
+            s.client_frame(frame(b'B', &bind_body("", "s1", &[value])));
+            s.client_frame(frame(b'E', b"\0\0\0\0\x01"));
+            s.client_frame(frame(b'S', b""));
+            s.server_frame(frame(b'2', b""));
+            s.server_frame(frame(b'D', b""));
+            s.server_frame(frame(b's', b""));
+            s.server_frame(frame(b'Z', &[done]));
+        };
+        fetch(&mut s, "1", b'I');
+        s.client_frame(frame(b'Q', b"BEGIN\0"));
+        s.server_frame(frame(b'C', b"BEGIN\0"));
+        s.server_frame(frame(b'Z', b"T"));
+        fetch(&mut s, "2", b'T');
+        fetch(&mut s, "3", b'T');
+        s.client_frame(frame(b'Q', b"COMMIT\0"));
+        s.server_frame(frame(b'C', b"COMMIT\0"));
+        s.server_frame(frame(b'Z', b"I"));
+        // sql, first value, rows, status
+        type Seen = (String, Option<String>, Option<u64>, Option<TxnStatus>);
+        let got: Vec<Seen> = events(&mut s)
+            .into_iter()
+            .map(|e| {
+                let param = e.params.and_then(|p| p.into_iter().next().flatten());
+                (e.sql, param, e.rows, e.txn)
+            })
+            .collect();
+        let select = |v: &str, txn| ("select $1::int".into(), Some(v.into()), Some(1), Some(txn));
+        assert_eq!(
+            got,
+            vec![
+                select("1", TxnStatus::Idle),
+                ("BEGIN".into(), None, None, Some(TxnStatus::Idle)),
+                select("2", TxnStatus::Open),
+                select("3", TxnStatus::Open),
+                ("COMMIT".into(), None, None, Some(TxnStatus::Open)),
+            ]
+        );
+    }
+
+    /// Issue 13, defect 3: psycopg 3 sends Parse, Bind, Describe, Execute
+    /// and Sync at once. The answers to the Parse and Bind the proxy adds in
+    /// place of the Execute are kept from the client, not the client's own,
+    /// and the failed statement is recorded with its error.
+    #[test]
+    fn an_injected_fault_in_a_parse_bind_describe_execute_batch_is_recorded() {
+        let hook = FaultHook(Arc::new(Mutex::new(
+            |_: u64, sql: &str, _: Option<&str>| {
+                sql.starts_with("insert").then(|| "fail".to_owned())
+            },
+        )));
+        let mut s = Session::new(1, None, Instant::now()).with_fault(Some(hook));
+        let mut to_server = Vec::new();
+        for (tag, body) in [
+            (b'P', parse_body("", "insert into t values ($1)")),
+            (b'B', bind_body("", "", &["7"])),
+            (b'D', b"P\0".to_vec()),
+            (b'E', b"\0\0\0\0\0".to_vec()),
+            (b'S', Vec::new()),
+        ] {
+            s.client_frame_rewriting(frame(tag, &body), &mut to_server);
+        }
+        let tags: Vec<u8> = FrameTags(&to_server).collect();
+        assert_eq!(tags, b"PBDPBES".to_vec(), "the Execute is replaced");
+        let error = b"SERROR\0CFA001\0Mflowaudit: injected fault\0\0";
+        let mut to_client = Vec::new();
+        for (tag, body) in [
+            (b'1', &b""[..]),
+            (b'2', b""),
+            (b'n', b""),
+            (b'1', b""),
+            (b'2', b""),
+            (b'E', error),
+            (b'Z', b"I"),
+        ] {
+            s.server_frame_forwarding(frame(tag, body), &mut to_client);
+        }
+        let tags: Vec<u8> = FrameTags(&to_client).collect();
+        assert_eq!(tags, b"12nEZ".to_vec(), "one answer to each client message");
+        let events = events(&mut s);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].sql, "insert into t values ($1)");
+        assert_eq!(events[0].params, Some(vec![Some("7".into())]));
+        assert_eq!(events[0].error.as_ref().map(|e| &*e.code), Some("FA001"));
+    }
+
+    /// Issue 13, defect 2: a Bind cut by the frame decoder is the start of
+    /// its own statement, never taken for the portal bound before it.
+    #[test]
+    fn a_cut_bind_is_recorded_as_its_own_statement_marked() {
+        let mut s = Session::new(1, None, Instant::now());
+        s.client_frame(frame(b'P', &parse_body("", "select $1::text")));
+        s.client_frame(frame(b'B', &bind_body("", "", &["small"])));
+        s.client_frame(frame(b'E', b"\0\0\0\0\0"));
+        s.client_frame(frame(
+            b'P',
+            &parse_body("", "insert into t values ($1, $2)"),
+        ));
+        let whole = bind_body("", "", &["abcdef", "7"]);
+        // Cut inside the first value: 3 of its 6 bytes kept.
+        s.client_frame(Frame {
+            tag: b'B',
+            body: &whole[..13],
+            len: whole.len(),
+            truncated: true,
+        });
+        s.client_frame(frame(b'E', b"\0\0\0\0\0"));
+        s.client_frame(frame(b'S', b""));
+        for tag in [b'1', b'2'] {
+            s.server_frame(frame(tag, b""));
+        }
+        s.server_frame(frame(b'C', b"SELECT 1\0"));
+        for tag in [b'1', b'2'] {
+            s.server_frame(frame(tag, b""));
+        }
+        s.server_frame(frame(b'C', b"INSERT 0 1\0"));
+        s.server_frame(frame(b'Z', b"I"));
+        let got: Vec<(String, Option<Vec<Option<String>>>)> = events(&mut s)
+            .into_iter()
+            .map(|e| (e.sql, e.params))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("select $1::text".into(), Some(vec![Some("small".into())])),
+                (
+                    "insert into t values ($1, $2)".into(),
+                    Some(vec![
+                        Some("abc…[truncated 3 bytes]".into()),
+                        Some("…[truncated]".into())
+                    ])
+                ),
+            ]
+        );
+        assert_eq!(s.counts.undecoded, 0);
+    }
+
+    /// The tags of the messages in a byte stream.
+    struct FrameTags<'a>(&'a [u8]);
+
+    impl Iterator for FrameTags<'_> {
+        type Item = u8;
+        fn next(&mut self) -> Option<u8> {
+            let (&tag, rest) = self.0.split_first()?;
+            let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            self.0 = rest.get(len..)?;
+            Some(tag)
+        }
+    }
+
     #[test]
     fn sql_level_execute_becomes_its_prepared_statement_and_odd_text_is_safe() {
         let mut s = Session::new(1, None, Instant::now());
@@ -943,7 +1428,7 @@ mod tests {
                     s.server_frame(frame(*tag, body));
                 }
             }
-            s.close(Instant::now());
+            s.close(Instant::now(), false);
             prop_assert!(s.take().count() <= frames.len());
         }
     }

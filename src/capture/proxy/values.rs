@@ -38,6 +38,20 @@ pub fn render(type_oid: u32, binary: bool, value: &[u8]) -> String {
     decode_binary(type_oid, value).unwrap_or_else(|| hex(value))
 }
 
+/// The start of a bind value the observer did not keep whole (issue 13,
+/// defect 2): text, also of a binary text type cut inside a character,
+/// stays text; other binary values are shown as hex.
+pub fn render_prefix(type_oid: u32, binary: bool, prefix: &[u8]) -> String {
+    let text_type = matches!(
+        type_oid,
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | 0
+    );
+    if !binary || text_type {
+        return String::from_utf8_lossy(prefix).into_owned();
+    }
+    hex(prefix)
+}
+
 fn decode_binary(type_oid: u32, v: &[u8]) -> Option<String> {
     Some(match type_oid {
         oid::BOOL => match v {
