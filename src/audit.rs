@@ -511,6 +511,31 @@ mod tests {
             noted[0]
         );
 
+        // A step whose autocommit write is followed by a statement the stop
+        // cut did not fail: the stop is no failure of the application.
+        let cut_write = |cut_by_stop| Event {
+            txn: Some(TxnStatus::Idle),
+            error: Some(crate::model::SqlError {
+                code: "08006".into(),
+                message: "connection lost".into(),
+            }),
+            cut_by_stop,
+            ..ev("INSERT INTO u VALUES (2)", 1)
+        };
+        let partial = |cut_by_stop| {
+            let report = audit_events(
+                &config,
+                vec![ev("INSERT INTO t VALUES (1)", 1), cut_write(cut_by_stop)],
+            )
+            .expect("audit");
+            report
+                .findings
+                .iter()
+                .any(|f| f.rule == "partial-write-on-failure")
+        };
+        assert!(!partial(true));
+        assert!(partial(false));
+
         // The same statement not cut by the stop is judged.
         let slow = Event {
             duration_us: Some(3_000_000),

@@ -61,7 +61,9 @@ impl Dialect {
 
 /// Whether the statement failed, as far as the source said.
 pub fn failed(event: &Event) -> bool {
-    event.error.is_some()
+    // A statement the proxy's own stop cut off did not fail in the
+    // application (issue 13, defect 11).
+    event.error.is_some() && !event.cut_by_stop
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
