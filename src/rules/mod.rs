@@ -155,29 +155,56 @@ impl Statement<'_> {
     /// The statement as a reader would want to see it in an example: its text
     /// without sqlcommenter tags, on one line, with its bind values.
     pub fn example(&self) -> String {
-        let sql = crate::attribute::strip_tags(&self.event.sql);
-        let mut text: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        if text.chars().count() > 160 {
-            text = text.chars().take(159).collect::<String>() + "…";
-        }
-        if let Some(params) = &self.event.params
-            && !params.is_empty()
-        {
-            let shown: Vec<String> = params
-                .iter()
-                .map(|p| match p {
-                    Some(v) if v.chars().count() > 40 => {
-                        format!("'{}…'", v.chars().take(39).collect::<String>())
-                    }
-                    Some(v) => format!("'{v}'"),
-                    None => "NULL".to_owned(),
-                })
-                .collect();
-            text.push_str("  -- params: ");
-            text.push_str(&shown.join(", "));
-        }
-        text
+        example_of(&self.event.sql, self.event.params.as_deref())
     }
+
+    /// What [`Self::example`] is made from, kept for later: a rule that may
+    /// never report keeps this (two clones) rather than the formatted text.
+    pub fn shown(&self) -> Shown {
+        Shown {
+            sql: self.event.sql.clone(),
+            params: self.event.params.clone(),
+        }
+    }
+}
+
+/// A statement kept for an example that may never be written.
+#[derive(Debug, Clone, Default)]
+pub struct Shown {
+    sql: String,
+    params: Option<Vec<Option<String>>>,
+}
+
+impl Shown {
+    pub fn example(&self) -> String {
+        example_of(&self.sql, self.params.as_deref())
+    }
+}
+
+/// See [`Statement::example`].
+fn example_of(sql: &str, params: Option<&[Option<String>]>) -> String {
+    let sql = crate::attribute::strip_tags(sql);
+    let mut text: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() > 160 {
+        text = text.chars().take(159).collect::<String>() + "…";
+    }
+    if let Some(params) = params
+        && !params.is_empty()
+    {
+        let shown: Vec<String> = params
+            .iter()
+            .map(|p| match p {
+                Some(v) if v.chars().count() > 40 => {
+                    format!("'{}…'", v.chars().take(39).collect::<String>())
+                }
+                Some(v) => format!("'{v}'"),
+                None => "NULL".to_owned(),
+            })
+            .collect();
+        text.push_str("  -- params: ");
+        text.push_str(&shown.join(", "));
+    }
+    text
 }
 
 /// A built-in check over a run's statements.

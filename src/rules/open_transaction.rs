@@ -6,7 +6,7 @@ use foldhash::{HashMap, HashMapExt};
 use std::collections::BTreeMap;
 
 use super::units::{NoSettings, Tracker, step_finding};
-use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
+use super::{Rule, RuleMeta, RuleSetup, Shown, Statement, documented_rule};
 use crate::attribute::TxnOp;
 use crate::fingerprint::StatementKind;
 use crate::model::{Finding, Severity};
@@ -81,14 +81,15 @@ struct Open {
     /// the step a read-only transaction crossed into.
     step: usize,
     key: FlowStep,
-    /// The statement that began it (BEGIN, then its first statement) and
-    /// the step that sent it.
-    began: String,
+    /// The statement that began it, the first after a BEGIN, and the step
+    /// that sent them; kept unformatted, as most transactions end unreported.
+    began: Shown,
+    then: Option<Shown>,
     began_in: String,
     /// BEGIN waits for the statement after it to complete `began`.
     began_with_begin_only: bool,
     /// The first write or lock it holds, if any.
-    holds: Option<String>,
+    holds: Option<Shown>,
     /// Reported as an error already: not judged again.
     reported: bool,
 }
@@ -160,7 +161,15 @@ impl OpenTransaction {
         if open.reported {
             return;
         }
-        let began = format!("{}  (sent in step {})", open.began, open.began_in);
+        let began = match &open.then {
+            Some(then) => format!(
+                "{}; {}  (sent in step {})",
+                open.began.example(),
+                then.example(),
+                open.began_in
+            ),
+            None => format!("{}  (sent in step {})", open.began.example(), open.began_in),
+        };
         let (verdict, example) = match end {
             End::ConnectionEnded => (
                 Verdict::LeftOpen,
@@ -175,7 +184,7 @@ impl OpenTransaction {
                 match &open.holds {
                     Some(holds) => (
                         Verdict::HeldAcrossSteps,
-                        format!("{began}  -- holding {holds}  -- {when}"),
+                        format!("{began}  -- holding {}  -- {when}", holds.example()),
                     ),
                     None => (Verdict::ReadOnlyAcrossSteps, format!("{began}  -- {when}")),
                 }
@@ -223,10 +232,11 @@ impl Rule for OpenTransaction {
                     unit,
                     step: s.step,
                     key: (s.key.flow.clone(), s.key.step.clone()),
-                    began: s.example(),
+                    began: s.shown(),
+                    then: None,
                     began_in: s.key.step.clone(),
                     began_with_begin_only: is_begin,
-                    holds: takes_lock_or_writes(s).then(|| s.example()),
+                    holds: takes_lock_or_writes(s).then(|| s.shown()),
                     reported: false,
                 },
             );
@@ -237,11 +247,11 @@ impl Rule for OpenTransaction {
         }
         if open.began_with_begin_only {
             // The statement that made the transaction: BEGIN alone says little.
-            open.began = format!("{}; {}", open.began, s.example());
+            open.then = Some(s.shown());
             open.began_with_begin_only = false;
         }
         if open.holds.is_none() && takes_lock_or_writes(s) {
-            open.holds = Some(s.example());
+            open.holds = Some(s.shown());
         }
         self.open.insert(s.conn, open);
     }
