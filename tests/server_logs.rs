@@ -13,7 +13,7 @@ use std::process::Command;
 
 use flowaudit::capture::logs::{self, LogFormat, LogOptions, LogReader};
 use flowaudit::model::Event;
-use support::server_logs::{as_postgres, free_port, is_root, only_connections, pg_bindir, run_ok};
+use support::server_logs::{LoggingCluster, as_postgres, only_connections, run_ok};
 
 fn skip(reason: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -98,52 +98,14 @@ fn step(flow: &str, name: &str, statements: u64, queries: u64) -> (String, Strin
 
 #[test]
 fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
-    let Some(bin) = pg_bindir() else {
-        return skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin");
-    };
     if Command::new("psql").arg("--version").output().is_err() {
         return skip("psql is not installed");
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let work = dir.path();
-    if is_root() {
-        run_ok(Command::new("chown").args(["postgres"]).arg(work));
-    }
-    let w = work.to_str().expect("utf-8 path");
-    let data = format!("{w}/data");
-    run_ok(&mut as_postgres(
-        bin.join("initdb").to_str().expect("path"),
-        &["-D", &data, "-A", "trust", "-U", "postgres"],
-    ));
-    let port = free_port().to_string();
-    let options = format!(
-        "-p {port} -k {w} -c listen_addresses=127.0.0.1 -c logging_collector=on \
-         -c log_destination=stderr,csvlog,jsonlog -c log_directory={w}/log -c log_filename=pg \
-         -c log_statement=all -c log_min_duration_statement=0 \
-         -c log_line_prefix='%m [%p] %q%u@%d '"
-    );
-    let pg_ctl = bin.join("pg_ctl");
-    let pg_ctl = pg_ctl.to_str().expect("path");
-    run_ok(&mut as_postgres(
-        pg_ctl,
-        &[
-            "-D",
-            &data,
-            "-w",
-            "-l",
-            &format!("{w}/server.log"),
-            "-o",
-            &options,
-            "start",
-        ],
-    ));
-    struct Stop<'a>(&'a str, String);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = as_postgres(self.0, &["-D", &self.1, "-m", "fast", "-w", "stop"]).output();
-        }
-    }
-    let stop = Stop(pg_ctl, data.clone());
+    let Some(cluster) = LoggingCluster::start_logging("stderr,csvlog,jsonlog") else {
+        return skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin");
+    };
+    let port = cluster.port;
+    let work = cluster.dir();
 
     let workloads = root().join("tests/workloads");
     let script = work.join("pg_shop.sql");
@@ -173,7 +135,7 @@ fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
     pgbench.push("postgres");
     run_ok(&mut as_postgres("pgbench", &pgbench));
     let through_proxy = proxy.stop();
-    drop(stop);
+    cluster.stop();
 
     let mut reports = Vec::new();
     for (file, format) in [
@@ -181,7 +143,7 @@ fn postgres_logs_in_three_formats_give_the_workloads_statements_and_findings() {
         ("pg.csv", LogFormat::PgCsv),
         ("pg.json", LogFormat::PgJson),
     ] {
-        let path = work.join("log").join(file);
+        let path = cluster.log(file);
         keep(&path, &format!("real-{}", format.name()));
         let (events, summary) = events(&path, format);
         assert_eq!(summary.not_understood_lines(), 0, "{summary:?}");

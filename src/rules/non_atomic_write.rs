@@ -63,7 +63,14 @@ struct Run {
     key: (String, String),
     writes: u64,
     autocommit: u64,
-    units: BTreeSet<u64>,
+    /// The transactions its writes ran in, counted: a connection runs one
+    /// transaction at a time, so a unit other than its connection's last is
+    /// a new one. A set of every unit would grow with the run (a pgbench
+    /// log is one step of 200,000 transactions).
+    units: u64,
+    last_unit: HashMap<u64, u64>,
+    /// The first units, in order, to number the examples' transactions.
+    numbered: Vec<u64>,
     tables: BTreeSet<String>,
     examples: Vec<String>,
 }
@@ -94,18 +101,18 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
 
 impl NonAtomicWrite {
     fn judge(&mut self, run: Run) {
-        if run.writes < 2 || run.tables.len() < 2 || (run.autocommit == 0 && run.units.len() <= 1) {
+        if run.writes < 2 || run.tables.len() < 2 || (run.autocommit == 0 && run.units <= 1) {
             return;
         }
         let mut split = Vec::new();
         if run.autocommit > 0 {
             split.push(format!("{} in autocommit", run.autocommit));
         }
-        if !run.units.is_empty() {
+        if run.units > 0 {
             split.push(format!(
                 "the rest in {} transaction{}",
-                run.units.len(),
-                if run.units.len() == 1 { "" } else { "s" }
+                run.units,
+                if run.units == 1 { "" } else { "s" }
             ));
         }
         let message = format!(
@@ -140,7 +147,9 @@ impl Rule for NonAtomicWrite {
             key: (s.key.flow.clone(), s.key.step.clone()),
             writes: 0,
             autocommit: 0,
-            units: BTreeSet::new(),
+            units: 0,
+            last_unit: HashMap::new(),
+            numbered: Vec::new(),
             tables: BTreeSet::new(),
             examples: Vec::new(),
         });
@@ -148,19 +157,29 @@ impl Rule for NonAtomicWrite {
         if run.tables.len() < 2 {
             run.tables.insert(target(&s.fingerprint.text));
         }
-        let label = match seen.unit {
-            None => {
-                run.autocommit += 1;
-                "autocommit".to_owned()
-            }
+        match seen.unit {
+            None => run.autocommit += 1,
             Some(u) => {
-                run.units.insert(u);
-                // Numbered within the run, in order of appearance.
-                let n = run.units.iter().position(|x| *x == u).unwrap_or(0) + 1;
-                format!("transaction {n}")
+                if run.last_unit.insert(s.conn, u) != Some(u) {
+                    run.units += 1;
+                }
             }
-        };
+        }
         if run.examples.len() < MAX_EXAMPLES {
+            let label = match seen.unit {
+                None => "autocommit".to_owned(),
+                Some(u) => {
+                    // Numbered within the run, in order of appearance.
+                    let n = match run.numbered.iter().position(|x| *x == u) {
+                        Some(i) => i + 1,
+                        None => {
+                            run.numbered.push(u);
+                            run.numbered.len()
+                        }
+                    };
+                    format!("transaction {n}")
+                }
+            };
             run.examples.push(format!("[{label}] {}", s.example()));
         }
     }
@@ -247,6 +266,66 @@ mod tests {
             f[0].message.contains("in 2 transactions"),
             "{}",
             f[0].message
+        );
+    }
+
+    /// Transactions are counted per connection, without keeping every one
+    /// (issue 16: a set of all of them made long steps quadratic): two
+    /// connections interleaving their own transactions, one of them twice.
+    #[test]
+    fn transactions_of_interleaved_connections_are_counted_once_each() {
+        let found = audit(
+            events(&[
+                (1, "BEGIN", &[], None),
+                (2, "BEGIN", &[], None),
+                (1, "INSERT INTO orders (user_id) VALUES (1)", &[], Some(1)),
+                (
+                    2,
+                    "INSERT INTO order_items (order_id) VALUES (1)",
+                    &[],
+                    Some(1),
+                ),
+                (
+                    1,
+                    "INSERT INTO order_items (order_id) VALUES (2)",
+                    &[],
+                    Some(1),
+                ),
+                (
+                    2,
+                    "UPDATE inventory SET stock = 1 WHERE product_id = 3",
+                    &[],
+                    Some(1),
+                ),
+                (1, "COMMIT", &[], None),
+                (2, "COMMIT", &[], None),
+                (1, "BEGIN", &[], None),
+                (1, "INSERT INTO orders (user_id) VALUES (2)", &[], Some(1)),
+                (1, "COMMIT", &[], None),
+            ]),
+            "",
+        );
+        let f = fired(&found, "non-atomic-write");
+        assert_eq!(f.len(), 1, "{found:#?}");
+        assert!(
+            f[0].message.contains("in 3 transactions"),
+            "{}",
+            f[0].message
+        );
+        let labels: Vec<&str> = f[0]
+            .examples
+            .iter()
+            .map(|e| e.split(']').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "[transaction 1",
+                "[transaction 2",
+                "[transaction 1",
+                "[transaction 2",
+                "[transaction 3"
+            ]
         );
     }
 

@@ -60,7 +60,8 @@ pub fn free_port() -> u16 {
 
 /// A throwaway PostgreSQL cluster on a free loopback port that logs every
 /// statement with its duration to `log/pg` (stderr format, prefix
-/// `%m [%p] %q%u@%d `) and `log/pg.csv`. Stopped when dropped.
+/// `%m [%p] %q%u@%d `), `log/pg.csv` and, when asked, `log/pg.json`.
+/// Stopped when dropped.
 #[derive(Debug)]
 pub struct LoggingCluster {
     pub port: u16,
@@ -77,8 +78,14 @@ pub struct LogMark {
 }
 
 impl LoggingCluster {
-    /// `None` when this machine has no PostgreSQL server programs.
+    /// Logging to stderr and csvlog; `None` when this machine has no
+    /// PostgreSQL server programs.
     pub fn start() -> Option<LoggingCluster> {
+        Self::start_logging("stderr,csvlog")
+    }
+
+    /// With the given `log_destination`.
+    pub fn start_logging(destinations: &str) -> Option<LoggingCluster> {
         let bin = pg_bindir()?;
         let dir = tempfile::tempdir().expect("temp dir");
         if is_root() {
@@ -93,7 +100,7 @@ impl LoggingCluster {
         let port = free_port();
         let options = format!(
             "-p {port} -k {w} -c listen_addresses=127.0.0.1 -c logging_collector=on \
-             -c log_destination=stderr,csvlog -c log_directory={w}/log -c log_filename=pg \
+             -c log_destination={destinations} -c log_directory={w}/log -c log_filename=pg \
              -c log_statement=all -c log_min_duration_statement=0 \
              -c log_line_prefix='%m [%p] %q%u@%d ' -c fsync=off"
         );
@@ -123,8 +130,32 @@ impl LoggingCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    fn log(&self, name: &str) -> PathBuf {
+    /// A log file: `pg`, `pg.csv` or `pg.json`.
+    pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join("log").join(name)
+    }
+
+    /// A directory the server may read, for the files a test hands it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server, so that everything it logged is in the files; the
+    /// files stay until this is dropped.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(
+            self.pg_ctl.to_str().unwrap_or("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap_or(""),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        )
+        .output();
     }
 
     /// psql on the cluster directly (not through a proxy), stopping at the
@@ -189,19 +220,7 @@ impl LoggingCluster {
 
 impl Drop for LoggingCluster {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = as_postgres(
-            self.pg_ctl.to_str().unwrap_or("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap_or(""),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        )
-        .output();
+        self.stop();
     }
 }
 
