@@ -9,7 +9,7 @@ use super::units::{
     KeyedRead, KeyedWrite, MAX_EXAMPLES, NoSettings, ValueRef, failed, fingerprinted, keyed_read,
     keyed_write, step_finding,
 };
-use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
+use super::{Rule, RuleMeta, RuleSetup, Shown, Statement, documented_rule};
 use crate::fingerprint::StatementKind;
 use crate::model::{Event, Finding, Severity};
 
@@ -61,16 +61,20 @@ documented_rule! {
         /// Per connection: the (step, instance) the reads belong to, and the
         /// rows read: (table, keys with their values) → (locked, example).
         reads: HashMap<u64, ((usize, u64), Reads)>,
-        /// A read's example per (step, fingerprint), for the findings.
-        read_examples: HashMap<(usize, u64), String>,
         /// (flow, step, fingerprint) → (hash, count, examples).
         found: BTreeMap<(String, String, String), Found>,
     }
 }
 
 /// Rows read: the row's hash (table, key columns and values) → whether the
-/// read locked it, and the read's fingerprint hash.
-type Reads = HashMap<u64, (bool, u64)>;
+/// read locked it, and the read itself, for the example that pairs it with
+/// the write of the same row.
+/// Only the first [`SHOWN_CAP`] rows of a connection's step keep their read,
+/// so that a long step (a pgbench log is one) copies no text per statement.
+type Reads = HashMap<u64, (bool, Option<Shown>)>;
+
+/// See [`Reads`].
+const SHOWN_CAP: usize = 64;
 type Found = (u64, u64, Vec<String>);
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
@@ -80,7 +84,6 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         reads_by_fp: HashMap::new(),
         writes_by_fp: HashMap::new(),
         reads: HashMap::new(),
-        read_examples: HashMap::new(),
         found: BTreeMap::new(),
     }))
 }
@@ -132,9 +135,6 @@ impl Rule for UnlockedReadModifyWrite {
                     return;
                 };
                 let locked = read.locked;
-                self.read_examples
-                    .entry((s.step, s.fingerprint.hash))
-                    .or_insert_with(|| s.example());
                 let entry = self
                     .reads
                     .entry(s.conn)
@@ -143,7 +143,8 @@ impl Rule for UnlockedReadModifyWrite {
                     *entry = (here, HashMap::new());
                 }
                 if entry.1.len() < READS_CAP || entry.1.contains_key(&key) {
-                    entry.1.insert(key, (locked, s.fingerprint.hash));
+                    let shown = (entry.1.len() < SHOWN_CAP).then(|| s.shown());
+                    entry.1.insert(key, (locked, shown));
                 }
             }
             StatementKind::Update => {
@@ -179,17 +180,12 @@ impl Rule for UnlockedReadModifyWrite {
                 let Some((_, reads)) = self.reads.get(&s.conn) else {
                     return;
                 };
-                let Some((locked, read_fp)) = reads.get(&key) else {
+                let Some((locked, read)) = reads.get(&key) else {
                     return;
                 };
                 if *locked {
                     return;
                 }
-                let read_example = self
-                    .read_examples
-                    .get(&(s.step, *read_fp))
-                    .cloned()
-                    .unwrap_or_default();
                 let entry = self
                     .found
                     .entry((
@@ -199,8 +195,12 @@ impl Rule for UnlockedReadModifyWrite {
                     ))
                     .or_insert_with(|| (s.fingerprint.hash, 0, Vec::new()));
                 entry.1 += 1;
-                if entry.2.len() + 2 <= MAX_EXAMPLES {
-                    entry.2.push(format!("read:  {read_example}"));
+                if let Some(read) = read
+                    && entry.2.len() + 2 <= MAX_EXAMPLES
+                {
+                    // The read of this very row (issue 13: the example paired
+                    // the first read of its kind with every write).
+                    entry.2.push(format!("read:  {}", read.example()));
                     entry.2.push(format!("wrote: {}", s.example()));
                 }
             }
@@ -252,6 +252,30 @@ mod tests {
         let f = fired(&found, "unlocked-read-modify-write");
         assert_eq!(f.len(), 1, "{found:#?}");
         assert_eq!(f[0].examples.len(), 2);
+    }
+
+    /// Each write is shown with the read of its own row (issue 13: the
+    /// Django corpus showed the read of product 7 beside the write of 19).
+    #[test]
+    fn examples_pair_each_write_with_the_read_of_its_row() {
+        const WRITE: &str = "UPDATE inventory SET stock = ? WHERE product_id = ?";
+        let found = audit(
+            events(&[
+                (1, READ, &["7"], Some(1)),
+                (1, WRITE, &["2", "7"], Some(1)),
+                (1, READ, &["19"], Some(1)),
+                (1, WRITE, &["3", "19"], Some(1)),
+            ]),
+            "",
+        );
+        let f = fired(&found, "unlocked-read-modify-write");
+        assert_eq!(f.len(), 1, "{found:#?}");
+        let values: Vec<&str> = f[0]
+            .examples
+            .iter()
+            .map(|e| e.rsplit("-- params: ").next().unwrap_or_default())
+            .collect();
+        assert_eq!(values, ["'7'", "'2', '7'", "'19'", "'3', '19'"]);
     }
 
     #[test]
