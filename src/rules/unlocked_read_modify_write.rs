@@ -9,7 +9,7 @@ use super::units::{
     KeyedRead, KeyedWrite, MAX_EXAMPLES, NoSettings, ValueRef, failed, fingerprinted, keyed_read,
     keyed_write, step_finding,
 };
-use super::{Rule, RuleMeta, RuleSetup, Shown, Statement, documented_rule};
+use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
 use crate::fingerprint::StatementKind;
 use crate::model::{Event, Finding, Severity};
 
@@ -61,20 +61,22 @@ documented_rule! {
         /// Per connection: the (step, instance) the reads belong to, and the
         /// rows read: (table, keys with their values) → (locked, example).
         reads: HashMap<u64, ((usize, u64), Reads)>,
+        /// Per (step, read fingerprint): see [`ReadExample`].
+        read_examples: HashMap<(usize, u64), ReadExample>,
         /// (flow, step, fingerprint) → (hash, count, examples).
         found: BTreeMap<(String, String, String), Found>,
     }
 }
 
 /// Rows read: the row's hash (table, key columns and values) → whether the
-/// read locked it, and the read itself, for the example that pairs it with
-/// the write of the same row.
-/// Only the first [`SHOWN_CAP`] rows of a connection's step keep their read,
-/// so that a long step (a pgbench log is one) copies no text per statement.
-type Reads = HashMap<u64, (bool, Option<Shown>)>;
+/// read locked it, and the read's fingerprint hash.
+type Reads = HashMap<u64, (bool, u64)>;
 
-/// See [`Reads`].
-const SHOWN_CAP: usize = 64;
+/// The first read of a fingerprint in a step, for the examples: its row's
+/// hash, its example and its fingerprint text. Only the first is formatted,
+/// so that reads cost no text per statement; a write of another row is shown
+/// beside the read's fingerprint and that row's key.
+type ReadExample = (u64, String, String);
 type Found = (u64, u64, Vec<String>);
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
@@ -84,6 +86,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         reads_by_fp: HashMap::new(),
         writes_by_fp: HashMap::new(),
         reads: HashMap::new(),
+        read_examples: HashMap::new(),
         found: BTreeMap::new(),
     }))
 }
@@ -135,6 +138,9 @@ impl Rule for UnlockedReadModifyWrite {
                     return;
                 };
                 let locked = read.locked;
+                self.read_examples
+                    .entry((s.step, s.fingerprint.hash))
+                    .or_insert_with(|| (key, s.example(), s.fingerprint.text.clone()));
                 let entry = self
                     .reads
                     .entry(s.conn)
@@ -143,8 +149,7 @@ impl Rule for UnlockedReadModifyWrite {
                     *entry = (here, HashMap::new());
                 }
                 if entry.1.len() < READS_CAP || entry.1.contains_key(&key) {
-                    let shown = (entry.1.len() < SHOWN_CAP).then(|| s.shown());
-                    entry.1.insert(key, (locked, shown));
+                    entry.1.insert(key, (locked, s.fingerprint.hash));
                 }
             }
             StatementKind::Update => {
@@ -180,10 +185,10 @@ impl Rule for UnlockedReadModifyWrite {
                 let Some((_, reads)) = self.reads.get(&s.conn) else {
                     return;
                 };
-                let Some((locked, read)) = reads.get(&key) else {
+                let Some(&(locked, read_fp)) = reads.get(&key) else {
                     return;
                 };
-                if *locked {
+                if locked {
                     return;
                 }
                 let entry = self
@@ -195,12 +200,25 @@ impl Rule for UnlockedReadModifyWrite {
                     ))
                     .or_insert_with(|| (s.fingerprint.hash, 0, Vec::new()));
                 entry.1 += 1;
-                if let Some(read) = read
-                    && entry.2.len() + 2 <= MAX_EXAMPLES
-                {
+                if entry.2.len() + 2 <= MAX_EXAMPLES {
                     // The read of this very row (issue 13: the example paired
                     // the first read of its kind with every write).
-                    entry.2.push(format!("read:  {}", read.example()));
+                    let read = match self.read_examples.get(&(s.step, read_fp)) {
+                        Some((row, example, _)) if *row == key => example.clone(),
+                        Some((_, _, text)) => {
+                            let keys: Vec<String> = write
+                                .keyed
+                                .keys
+                                .iter()
+                                .map(|(col, v)| {
+                                    format!("{col} = '{}'", v.resolve(s.event).unwrap_or_default())
+                                })
+                                .collect();
+                            format!("{text}  -- the row {}", keys.join(", "))
+                        }
+                        None => String::new(),
+                    };
+                    entry.2.push(format!("read:  {read}"));
                     entry.2.push(format!("wrote: {}", s.example()));
                 }
             }
@@ -273,9 +291,17 @@ mod tests {
         let values: Vec<&str> = f[0]
             .examples
             .iter()
-            .map(|e| e.rsplit("-- params: ").next().unwrap_or_default())
+            .map(|e| e.rsplit("  -- ").next().unwrap_or_default())
             .collect();
-        assert_eq!(values, ["'7'", "'2', '7'", "'19'", "'3', '19'"]);
+        assert_eq!(
+            values,
+            [
+                "params: '7'",
+                "params: '2', '7'",
+                "the row product_id = '19'",
+                "params: '3', '19'"
+            ]
+        );
     }
 
     #[test]
