@@ -253,7 +253,7 @@ fn baseline_round_trip() {
     );
     assert!(!out.contains("tighten"), "{out}");
 
-    // One more statement in browse: a regression of the step and of the fingerprint.
+    // One more query in browse: a regression of the step, with the query it added.
     let more = checkout_variant(dir.path(), "more.jsonl", |lines| {
         let i = inventory_line(lines, "8");
         let extra = lines[i].replace("[\"8\"]", "[\"9\"]");
@@ -276,8 +276,8 @@ fn baseline_round_trip() {
     assert_eq!(
         messages,
         [
-            "step checkout › browse ran 11 statements, the baseline has 10 (+1)",
-            "ran 9× in checkout › browse, the baseline has 8× (+1)",
+            "step checkout › browse ran 11 queries, the baseline has 10 (+1): +1× select \
+          inventory.stock from inventory where inventory.product_id = ? limit ?"
         ]
     );
     // Nine lookups for eight rows is no longer "once per row", but it is still
@@ -296,7 +296,7 @@ fn baseline_round_trip() {
         "{n_plus_one}"
     );
 
-    // One statement fewer: exit 0, and a note to tighten the baseline.
+    // One query fewer: exit 0, and a note to tighten the baseline.
     let fewer = checkout_variant(dir.path(), "fewer.jsonl", |lines| {
         let i = inventory_line(lines, "8");
         lines.remove(i);
@@ -308,11 +308,13 @@ fn baseline_round_trip() {
         0,
     );
     assert!(
-        out.contains("counts dropped below the baseline; tighten it with --write-baseline:"),
+        out.contains("better than the baseline; tighten it with --write-baseline:"),
         "{out}"
     );
     assert!(
-        out.contains("checkout › browse: 9 statements, the baseline allows 10"),
+        out.contains(
+            "checkout › browse: 9 queries, the baseline has 10 (−1): −1× select\n   inventory.stock"
+        ),
         "{out}"
     );
     let json = stdout_of(
@@ -324,9 +326,24 @@ fn baseline_round_trip() {
     let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
     assert_eq!(
         v["tighten"][0],
-        "checkout › browse: 9 statements, the baseline allows 10"
+        "checkout › browse: 9 queries, the baseline has 10 (−1): −1× select inventory.stock from \
+         inventory where inventory.product_id = ? limit ?"
     );
     assert_eq!(v["flows"][0]["steps"][1]["baseline_statements"], 10);
+    assert_eq!(v["flows"][0]["steps"][1]["baseline_queries"], 10);
+    let tighten = format!(
+        "to tighten the baseline, run the same command with --write-baseline {}",
+        baseline.display()
+    );
+    assert!(
+        v["notes"]
+            .as_array()
+            .expect("notes")
+            .iter()
+            .any(|n| *n == tighten.as_str()),
+        "{}",
+        v["notes"]
+    );
     let sarif = stdout_of(
         flowaudit()
             .args(["analyze", &fewer, "--format", "sarif", "--baseline"])
@@ -350,6 +367,7 @@ fn baseline_round_trip() {
     insta::assert_snapshot!(
         "markdown_against_baseline",
         md.replace(&fewer, "fewer.jsonl")
+            .replace(&baseline.display().to_string(), "baseline.json")
     );
 
     // A repeat inside the known N+1 loop is that loop's finding (issue 13,
