@@ -267,6 +267,7 @@ impl Audit {
             .entry(item.fingerprint.hash)
             .or_insert_with(|| FingerprintCount {
                 text: item.fingerprint.text.clone(),
+                query,
                 ..FingerprintCount::default()
             });
         counted.count += 1;
@@ -338,11 +339,10 @@ impl Audit {
 
         let mut flows: Vec<FlowReport> = Vec::new();
         for s in self.steps {
-            let baseline_statements = self
+            let base = self
                 .baseline
                 .as_ref()
-                .and_then(|b| b.step(&s.key.flow, &s.key.step))
-                .map(|b| b.statements);
+                .and_then(|b| b.step(&s.key.flow, &s.key.step));
             let step = StepReport {
                 name: s.key.step,
                 statements: s.statements,
@@ -350,7 +350,8 @@ impl Audit {
                 duration_us: s.timed.then_some(s.duration_us),
                 transactions: s.transactions,
                 connections: s.connections.len() as u64,
-                baseline_statements,
+                baseline_statements: base.map(|b| b.statements),
+                baseline_queries: base.map(|b| b.queries()),
                 fingerprints: s
                     .fingerprints
                     .into_iter()
@@ -380,7 +381,17 @@ impl Audit {
             inputs: Vec::new(),
         };
         if let Some(b) = &self.baseline {
-            report.tighten = b.drops(&report);
+            report.tighten = b.improvements(&report);
+            report.tighten.extend(b.fixed(&report));
+            if !report.tighten.is_empty() {
+                let file = b
+                    .path
+                    .as_ref()
+                    .map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
+                report.notes.push(format!(
+                    "to tighten the baseline, run the same command with --write-baseline {file}"
+                ));
+            }
         }
         report
     }

@@ -1,5 +1,6 @@
 //! The Markdown report, compact enough for a pull-request comment: per step
-//! its statements and the change against the `--baseline`, then the findings.
+//! its statements (against a `--baseline`: its queries and their change), then
+//! the findings.
 
 use std::fmt::Write;
 
@@ -34,9 +35,10 @@ pub fn render(report: &Report) -> String {
         .flows
         .iter()
         .flat_map(|f| &f.steps)
-        .any(|s| s.baseline_statements.is_some());
+        .any(|s| s.baseline_queries.is_some());
     if with_baseline {
-        out.push_str("| flow | step | statements | vs baseline | findings |\n");
+        // Against a baseline the queries, which it judges (issue 14).
+        out.push_str("| flow | step | queries | vs baseline | findings |\n");
         out.push_str("|---|---|---:|---:|---:|\n");
     } else {
         out.push_str("| flow | step | statements | findings |\n");
@@ -49,19 +51,24 @@ pub fn render(report: &Report) -> String {
                 .iter()
                 .filter(|f| f.flow == flow.name && f.step == step.name)
                 .count();
+            let count = if with_baseline {
+                step.queries
+            } else {
+                step.statements
+            };
             let _ = write!(
                 out,
                 "| {} | {} | {} |",
                 cell(&flow.name),
                 cell(&step.name),
-                step.statements
+                count
             );
             if with_baseline {
-                let change = match step.baseline_statements {
+                let change = match step.baseline_queries {
                     None => "new".to_owned(),
-                    Some(b) if b == step.statements => "±0".to_owned(),
-                    Some(b) if step.statements > b => format!("+{}", step.statements - b),
-                    Some(b) => format!("−{}", b - step.statements),
+                    Some(b) if b == count => "±0".to_owned(),
+                    Some(b) if count > b => format!("+{}", count - b),
+                    Some(b) => format!("−{}", b - count),
                 };
                 let _ = write!(out, " {change} |");
             }
@@ -94,9 +101,7 @@ pub fn render(report: &Report) -> String {
         out.push_str("\n</details>\n");
     }
     if !report.tighten.is_empty() {
-        out.push_str(
-            "\n#### Counts dropped below the baseline\n\nTighten it with `--write-baseline`:\n\n",
-        );
+        out.push_str("\n#### Better than the baseline\n\nTighten it with `--write-baseline`:\n\n");
         for note in &report.tighten {
             let _ = writeln!(out, "- {}", inline(note));
         }

@@ -27,7 +27,8 @@ pub struct Report {
     /// Findings the `--baseline` already has: shown, not failing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub known: Vec<Finding>,
-    /// Where counts dropped below the `--baseline`: it can be tightened there.
+    /// Where the run is better than the `--baseline` (fewer queries, other
+    /// queries at the same count, findings fixed): it can be tightened there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tighten: Vec<String>,
     /// Notes about the run itself (an expired allowance, …).
@@ -81,6 +82,10 @@ pub struct StepReport {
     /// The step's statements in the `--baseline`, when it has the step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_statements: Option<u64>,
+    /// The step's queries in the `--baseline` (what `query-count-regression`
+    /// judges), when it has the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_queries: Option<u64>,
     /// Fingerprint hash (16 hex digits) → its runs: one counter per distinct
     /// fingerprint, for baselines and `compare`; not part of the JSON report.
     #[serde(skip)]
@@ -93,6 +98,9 @@ pub struct FingerprintCount {
     /// The normalised statement.
     pub text: String,
     pub count: u64,
+    /// Whether it is a query (not transaction control, a session setting or
+    /// driver housekeeping).
+    pub query: bool,
     /// Rule ids its statements' `flowaudit_allow` tags named.
     pub allows: Vec<String>,
 }

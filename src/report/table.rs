@@ -147,7 +147,7 @@ pub fn render(report: &Report, width: usize) -> String {
     if !report.tighten.is_empty() {
         let _ = writeln!(
             out,
-            "\n counts dropped below the baseline; tighten it with --write-baseline:"
+            "\n better than the baseline; tighten it with --write-baseline:"
         );
         for note in &report.tighten {
             wrap_into(&mut out, note, width, " ", "   ");

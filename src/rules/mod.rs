@@ -11,6 +11,7 @@ pub mod config;
 mod commit_after_error;
 mod connection_churn;
 mod invariant_violated;
+mod missing_step;
 mod n_plus_one;
 mod non_atomic_write;
 mod open_transaction;
@@ -44,6 +45,7 @@ pub static REGISTRY: &[&RuleMeta] = &[
     &query_budget::META,
     &slow_query::META,
     &query_count_regression::META,
+    &missing_step::META,
     &non_atomic_write::META,
     &open_transaction::META,
     &commit_after_error::META,
@@ -66,6 +68,15 @@ pub const INVARIANT_VIOLATED: &str = "invariant-violated";
 
 /// The id of the rule that compares counts with a baseline.
 pub const QUERY_COUNT_REGRESSION: &str = "query-count-regression";
+
+/// The id of the rule that reports the baseline's steps a run lacks.
+pub const MISSING_STEP: &str = "missing-step";
+
+/// Whether a rule's findings are judgements against the `--baseline` (never
+/// stored in one: the next baseline is the judged run's own counts).
+pub fn judges_the_baseline(rule: &str) -> bool {
+    rule == QUERY_COUNT_REGRESSION || rule == MISSING_STEP
+}
 
 /// Looks a rule up by its id.
 pub fn meta(id: &str) -> Option<&'static RuleMeta> {
