@@ -42,6 +42,7 @@ pub fn compare(config: &RuleConfig, small: &Report, large: Report) -> Report {
                 let allowed = now.allows.iter().any(|a| a == N_PLUS_ONE);
                 if *after > was && enabled && !allowed {
                     grown.push(Finding {
+                        location: None,
                         rule: N_PLUS_ONE,
                         severity,
                         flow: flow.name.clone(),

@@ -121,6 +121,9 @@ pub(crate) fn item(out: &mut String, f: &Finding) {
         inline(&f.step),
         inline(&f.message)
     );
+    if let Some(at) = f.location.as_ref().and_then(|l| l.short()) {
+        let _ = writeln!(out, "  at {}", inline(&at));
+    }
     if let Some(fp) = &f.fingerprint {
         let _ = writeln!(out, "  `{}`", fp.replace('`', "'"));
     }

@@ -198,6 +198,9 @@ fn write_finding(out: &mut String, f: &Finding, width: usize) {
         Severity::Info => " info   ",
     };
     let _ = writeln!(out, "{label}{} · {} › {}", f.rule, f.flow, f.step);
+    if let Some(at) = f.location.as_ref().and_then(|l| l.short()) {
+        wrap_into(out, &format!("at {at}"), width, INDENT, INDENT);
+    }
     if let Some(fp) = &f.fingerprint {
         wrap_into(
             out,

@@ -145,6 +145,7 @@ impl Rule for ConnectionChurn {
                 String::new()
             };
             out.push(Finding {
+                location: None,
                 rule: META.id,
                 severity: self.severity,
                 flow: churn.key.flow.clone(),

@@ -397,6 +397,7 @@ impl NPlusOne {
              loading (select_related / includes / joinedload / JOIN FETCH)"
         };
         Finding {
+            location: None,
             rule: META.id,
             severity: self.severity,
             flow: key.flow.clone(),

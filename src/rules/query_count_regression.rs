@@ -174,6 +174,7 @@ impl QueryCountRegression {
             None => (None, None),
         };
         Finding {
+            location: None,
             rule: META.id,
             severity: self.severity,
             flow: runs.key.flow.clone(),

@@ -128,6 +128,7 @@ impl Rule for SlowQuery {
             group.slow.sort_unstable();
             let median = group.slow[group.slow.len() / 2];
             out.push(Finding {
+                location: None,
                 rule: META.id,
                 severity: self.severity,
                 flow: key.flow.clone(),
