@@ -78,7 +78,7 @@ pub fn render(report: &Report) -> String {
     }
     if !report.findings.is_empty() {
         out.push_str("\n#### Findings\n\n");
-        for f in &report.findings {
+        for f in super::in_run_order(report, &report.findings) {
             item(&mut out, f);
         }
     }
@@ -88,7 +88,7 @@ pub fn render(report: &Report) -> String {
             "\n<details><summary>{} known from the baseline (not failing)</summary>\n",
             report.known.len()
         );
-        for f in &report.known {
+        for f in super::in_run_order(report, &report.known) {
             item(&mut out, f);
         }
         out.push_str("\n</details>\n");

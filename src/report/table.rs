@@ -100,27 +100,7 @@ pub fn render(report: &Report, width: usize) -> String {
         }
     }
 
-    // Findings, grouped by step in the order the steps ran.
-    let mut order: Vec<(&str, &str)> = Vec::new();
-    for flow in &report.flows {
-        for step in &flow.steps {
-            order.push((&flow.name, &step.name));
-        }
-    }
-    let mut shown = report.findings.iter().collect::<Vec<_>>();
-    shown.sort_by_key(|f| {
-        let pos = order
-            .iter()
-            .position(|(fl, st)| *fl == f.flow && *st == f.step)
-            .unwrap_or(usize::MAX);
-        (
-            pos,
-            f.flow.as_str(),
-            f.step.as_str(),
-            f.rule,
-            f.fingerprint.as_deref().unwrap_or(""),
-        )
-    });
+    let shown = super::in_run_order(report, &report.findings);
     for f in shown {
         out.push('\n');
         write_finding(&mut out, f, width);
@@ -139,7 +119,7 @@ pub fn render(report: &Report, width: usize) -> String {
 
     if !report.known.is_empty() {
         let _ = writeln!(out, "\n known from the baseline (not failing):");
-        for f in &report.known {
+        for f in super::in_run_order(report, &report.known) {
             let line = format!("{} · {} › {} — {}", f.rule, f.flow, f.step, f.message);
             wrap_into(&mut out, &line, width, " ", "   ");
         }
