@@ -543,6 +543,15 @@ fn findings_point_at_the_code_the_tags_name() {
         table.contains("        at cart#add (tagged.jsonl:11)\n"),
         "{table}"
     );
+    // Every write of non-atomic-write with its unit, not one "e.g.".
+    assert!(
+        table.contains("2 in autocommit\n        [autocommit] INSERT INTO \"cart_items\""),
+        "{table}"
+    );
+    assert!(
+        table.contains("        [autocommit] UPDATE \"carts\" SET"),
+        "{table}"
+    );
     let markdown = stdout_of(
         flowaudit().args(["analyze", "tagged.jsonl", "--format", "markdown"]),
         1,

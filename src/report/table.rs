@@ -12,6 +12,11 @@ use crate::rules::thousands;
 
 const INDENT: &str = "        ";
 
+/// Rules whose examples are a step's writes, each labelled with its unit
+/// (`[autocommit]`, `[transaction 2]`, `[failed]`): one alone does not show
+/// the split, so the table lists them all.
+const EVERY_EXAMPLE: &[&str] = &["non-atomic-write", "partial-write-on-failure"];
+
 pub fn render(report: &Report, width: usize) -> String {
     let width = width.max(60);
     let mut out = String::new();
@@ -191,14 +196,27 @@ fn write_finding(out: &mut String, f: &Finding, width: usize) {
         );
     }
     wrap_into(out, &f.message, width, INDENT, INDENT);
-    for e in f.examples.iter().take(1) {
-        wrap_into(
-            out,
-            &format!("e.g. {}", shorten(e, 2 * (width - INDENT.len()))),
-            width,
-            INDENT,
-            "             ",
-        );
+    if EVERY_EXAMPLE.contains(&f.rule) {
+        // Each write with its unit, as JSON and JUnit list them (issue 14).
+        for e in &f.examples {
+            wrap_into(
+                out,
+                &shorten(e, 2 * (width - INDENT.len())),
+                width,
+                INDENT,
+                "          ",
+            );
+        }
+    } else {
+        for e in f.examples.iter().take(1) {
+            wrap_into(
+                out,
+                &format!("e.g. {}", shorten(e, 2 * (width - INDENT.len()))),
+                width,
+                INDENT,
+                "             ",
+            );
+        }
     }
     wrap_into(
         out,
