@@ -48,7 +48,9 @@ pub fn compare(config: &RuleConfig, small: &Report, large: Report) -> Report {
                         flow: flow.name.clone(),
                         step: step.name.clone(),
                         message: format!(
-                            "grows with the data: {was} runs at the small size, {after} at the large"
+                            "grows with the data: {} at the small size, {} at the large",
+                            crate::rules::plural(was, "run", "runs"),
+                            crate::rules::thousands(*after),
                         ),
                         fingerprint: Some(text.clone()),
                         fingerprint_hash: Some(hash.clone()),

@@ -43,8 +43,8 @@ pub fn render(report: &Report, width: usize) -> String {
     }
     let _ = writeln!(
         out,
-        "flowaudit · {} statements · {} · {} · source: {sources}",
-        thousands(s.statements),
+        "flowaudit · {} · {} · {} · source: {sources}",
+        plural(s.statements, "statement", "statements"),
         plural(report.flows.len() as u64, "flow", "flows"),
         plural(steps as u64, "step", "steps"),
     );
@@ -263,6 +263,4 @@ fn severity_counts(findings: &[&Finding]) -> String {
     }
 }
 
-pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{} {}", thousands(n), if n == 1 { one } else { many })
-}
+pub(crate) use crate::rules::plural;

@@ -151,9 +151,9 @@ impl Rule for ConnectionChurn {
                 flow: churn.key.flow.clone(),
                 step: churn.key.step.clone(),
                 message: format!(
-                    "opened {} connections for {} statements ({per:.1} a connection){connecting}",
-                    thousands(churn.opened),
-                    thousands(churn.statements),
+                    "opened {} for {} ({per:.1} a connection){connecting}",
+                    super::plural(churn.opened, "connection", "connections"),
+                    super::plural(churn.statements, "statement", "statements"),
                 ),
                 fingerprint: None,
                 fingerprint_hash: None,

@@ -191,7 +191,11 @@ impl Rule for NonAtomicWrite {
         }
         for (key, (count, message, examples)) in &self.found {
             let message = if *count > 1 {
-                format!("{message} (and in {} more runs of the step)", count - 1)
+                format!(
+                    "{message} (and in {} more {} of the step)",
+                    count - 1,
+                    if *count == 2 { "run" } else { "runs" }
+                )
             } else {
                 message.clone()
             };
