@@ -28,7 +28,7 @@ use percent_encoding::percent_decode_str;
 use regex::Regex;
 
 use crate::fingerprint::{Fingerprint, StatementKind, fingerprint};
-use crate::model::{Event, StepKey, UNATTRIBUTED};
+use crate::model::{Event, Location, Origin, StepKey, UNATTRIBUTED};
 
 /// sqlcommenter key/value pairs found in a statement's comment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,6 +60,57 @@ impl Tags {
         }
         self.get("job").map(str::to_owned)
     }
+
+    /// The code these tags name (issue 14): `file` and `line`, or Rails'
+    /// `source_location` (`app/models/user.rb:12`, maybe followed by
+    /// `:in 'method'`); `controller`/`action`, `route`, `framework` and
+    /// `db_driver` as sqlcommenter and Rails' `query_log_tags` write them.
+    /// Empty when they name none of it.
+    pub fn location(&self) -> Location {
+        let (mut file, mut line) = (
+            self.get("file")
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned),
+            self.get("line").and_then(|l| l.trim().parse().ok()),
+        );
+        if file.is_none()
+            && let Some((path, at)) = self.get("source_location").and_then(split_source_location)
+        {
+            file = Some(path.to_owned());
+            line = at;
+        }
+        let action = match (self.get("controller"), self.get("action")) {
+            (Some(c), Some(a)) => Some(format!("{c}#{a}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.to_owned()),
+            (None, None) => None,
+        };
+        let get = |key: &str| self.get(key).filter(|v| !v.is_empty()).map(str::to_owned);
+        Location {
+            line: line.filter(|_| file.is_some()),
+            file,
+            action,
+            route: get("route"),
+            framework: get("framework"),
+            db_driver: get("db_driver"),
+            ..Location::default()
+        }
+    }
+}
+
+/// `app/models/user.rb:12` → (`app/models/user.rb`, 12); a path alone has no line.
+fn split_source_location(text: &str) -> Option<(&str, Option<u64>)> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    for (i, _) in text.match_indices(':') {
+        let rest = &text[i + 1..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if i > 0 && digits > 0 && (digits == rest.len() || rest[digits..].starts_with(':')) {
+            return Some((&text[..i], rest[..digits].parse().ok()));
+        }
+    }
+    Some((text, None))
 }
 
 /// The sqlcommenter key that silences rules for one statement (issue 8):
@@ -296,6 +347,8 @@ pub struct Attributed {
     /// a connection that never sent one the run's latest), 0 before any.
     /// Every marker starts a new run, so equal numbers mean the same run.
     pub instance: u64,
+    /// Where the event was read, when the caller said.
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Default)]
@@ -346,6 +399,11 @@ impl Attributor {
     /// Attributes one event. What is ready is appended to `out`, in an order
     /// that keeps every connection's statements in their original order.
     pub fn push(&mut self, event: Event, out: &mut Vec<Attributed>) {
+        self.push_from(event, None, out);
+    }
+
+    /// [`Self::push`] for an event read at a known place.
+    pub fn push_from(&mut self, event: Event, origin: Option<Origin>, out: &mut Vec<Attributed>) {
         let seq = self.seq;
         self.seq += 1;
         let conn_id = event.conn.unwrap_or(0);
@@ -420,6 +478,7 @@ impl Attributor {
             txn_op,
             conn: conn_id,
             instance,
+            origin,
         };
 
         if item.marker.is_some() {
@@ -512,6 +571,48 @@ mod tests {
         );
         assert_eq!(parse_tags("select 1 /* just a note */").pairs, vec![]);
         assert_eq!(parse_tags("select 1").pairs, vec![]);
+    }
+
+    /// Issue 14: the tags that name code become a location.
+    #[test]
+    fn tags_that_name_code() {
+        let l = parse_tags("select 1 /*file='app%2Fshop%2Fbrowse.py',line='42'*/").location();
+        assert_eq!(
+            (l.file.as_deref(), l.line, l.code().as_deref()),
+            (
+                Some("app/shop/browse.py"),
+                Some(42),
+                Some("app/shop/browse.py:42")
+            )
+        );
+        let l = parse_tags(
+            "select 1 /*application='Shop',controller='carts',action='show',\
+             source_location='app%2Fmodels%2Fcart.rb%3A12%3Ain%20%60total%27'*/",
+        )
+        .location();
+        assert_eq!(
+            l.code().as_deref(),
+            Some("app/models/cart.rb:12 (carts#show)")
+        );
+        let l = parse_tags(
+            "select 1 /*route='%2Fcart%2F%3Aid',framework='django%3A4.2',db_driver='psycopg'*/",
+        )
+        .location();
+        assert_eq!(
+            (
+                l.route.as_deref(),
+                l.framework.as_deref(),
+                l.db_driver.as_deref()
+            ),
+            (Some("/cart/:id"), Some("django:4.2"), Some("psycopg"))
+        );
+        assert_eq!(l.code().as_deref(), Some("/cart/:id"));
+        assert_eq!(split_source_location("lib/x.rb"), Some(("lib/x.rb", None)));
+        assert_eq!(
+            parse_tags("select 1 /*line='3'*/").location(),
+            Location::default()
+        );
+        assert_eq!(parse_tags("select 1").location(), Location::default());
     }
 
     #[test]

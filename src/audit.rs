@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::attribute::{Attributed, Attributor, TxnOp};
 use crate::capture::logs::MysqlSession;
-use crate::model::{Event, Finding, Severity, StepKey, TxnStatus};
+use crate::model::{Event, Finding, Location, Origin, Severity, StepKey, TxnStatus};
 use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
 use crate::rules::units::Dialect;
@@ -52,6 +52,8 @@ pub struct Audit {
     extra: Vec<Finding>,
     /// Statements the proxy's stop cut off.
     cut_by_stop: u64,
+    /// The files read so far ([`Self::begin_input`]), for findings' locations.
+    inputs: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,10 @@ struct StepCounts {
     /// Fingerprint hash → (fingerprint text, runs): one entry per distinct
     /// fingerprint of the step.
     fingerprints: HashMap<u64, FingerprintCount>,
+    /// Fingerprint hash → where its first statement in the step came from
+    /// (the code its tags name, the input it was read from): what a finding
+    /// about it points at (issue 14).
+    first_seen: HashMap<u64, (Location, Option<Origin>)>,
 }
 
 impl Audit {
@@ -132,6 +138,7 @@ impl Audit {
             markers: 0,
             extra: Vec::new(),
             cut_by_stop: 0,
+            inputs: Vec::new(),
         })
     }
 
@@ -142,8 +149,32 @@ impl Audit {
     }
 
     pub fn push(&mut self, event: Event) {
+        let origin = self
+            .inputs
+            .len()
+            .checked_sub(1)
+            .map(|input| Origin { input, line: None });
+        self.push_from(event, origin);
+    }
+
+    /// Starts reading another file: the events pushed from now on were read
+    /// from it, and findings about them name it.
+    pub fn begin_input(&mut self, name: String) {
+        self.inputs.push(name);
+    }
+
+    /// [`Self::push`] for an event read at a known line of the current input.
+    pub fn push_at(&mut self, event: Event, line: u64) {
+        let origin = self.inputs.len().checked_sub(1).map(|input| Origin {
+            input,
+            line: Some(line),
+        });
+        self.push_from(event, origin);
+    }
+
+    fn push_from(&mut self, event: Event, origin: Option<Origin>) {
         self.cut_by_stop += u64::from(event.cut_by_stop);
-        self.attributor.push(event, &mut self.ready);
+        self.attributor.push_from(event, origin, &mut self.ready);
         self.drain();
     }
 
@@ -169,6 +200,7 @@ impl Audit {
                     transactions: 0,
                     connections: HashSet::new(),
                     fingerprints: HashMap::new(),
+                    first_seen: HashMap::new(),
                 });
                 self.step_index.insert(key.clone(), self.steps.len() - 1);
                 self.steps.len() - 1
@@ -265,10 +297,17 @@ impl Audit {
         let counted = step
             .fingerprints
             .entry(item.fingerprint.hash)
-            .or_insert_with(|| FingerprintCount {
-                text: item.fingerprint.text.clone(),
-                query,
-                ..FingerprintCount::default()
+            .or_insert_with(|| {
+                // The first of its fingerprint in the step: the tags are read
+                // once per fingerprint and step, not per statement.
+                let code = crate::attribute::parse_tags(&item.event.sql).location();
+                step.first_seen
+                    .insert(item.fingerprint.hash, (code, item.origin));
+                FingerprintCount {
+                    text: item.fingerprint.text.clone(),
+                    query,
+                    ..FingerprintCount::default()
+                }
             });
         counted.count += 1;
         for id in &allowed {
@@ -306,6 +345,9 @@ impl Audit {
             rule.finish(&mut found);
         }
         found.append(&mut self.extra);
+        for f in &mut found {
+            f.location = self.locate(f);
+        }
         let mut findings = Vec::new();
         let mut allowed = Vec::new();
         for f in found {
@@ -394,6 +436,43 @@ impl Audit {
             }
         }
         report
+    }
+}
+
+impl Audit {
+    /// Where a finding points (issue 14): the first statement of its step
+    /// with the fingerprint of its first example (else of the finding's own
+    /// fingerprint), by the code its tags name and the input it was read
+    /// from. `None` when neither is known.
+    fn locate(&self, f: &Finding) -> Option<Location> {
+        let step = &self.steps[*self.step_index.get(&StepKey {
+            flow: f.flow.clone(),
+            step: f.step.clone(),
+        })?];
+        let from_example = f.examples.first().map(|e| {
+            // Examples may open with a label (`[autocommit] …`) and close with
+            // their bind values (see `rules::example_of`).
+            let sql = match e.strip_prefix('[').and_then(|e| e.split_once("] ")) {
+                Some((_, sql)) => sql,
+                None => e,
+            };
+            let sql = sql.rsplit_once("  -- params: ").map_or(sql, |(sql, _)| sql);
+            crate::fingerprint::fingerprint(sql).hash
+        });
+        let own = f
+            .fingerprint_hash
+            .as_deref()
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        let (code, origin) = [from_example, own]
+            .into_iter()
+            .flatten()
+            .find_map(|hash| step.first_seen.get(&hash))?;
+        let mut location = code.clone();
+        if let Some(origin) = origin {
+            location.input = self.inputs.get(origin.input).cloned();
+            location.input_line = origin.line;
+        }
+        (location != Location::default()).then_some(location)
     }
 }
 

@@ -431,6 +431,7 @@ fn finding(
     let fingerprint = format!("invariant {}", invariant.name);
     let hash = xxhash_rust::xxh3::xxh3_64(fingerprint.as_bytes());
     Finding {
+        location: None,
         rule: INVARIANT_VIOLATED,
         severity,
         flow: flow.to_owned(),

@@ -147,6 +147,92 @@ pub struct Finding {
     pub count: u64,
     pub examples: Vec<String>,
     pub help: String,
+    /// Where the finding points: the code its first example came from, as
+    /// far as that statement's tags tell, and where it was read. Filled in
+    /// by the audit after the rules finish; absent when nothing is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+/// Where an event was read: which of the audit's inputs, and its line there
+/// when the reader knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub input: usize,
+    pub line: Option<u64>,
+}
+
+/// Where a statement came from (issue 14): the code its sqlcommenter (or
+/// Rails `query_log_tags`) tags name, and the trace or log it was read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// The source file the tags name (`file`, or `source_location`'s path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Its line (`line`, or `source_location`'s line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// `controller#action` (or either alone) from the tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_driver: Option<String>,
+    /// The trace or log file the statement was read from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Its line in that file, when the reader knows it (a JSON Lines
+    /// trace does; the server-log readers and the live proxy do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_line: Option<u64>,
+}
+
+impl Location {
+    /// The code the tags name, for one line of a report: `file:line`, the
+    /// action and the route, as far as they are known.
+    pub fn code(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(file) = &self.file {
+            parts.push(match self.line {
+                Some(line) => format!("{file}:{line}"),
+                None => file.clone(),
+            });
+        }
+        let logical: Vec<&str> = [&self.action, &self.route]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if !logical.is_empty() {
+            let logical = logical.join(" ");
+            parts.push(if parts.is_empty() {
+                logical
+            } else {
+                format!("({logical})")
+            });
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
+    /// What a report shows after "at": the code when the tags name it, and
+    /// the input file and line the statement was read from unless the tags
+    /// name a file.
+    pub fn short(&self) -> Option<String> {
+        let read_at = self.input.as_ref().map(|input| match self.input_line {
+            Some(line) => format!("{input}:{line}"),
+            None => input.clone(),
+        });
+        match (self.code(), read_at) {
+            (Some(code), Some(read_at)) if self.file.is_none() => {
+                Some(format!("{code} ({read_at})"))
+            }
+            (Some(code), _) => Some(code),
+            (None, read_at) => read_at,
+        }
+    }
 }
 
 impl Finding {

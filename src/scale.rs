@@ -42,12 +42,15 @@ pub fn compare(config: &RuleConfig, small: &Report, large: Report) -> Report {
                 let allowed = now.allows.iter().any(|a| a == N_PLUS_ONE);
                 if *after > was && enabled && !allowed {
                     grown.push(Finding {
+                        location: None,
                         rule: N_PLUS_ONE,
                         severity,
                         flow: flow.name.clone(),
                         step: step.name.clone(),
                         message: format!(
-                            "grows with the data: {was} runs at the small size, {after} at the large"
+                            "grows with the data: {} at the small size, {} at the large",
+                            crate::rules::plural(was, "run", "runs"),
+                            crate::rules::thousands(*after),
                         ),
                         fingerprint: Some(text.clone()),
                         fingerprint_hash: Some(hash.clone()),

@@ -58,6 +58,11 @@ impl<R: BufRead> TraceReader<R> {
         }
     }
 
+    /// The line of the event last read (1-based).
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
     fn malformed(&self, reason: String) -> TraceError {
         TraceError::Malformed {
             path: self.path.clone(),

@@ -405,10 +405,12 @@ fn baseline_round_trip() {
             .arg(&baseline),
         1,
     );
+    // At the trace line of its first run (issue 14).
     assert!(
-        out.contains(
-            " warn   repeated-query · checkout › add_to_cart\n        insert into cart_items"
-        ),
+        out.contains(&format!(
+            " warn   repeated-query · checkout › add_to_cart\n        at {repeat}:20\n        \
+             insert into cart_items"
+        )),
         "{out}"
     );
     assert!(
@@ -480,6 +482,103 @@ fn sarif_report() {
         }
     }
     insta::assert_snapshot!(shown);
+}
+
+/// Issue 14: a finding points at the code its first example came from, as
+/// the statement's sqlcommenter tags name it (`file`/`line` a physical
+/// location, `controller`/`action` a logical one), else at the trace line it
+/// was read from; never at a made-up line 1. `.ci/run` validates this SARIF
+/// with the SARIF multitool.
+#[test]
+fn findings_point_at_the_code_the_tags_name() {
+    let out = stdout_of(
+        flowaudit().args(["analyze", "tagged.jsonl", "--format", "sarif"]),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let results = v["runs"][0]["results"].as_array().expect("results");
+    let of = |rule: &str| {
+        results
+            .iter()
+            .find(|r| r["ruleId"] == rule)
+            .unwrap_or_else(|| panic!("{rule} in {out}"))
+    };
+    let physical = |r: &serde_json::Value| {
+        let p = &r["locations"][0]["physicalLocation"];
+        (
+            p["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            p["region"]["startLine"].as_u64(),
+        )
+    };
+    // file='app%2Fshop%2Fbrowse.py',line='42' on the lookups.
+    let n_plus_one = of("n-plus-one");
+    assert_eq!(
+        physical(n_plus_one),
+        ("app/shop/browse.py".to_owned(), Some(42))
+    );
+    // Where the first of them was read, beside it.
+    let related = &n_plus_one["relatedLocations"][0]["physicalLocation"];
+    assert_eq!(related["artifactLocation"]["uri"], "tagged.jsonl");
+    assert_eq!(related["region"]["startLine"], 4);
+    assert_eq!(n_plus_one["properties"]["framework"], "django:5.0");
+    // controller='cart',action='add' on the writes: a logical location, and
+    // the trace line of the first write.
+    let non_atomic = of("non-atomic-write");
+    let logical = &non_atomic["locations"][0]["logicalLocations"][0];
+    assert_eq!(logical["fullyQualifiedName"], "cart#add");
+    assert_eq!(logical["name"], "add");
+    assert_eq!(physical(non_atomic), ("tagged.jsonl".to_owned(), Some(11)));
+    // No tags: the trace line of the statement.
+    assert_eq!(
+        physical(of("slow-query")),
+        ("tagged.jsonl".to_owned(), Some(10))
+    );
+    assert!(!out.contains("\"startLine\": 1\n"), "{out}");
+
+    // The JSON report carries the same location; the text reports show it.
+    let json = stdout_of(
+        flowaudit().args(["analyze", "tagged.jsonl", "--format", "json"]),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    let first = &v["findings"][0];
+    assert_eq!(first["rule"], "n-plus-one");
+    assert_eq!(
+        first["location"],
+        serde_json::json!({"file": "app/shop/browse.py", "line": 42,
+            "framework": "django:5.0", "db_driver": "psycopg",
+            "input": "tagged.jsonl", "input_line": 4})
+    );
+    let table = stdout_of(flowaudit().args(["analyze", "tagged.jsonl"]), 1);
+    assert!(
+        table.contains("        at app/shop/browse.py:42\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("        at cart#add (tagged.jsonl:11)\n"),
+        "{table}"
+    );
+    // Every write of non-atomic-write with its unit, not one "e.g.".
+    assert!(
+        table.contains("2 in autocommit\n        [autocommit] INSERT INTO \"cart_items\""),
+        "{table}"
+    );
+    assert!(
+        table.contains("        [autocommit] UPDATE \"carts\" SET"),
+        "{table}"
+    );
+    let markdown = stdout_of(
+        flowaudit().args(["analyze", "tagged.jsonl", "--format", "markdown"]),
+        1,
+    );
+    assert!(
+        markdown.contains("\n  at app/shop/browse.py:42\n"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("\n  at tagged.jsonl:10\n"), "{markdown}");
 }
 
 #[test]

@@ -793,7 +793,7 @@ fn corpus_applications_give_exact_findings_on_every_capture() {
         for run in &runs {
             for capture in &run.captures {
                 let notes = capture.report["notes"].to_string();
-                if notes.contains("not understood)") || notes.contains("line(s) not understood") {
+                if notes.contains("not understood)") || notes.contains("not understood (") {
                     failures.push(format!(
                         "{} · {}: lines of the {} capture were not understood: {notes}",
                         app.stack,

@@ -153,7 +153,8 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         })
         .map_err(log_error)?;
         let offset = (index as u64) << CONN_RANGE_BITS;
-        let mut push = |mut event: Event| {
+        audit.begin_input(path.display().to_string());
+        let mut push = |mut event: Event, line: Option<u64>| {
             if let Some(conn) = event.conn.as_mut() {
                 *conn = conn.wrapping_add(offset);
             } else if index > 0 {
@@ -162,13 +163,17 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
             if let Some(t) = touched.as_mut() {
                 t.observe(&event.sql);
             }
-            audit.push(event);
+            match line {
+                Some(line) => audit.push_at(event, line),
+                None => audit.push(event),
+            }
         };
         if format == LogFormat::Jsonl {
             if detected {
                 notes.push(format!("{}: read as jsonl (detected)", path.display()));
             }
-            for event in TraceReader::new(input, path) {
+            let mut reader = TraceReader::new(input, path);
+            while let Some(event) = reader.next() {
                 let event = event.map_err(|e| match e {
                     TraceError::Io { path, source } => cannot_read(&path, &source),
                     e => anyhow::anyhow!(
@@ -177,13 +182,14 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
                          that line"
                     ),
                 })?;
-                push(event);
+                push(event, Some(reader.line()));
             }
         } else {
             let mut reader =
                 LogReader::new(input, path, format, detected, &options).map_err(log_error)?;
             for event in reader.by_ref() {
-                push(event.map_err(log_error)?);
+                // The log readers do not say where a statement's lines began.
+                push(event.map_err(log_error)?, None);
             }
             notes.extend(reader.summary().notes());
         }

@@ -85,7 +85,7 @@ pub fn render(report: &Report) -> String {
     }
     if !report.findings.is_empty() {
         out.push_str("\n#### Findings\n\n");
-        for f in &report.findings {
+        for f in super::in_run_order(report, &report.findings) {
             item(&mut out, f);
         }
     }
@@ -95,7 +95,7 @@ pub fn render(report: &Report) -> String {
             "\n<details><summary>{} known from the baseline (not failing)</summary>\n",
             report.known.len()
         );
-        for f in &report.known {
+        for f in super::in_run_order(report, &report.known) {
             item(&mut out, f);
         }
         out.push_str("\n</details>\n");
@@ -126,6 +126,9 @@ pub(crate) fn item(out: &mut String, f: &Finding) {
         inline(&f.step),
         inline(&f.message)
     );
+    if let Some(at) = f.location.as_ref().and_then(|l| l.short()) {
+        let _ = writeln!(out, "  at {}", inline(&at));
+    }
     if let Some(fp) = &f.fingerprint {
         let _ = writeln!(out, "  `{}`", fp.replace('`', "'"));
     }

@@ -130,6 +130,33 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Findings in the order a reader follows the run: by the position of their
+/// step among the report's flows and steps (the order they first ran), then
+/// rule, fingerprint and message, so that the output stays deterministic.
+/// Findings of no step in the report (a flow's budget, data invariants) come
+/// last. The table and Markdown reports use it; JSON keeps the contract's
+/// (flow, step, rule, fingerprint) order.
+pub fn in_run_order<'a>(report: &Report, findings: &'a [Finding]) -> Vec<&'a Finding> {
+    let mut order: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for flow in &report.flows {
+        for step in &flow.steps {
+            let next = order.len();
+            order
+                .entry((flow.name.as_str(), step.name.as_str()))
+                .or_insert(next);
+        }
+    }
+    let mut shown: Vec<&Finding> = findings.iter().collect();
+    shown.sort_by_key(|f| {
+        let position = order
+            .get(&(f.flow.as_str(), f.step.as_str()))
+            .copied()
+            .unwrap_or(usize::MAX);
+        (position, f.sort_key())
+    });
+    shown
+}
+
 /// Output formats of the auditing commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -177,5 +204,48 @@ mod tests {
         assert_eq!(super::duration(1_234), "1.2 ms");
         assert_eq!(super::duration(999_949), "999.9 ms");
         assert_eq!(super::duration(1_250_000), "1.25 s");
+    }
+
+    /// Issue 14: the table and Markdown reports list findings in the order
+    /// the steps ran, not by name; JSON keeps the contract's order.
+    #[test]
+    fn table_and_markdown_list_findings_in_run_order() {
+        let config = crate::rules::RuleConfig::builtin().expect("defaults");
+        let ev = |sql: &str| crate::model::Event {
+            sql: sql.into(),
+            conn: Some(1),
+            ..crate::model::Event::default()
+        };
+        let report = crate::audit::audit_events(
+            &config,
+            [
+                "SET flowaudit.step = 'zeta'",
+                "select 1",
+                "select 1",
+                "SET flowaudit.step = 'alpha'",
+                "select 2",
+                "select 2",
+            ]
+            .map(ev),
+        )
+        .expect("audit");
+        let steps = |text: &str| -> Vec<&str> {
+            ["› zeta", "› alpha"]
+                .into_iter()
+                .filter_map(|s| text.find(s).map(|at| (at, s)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_values()
+                .collect()
+        };
+        assert_eq!(
+            steps(&super::table::render(&report, 100)),
+            ["› zeta", "› alpha"]
+        );
+        assert_eq!(
+            steps(&super::markdown::render(&report)),
+            ["› zeta", "› alpha"]
+        );
+        let json: Vec<&str> = report.findings.iter().map(|f| f.step.as_str()).collect();
+        assert_eq!(json, ["alpha", "zeta"]);
     }
 }

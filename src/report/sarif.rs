@@ -78,6 +78,8 @@ struct SarifResult {
     level: &'static str,
     message: Text,
     locations: Vec<Location>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    related_locations: Vec<Location>,
     partial_fingerprints: std::collections::BTreeMap<&'static str, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_state: Option<&'static str>,
@@ -87,15 +89,34 @@ struct SarifResult {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Location {
-    physical_location: PhysicalLocation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    physical_location: Option<PhysicalLocation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     logical_locations: Vec<LogicalLocation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Text>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PhysicalLocation {
     artifact_location: ArtifactLocation,
-    region: Region,
+    /// Absent when the line is not known: no made-up line 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<Region>,
+}
+
+impl PhysicalLocation {
+    fn new(path: &str, line: Option<u64>) -> Self {
+        PhysicalLocation {
+            artifact_location: ArtifactLocation { uri: uri(path) },
+            region: line
+                .filter(|l| *l > 0)
+                .map(|start_line| Region { start_line }),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -106,7 +127,7 @@ struct ArtifactLocation {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Region {
-    start_line: u32,
+    start_line: u64,
 }
 
 #[derive(Serialize)]
@@ -118,19 +139,23 @@ struct LogicalLocation {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Properties {
     flow: String,
     step: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     fingerprint: Option<String>,
     count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    framework: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    db_driver: Option<String>,
 }
 
 pub fn render(report: &Report) -> String {
-    let uri = report
-        .inputs
-        .first()
-        .map_or_else(|| "flowaudit".to_owned(), |p| uri(p));
+    // A finding the statements do not place points at the (first) input,
+    // without a line; with no input file at all (a live capture), nowhere.
+    let input = report.inputs.first().map(String::as_str);
     let with_baseline = !report.known.is_empty()
         || report
             .flows
@@ -140,13 +165,13 @@ pub fn render(report: &Report) -> String {
     let mut results: Vec<SarifResult> = report
         .findings
         .iter()
-        .map(|f| result(f, &uri, with_baseline.then_some("new")))
+        .map(|f| result(f, input, with_baseline.then_some("new")))
         .collect();
     results.extend(
         report
             .known
             .iter()
-            .map(|f| result(f, &uri, Some("unchanged"))),
+            .map(|f| result(f, input, Some("unchanged"))),
     );
     let rules = REGISTRY
         .iter()
@@ -191,12 +216,51 @@ pub fn render(report: &Report) -> String {
     text
 }
 
-fn result(f: &Finding, uri: &str, baseline_state: Option<&'static str>) -> SarifResult {
+fn result(f: &Finding, input: Option<&str>, baseline_state: Option<&'static str>) -> SarifResult {
     let rule_index = REGISTRY.iter().position(|m| m.id == f.rule).unwrap_or(0);
     let mut message = f.message.clone();
     if let Some(fp) = &f.fingerprint {
         message = format!("{message}: {fp}");
     }
+    let none = crate::model::Location::default();
+    let at = f.location.as_ref().unwrap_or(&none);
+    // Where the statement was read, when a line there is known.
+    let read_at = at
+        .input
+        .as_deref()
+        .map(|path| PhysicalLocation::new(path, at.input_line));
+    // The code the statement's tags name (section 3.29); else where it was
+    // read; else the input file as a whole.
+    let (physical, related) = match (&at.file, read_at) {
+        (Some(file), read_at) => (Some(PhysicalLocation::new(file, at.line)), read_at),
+        (None, Some(read_at)) => (Some(read_at), None),
+        (None, None) => (input.map(|path| PhysicalLocation::new(path, None)), None),
+    };
+    // Logical locations (section 3.33): the handler and route the tags name,
+    // then the flow and step the statement was attributed to.
+    let mut logical = Vec::new();
+    if let Some(action) = &at.action {
+        logical.push(LogicalLocation {
+            name: action
+                .rsplit_once('#')
+                .map_or(action.as_str(), |(_, a)| a)
+                .to_owned(),
+            fully_qualified_name: action.clone(),
+            kind: "function",
+        });
+    }
+    if let Some(route) = &at.route {
+        logical.push(LogicalLocation {
+            name: route.clone(),
+            fully_qualified_name: route.clone(),
+            kind: "resource",
+        });
+    }
+    logical.push(LogicalLocation {
+        name: f.step.clone(),
+        fully_qualified_name: format!("{}/{}", f.flow, f.step),
+        kind: "function",
+    });
     SarifResult {
         rule_id: f.rule,
         rule_index,
@@ -205,18 +269,22 @@ fn result(f: &Finding, uri: &str, baseline_state: Option<&'static str>) -> Sarif
             text: format!("{} › {}: {message}. Fix: {}", f.flow, f.step, f.help),
         },
         locations: vec![Location {
-            physical_location: PhysicalLocation {
-                artifact_location: ArtifactLocation {
-                    uri: uri.to_owned(),
-                },
-                region: Region { start_line: 1 },
-            },
-            logical_locations: vec![LogicalLocation {
-                name: f.step.clone(),
-                fully_qualified_name: format!("{}/{}", f.flow, f.step),
-                kind: "function",
-            }],
+            id: None,
+            physical_location: physical,
+            logical_locations: logical,
+            message: None,
         }],
+        related_locations: related
+            .map(|p| Location {
+                id: Some(1),
+                physical_location: Some(p),
+                logical_locations: Vec::new(),
+                message: Some(Text {
+                    text: "the first example statement, where it was read".to_owned(),
+                }),
+            })
+            .into_iter()
+            .collect(),
         partial_fingerprints: [(FINGERPRINT_KEY, identity(f))].into(),
         baseline_state,
         properties: Properties {
@@ -224,6 +292,8 @@ fn result(f: &Finding, uri: &str, baseline_state: Option<&'static str>) -> Sarif
             step: f.step.clone(),
             fingerprint: f.fingerprint.clone(),
             count: f.count,
+            framework: at.framework.clone(),
+            db_driver: at.db_driver.clone(),
         },
     }
 }

@@ -12,6 +12,11 @@ use crate::rules::thousands;
 
 const INDENT: &str = "        ";
 
+/// Rules whose examples are a step's writes, each labelled with its unit
+/// (`[autocommit]`, `[transaction 2]`, `[failed]`): one alone does not show
+/// the split, so the table lists them all.
+const EVERY_EXAMPLE: &[&str] = &["non-atomic-write", "partial-write-on-failure"];
+
 pub fn render(report: &Report, width: usize) -> String {
     let width = width.max(60);
     let mut out = String::new();
@@ -38,8 +43,8 @@ pub fn render(report: &Report, width: usize) -> String {
     }
     let _ = writeln!(
         out,
-        "flowaudit · {} statements · {} · {} · source: {sources}",
-        thousands(s.statements),
+        "flowaudit · {} · {} · {} · source: {sources}",
+        plural(s.statements, "statement", "statements"),
         plural(report.flows.len() as u64, "flow", "flows"),
         plural(steps as u64, "step", "steps"),
     );
@@ -100,27 +105,7 @@ pub fn render(report: &Report, width: usize) -> String {
         }
     }
 
-    // Findings, grouped by step in the order the steps ran.
-    let mut order: Vec<(&str, &str)> = Vec::new();
-    for flow in &report.flows {
-        for step in &flow.steps {
-            order.push((&flow.name, &step.name));
-        }
-    }
-    let mut shown = report.findings.iter().collect::<Vec<_>>();
-    shown.sort_by_key(|f| {
-        let pos = order
-            .iter()
-            .position(|(fl, st)| *fl == f.flow && *st == f.step)
-            .unwrap_or(usize::MAX);
-        (
-            pos,
-            f.flow.as_str(),
-            f.step.as_str(),
-            f.rule,
-            f.fingerprint.as_deref().unwrap_or(""),
-        )
-    });
+    let shown = super::in_run_order(report, &report.findings);
     for f in shown {
         out.push('\n');
         write_finding(&mut out, f, width);
@@ -139,7 +124,7 @@ pub fn render(report: &Report, width: usize) -> String {
 
     if !report.known.is_empty() {
         let _ = writeln!(out, "\n known from the baseline (not failing):");
-        for f in &report.known {
+        for f in super::in_run_order(report, &report.known) {
             let line = format!("{} · {} › {} — {}", f.rule, f.flow, f.step, f.message);
             wrap_into(&mut out, &line, width, " ", "   ");
         }
@@ -198,6 +183,9 @@ fn write_finding(out: &mut String, f: &Finding, width: usize) {
         Severity::Info => " info   ",
     };
     let _ = writeln!(out, "{label}{} · {} › {}", f.rule, f.flow, f.step);
+    if let Some(at) = f.location.as_ref().and_then(|l| l.short()) {
+        wrap_into(out, &format!("at {at}"), width, INDENT, INDENT);
+    }
     if let Some(fp) = &f.fingerprint {
         wrap_into(
             out,
@@ -208,14 +196,27 @@ fn write_finding(out: &mut String, f: &Finding, width: usize) {
         );
     }
     wrap_into(out, &f.message, width, INDENT, INDENT);
-    for e in f.examples.iter().take(1) {
-        wrap_into(
-            out,
-            &format!("e.g. {}", shorten(e, 2 * (width - INDENT.len()))),
-            width,
-            INDENT,
-            "             ",
-        );
+    if EVERY_EXAMPLE.contains(&f.rule) {
+        // Each write with its unit, as JSON and JUnit list them (issue 14).
+        for e in &f.examples {
+            wrap_into(
+                out,
+                &shorten(e, 2 * (width - INDENT.len())),
+                width,
+                INDENT,
+                "          ",
+            );
+        }
+    } else {
+        for e in f.examples.iter().take(1) {
+            wrap_into(
+                out,
+                &format!("e.g. {}", shorten(e, 2 * (width - INDENT.len()))),
+                width,
+                INDENT,
+                "             ",
+            );
+        }
     }
     wrap_into(
         out,
@@ -262,6 +263,4 @@ fn severity_counts(findings: &[&Finding]) -> String {
     }
 }
 
-pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{} {}", thousands(n), if n == 1 { one } else { many })
-}
+pub(crate) use crate::rules::plural;

@@ -145,14 +145,15 @@ impl Rule for ConnectionChurn {
                 String::new()
             };
             out.push(Finding {
+                location: None,
                 rule: META.id,
                 severity: self.severity,
                 flow: churn.key.flow.clone(),
                 step: churn.key.step.clone(),
                 message: format!(
-                    "opened {} connections for {} statements ({per:.1} a connection){connecting}",
-                    thousands(churn.opened),
-                    thousands(churn.statements),
+                    "opened {} for {} ({per:.1} a connection){connecting}",
+                    super::plural(churn.opened, "connection", "connections"),
+                    super::plural(churn.statements, "statement", "statements"),
                 ),
                 fingerprint: None,
                 fingerprint_hash: None,

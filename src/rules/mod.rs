@@ -261,6 +261,11 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A count and its noun, singular for one: "1 statement", "1,204 statements".
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Runs hand-written statements through the whole audit, as rule tests need.
@@ -334,6 +339,8 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(plural(1, "run", "runs"), "1 run");
+        assert_eq!(plural(2000, "run", "runs"), "2,000 runs");
     }
 }
 

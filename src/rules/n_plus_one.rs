@@ -355,7 +355,7 @@ impl NPlusOne {
             format!("{} different values", thousands(f.most_distinct))
         };
         let rows = match source.rows {
-            Some(r) => format!(" ({} rows)", thousands(r)),
+            Some(r) => format!(" ({})", super::plural(r, "row", "rows")),
             None => String::new(),
         };
         // A source with fewer rows than the loop had values did not feed it
@@ -397,6 +397,7 @@ impl NPlusOne {
              loading (select_related / includes / joinedload / JOIN FETCH)"
         };
         Finding {
+            location: None,
             rule: META.id,
             severity: self.severity,
             flow: key.flow.clone(),

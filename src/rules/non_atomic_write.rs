@@ -104,21 +104,20 @@ impl NonAtomicWrite {
         if run.writes < 2 || run.tables.len() < 2 || (run.autocommit == 0 && run.units <= 1) {
             return;
         }
-        let mut split = Vec::new();
-        if run.autocommit > 0 {
-            split.push(format!("{} in autocommit", run.autocommit));
-        }
-        if run.units > 0 {
-            split.push(format!(
-                "the rest in {} transaction{}",
-                run.units,
-                if run.units == 1 { "" } else { "s" }
-            ));
-        }
+        let transactions = format!(
+            "{} transaction{}",
+            run.units,
+            if run.units == 1 { "" } else { "s" }
+        );
+        // "The rest" only when some ran in autocommit (issue 14).
+        let split = match (run.autocommit, run.units) {
+            (0, _) => format!("in {transactions}"),
+            (n, 0) => format!("{n} in autocommit"),
+            (n, _) => format!("{n} in autocommit, the rest in {transactions}"),
+        };
         let message = format!(
-            "{} writes do not share one transaction: {}",
-            run.writes,
-            split.join(", ")
+            "{} writes do not share one transaction: {split}",
+            run.writes
         );
         let entry = self
             .found
@@ -192,7 +191,11 @@ impl Rule for NonAtomicWrite {
         }
         for (key, (count, message, examples)) in &self.found {
             let message = if *count > 1 {
-                format!("{message} (and in {} more runs of the step)", count - 1)
+                format!(
+                    "{message} (and in {} more {} of the step)",
+                    count - 1,
+                    if *count == 2 { "run" } else { "runs" }
+                )
             } else {
                 message.clone()
             };
@@ -262,10 +265,56 @@ mod tests {
         );
         let f = fired(&found, "non-atomic-write");
         assert_eq!(f.len(), 1, "{found:#?}");
-        assert!(
-            f[0].message.contains("in 2 transactions"),
-            "{}",
-            f[0].message
+        assert_eq!(
+            f[0].message,
+            "2 writes do not share one transaction: in 2 transactions"
+        );
+    }
+
+    /// Issue 14: "the rest" only follows an autocommit part.
+    #[test]
+    fn the_message_splits_autocommit_from_transactions() {
+        let found = audit(
+            events(&[
+                (1, "INSERT INTO orders (user_id) VALUES (1)", &[], Some(1)),
+                (1, "BEGIN", &[], None),
+                (
+                    1,
+                    "INSERT INTO order_items (order_id) VALUES (1)",
+                    &[],
+                    Some(1),
+                ),
+                (
+                    1,
+                    "INSERT INTO order_items (order_id) VALUES (2)",
+                    &[],
+                    Some(1),
+                ),
+                (1, "COMMIT", &[], None),
+            ]),
+            "",
+        );
+        let f = fired(&found, "non-atomic-write");
+        assert_eq!(
+            f[0].message,
+            "3 writes do not share one transaction: 1 in autocommit, the rest in 1 transaction"
+        );
+        let found = audit(
+            events(&[
+                (1, "INSERT INTO orders (user_id) VALUES (1)", &[], Some(1)),
+                (
+                    1,
+                    "INSERT INTO order_items (order_id) VALUES (1)",
+                    &[],
+                    Some(1),
+                ),
+            ]),
+            "",
+        );
+        let f = fired(&found, "non-atomic-write");
+        assert_eq!(
+            f[0].message,
+            "2 writes do not share one transaction: 2 in autocommit"
         );
     }
 

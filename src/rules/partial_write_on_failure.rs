@@ -194,8 +194,9 @@ impl Rule for PartialWriteOnFailure {
         for (key, (count, message, examples)) in found {
             let message = if count > 1 {
                 format!(
-                    "{message} (and in {} more failed runs of the step)",
-                    count - 1
+                    "{message} (and in {} more failed {} of the step)",
+                    count - 1,
+                    if count == 2 { "run" } else { "runs" }
                 )
             } else {
                 message

@@ -95,6 +95,7 @@ impl Rule for QueryBudget {
             }
             if !matched {
                 out.push(Finding {
+                    location: None,
                     rule: META.id,
                     severity: Severity::Info,
                     flow: b.flow.clone(),
@@ -118,6 +119,7 @@ impl Rule for QueryBudget {
                     continue;
                 }
                 out.push(Finding {
+                    location: None,
                     rule: META.id,
                     severity: self.severity,
                     flow: b.flow.clone(),

@@ -275,6 +275,7 @@ impl Rule for QueryCountRegression {
                 fingerprint_hash: None,
                 count: runs.queries,
                 examples: Vec::new(),
+                location: None,
                 help: "remove the added queries (batch, eager-load), or write the baseline again \
                        with --write-baseline if the growth is meant"
                     .to_owned(),

@@ -185,6 +185,7 @@ impl Rule for RepeatedQuery {
                     )
                 };
                 found.push(Finding {
+                    location: None,
                     rule: META.id,
                     severity: self.severity,
                     flow: key.flow.clone(),

@@ -128,18 +128,32 @@ impl Rule for SlowQuery {
             group.slow.sort_unstable();
             let median = group.slow[group.slow.len() / 2];
             out.push(Finding {
+                location: None,
                 rule: META.id,
                 severity: self.severity,
                 flow: key.flow.clone(),
                 step: key.step.clone(),
-                message: format!(
-                    "{} of {} runs took over {} ms: worst {}, median of the slow runs {}",
-                    thousands(group.slow_runs),
-                    thousands(group.runs),
-                    self.threshold_ms,
-                    crate::report::duration(group.worst),
-                    crate::report::duration(median),
-                ),
+                message: match (group.runs, group.slow_runs) {
+                    (1, _) => format!(
+                        "its one run took over {} ms: {}",
+                        self.threshold_ms,
+                        crate::report::duration(group.worst)
+                    ),
+                    (runs, 1) => format!(
+                        "1 of {} runs took over {} ms: {}",
+                        thousands(runs),
+                        self.threshold_ms,
+                        crate::report::duration(group.worst)
+                    ),
+                    (runs, slow) => format!(
+                        "{} of {} runs took over {} ms: worst {}, median of the slow runs {}",
+                        thousands(slow),
+                        thousands(runs),
+                        self.threshold_ms,
+                        crate::report::duration(group.worst),
+                        crate::report::duration(median),
+                    ),
+                },
                 fingerprint: Some(group.text.clone()),
                 fingerprint_hash: Some(format!("{hash:016x}")),
                 count: group.slow_runs,
@@ -191,6 +205,27 @@ mod tests {
         assert_eq!(
             s[0].examples,
             vec!["select * from orders where id = 3".to_owned()]
+        );
+    }
+
+    /// Issue 14: one run, or one slow run, is told in the singular.
+    #[test]
+    fn one_run_is_told_in_the_singular() {
+        let message = |durations: &[u64]| {
+            let events = durations
+                .iter()
+                .map(|us| timed("select * from orders where id = 1", *us))
+                .collect();
+            let f = audit(events, "");
+            fired(&f, "slow-query")[0].message.clone()
+        };
+        assert_eq!(
+            message(&[150_000]),
+            "its one run took over 100 ms: 150.0 ms"
+        );
+        assert_eq!(
+            message(&[150_000, 1_000]),
+            "1 of 2 runs took over 100 ms: 150.0 ms"
         );
     }
 

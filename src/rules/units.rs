@@ -227,6 +227,7 @@ pub fn step_finding(
     help: &str,
 ) -> crate::model::Finding {
     crate::model::Finding {
+        location: None,
         rule: meta.id,
         severity,
         flow: flow_step.0.clone(),

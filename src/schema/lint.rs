@@ -85,6 +85,7 @@ pub fn finding(
     help: &str,
 ) -> Finding {
     Finding {
+        location: None,
         rule: meta.id,
         severity,
         flow: SCHEMA_FLOW.to_owned(),

@@ -150,11 +150,11 @@ impl LogSummary {
             "given with --input"
         };
         let mut first = format!(
-            "{}: read as {} ({how}): {} lines, {} statements, {} not understood",
+            "{}: read as {} ({how}): {}, {}, {} not understood",
             self.path.display(),
             self.format,
-            self.lines,
-            self.statements,
+            crate::rules::plural(self.lines, "line", "lines"),
+            crate::rules::plural(self.statements, "statement", "statements"),
             self.not_understood_lines()
         );
         for r in &self.remarks {
@@ -173,9 +173,9 @@ impl LogSummary {
         let mut notes = vec![first];
         for (kind, n) in &self.not_understood {
             notes.push(format!(
-                "{}: {} line(s) not understood ({kind}), first at {}: {}",
+                "{}: {} not understood ({kind}), first at {}: {}",
                 self.path.display(),
-                n.count,
+                crate::rules::plural(n.count, "line", "lines"),
                 n.at,
                 n.example
             ));
@@ -570,8 +570,8 @@ mod tests {
         assert_eq!(
             notes,
             [
-                "pg.log: read as pg-stderr (detected): 3 lines, 1 statements, 2 not understood",
-                "pg.log: 2 line(s) not understood (no log_line_prefix match), first at pg.log:2: \
+                "pg.log: read as pg-stderr (detected): 3 lines, 1 statement, 2 not understood",
+                "pg.log: 2 lines not understood (no log_line_prefix match), first at pg.log:2: \
                  garbage"
             ]
         );

@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use crate::rules::plural;
+
 use super::{row, summary};
 use crate::report::markdown::{inline, item};
 use crate::schema::SchemaReview;
@@ -11,10 +13,10 @@ pub fn render(review: &SchemaReview) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### flowaudit schema: {} errors, {} warnings, {} infos{}\n",
-        s.errors,
-        s.warnings,
-        s.infos,
+        "### flowaudit schema: {}, {}, {}{}\n",
+        plural(s.errors, "error", "errors"),
+        plural(s.warnings, "warning", "warnings"),
+        plural(s.infos, "info", "infos"),
         if s.allowed > 0 {
             format!(", {} allowed", s.allowed)
         } else {
@@ -23,11 +25,11 @@ pub fn render(review: &SchemaReview) -> String {
     );
     let _ = writeln!(
         out,
-        "`{}` ({}): {} tables, {} relationships ({} implied)\n",
+        "`{}` ({}): {}, {} ({} implied)\n",
         review.database.replace('`', "'"),
         review.schema.dialect.as_str(),
-        s.tables,
-        s.relationships,
+        plural(s.tables, "table", "tables"),
+        plural(s.relationships, "relationship", "relationships"),
         s.implied
     );
     if !review.relationships.is_empty() {
