@@ -210,7 +210,11 @@ pub(crate) fn require_invariant_database(
             1 => "an".to_owned(),
             n => format!("{n}"),
         },
-        if config.invariants.len() == 1 { "it" } else { "them" },
+        if config.invariants.len() == 1 {
+            "it"
+        } else {
+            "them"
+        },
     )
 }
 
