@@ -61,7 +61,13 @@ fn fail_on_decides_the_exit_code() {
         .assert()
         .code(1);
     flowaudit()
-        .args(["analyze", "empty.jsonl", "--fail-on", "info"])
+        .args([
+            "analyze",
+            "empty.jsonl",
+            "--allow-empty",
+            "--fail-on",
+            "info",
+        ])
         .assert()
         .code(0);
 }
@@ -135,15 +141,94 @@ fn missing_rules_dir_is_exit_2() {
     assert!(err.contains("no-such-dir"), "{err}");
 }
 
+/// Issue 14: a gate that read nothing has proved nothing.
 #[test]
-fn empty_trace_says_nothing_was_captured() {
-    let out = stdout_of(flowaudit().args(["analyze", "empty.jsonl"]), 0);
+fn empty_trace_is_exit_2_unless_allowed() {
+    let err = stderr_of(flowaudit().args(["analyze", "empty.jsonl"]), 2);
+    assert!(
+        err.contains("no statement was read from empty.jsonl") && err.contains("--allow-empty"),
+        "{err}"
+    );
+    let out = stdout_of(
+        flowaudit().args(["analyze", "empty.jsonl", "--allow-empty"]),
+        0,
+    );
     assert!(out.contains("no statements were captured"), "{out}");
     let out = stdout_of(
-        flowaudit().args(["analyze", "empty.jsonl", "--format", "json"]),
+        flowaudit().args([
+            "analyze",
+            "empty.jsonl",
+            "--allow-empty",
+            "--format",
+            "json",
+        ]),
         0,
     );
     assert!(out.contains("\"statements\": 0"), "{out}");
+    // One file with statements is enough.
+    flowaudit()
+        .args([
+            "analyze",
+            "empty.jsonl",
+            "checkout.jsonl",
+            "--fail-on",
+            "never",
+        ])
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn rules_takes_a_file_as_well_as_a_directory() {
+    let from = |rules: &str| {
+        stdout_of(
+            flowaudit().args([
+                "analyze",
+                "checkout.jsonl",
+                "--format",
+                "json",
+                "--fail-on",
+                "never",
+                "--rules",
+                rules,
+            ]),
+            0,
+        )
+    };
+    let dir = from("rules-budget");
+    assert!(dir.contains("rules-budget/budget.toml"), "{dir}");
+    assert_eq!(from("rules-budget/budget.toml"), dir);
+}
+
+/// Issue 14: invariants that nothing checks are not skipped silently.
+#[test]
+fn invariants_without_database_are_exit_2_unless_skipped() {
+    let shop = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/shop.toml");
+    let err = stderr_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--rules", shop]),
+        2,
+    );
+    assert!(
+        err.contains("shop.toml declares")
+            && err.contains("[[invariant]] but no --database was given")
+            && err.contains("--skip-invariants"),
+        "{err}"
+    );
+    flowaudit()
+        .args([
+            "analyze",
+            "checkout.jsonl",
+            "--rules",
+            shop,
+            "--skip-invariants",
+        ])
+        .assert()
+        .code(1);
+    // Rule files without invariants need no database.
+    flowaudit()
+        .args(["analyze", "checkout.jsonl", "--rules", "rules-budget"])
+        .assert()
+        .code(1);
 }
 
 #[test]

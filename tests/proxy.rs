@@ -562,7 +562,8 @@ fn killed_client_and_unreachable_upstream_leave_the_proxy_serving() {
         closed.local_addr().expect("addr")
     );
     drop(closed);
-    let proxy = ProxyProcess::start(&dead, &[]);
+    // --allow-empty: nothing reaches this upstream, and the report counts why.
+    let proxy = ProxyProcess::start(&dead, &["--allow-empty"]);
     for _ in 0..2 {
         let out = psql(&proxy.port(), "test", &["-c", "select 1"]);
         assert!(!out.status.success());
@@ -661,7 +662,8 @@ fn ssl_and_gss_requests_are_declined_and_direct_tls_refused() {
         return;
     }
     use std::io::Read;
-    let proxy = ProxyProcess::start(&upstream(), &[]);
+    // --allow-empty: no client here gets as far as a statement.
+    let proxy = ProxyProcess::start(&upstream(), &["--allow-empty"]);
     for code in [80_877_103_u32, 80_877_104] {
         let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
         let mut packet = 8_u32.to_be_bytes().to_vec();
@@ -915,9 +917,15 @@ fn run_wraps_psql_and_reports_its_steps() {
             "--",
             "no-such-command-here",
         ])
+        .current_dir(dir.path())
         .output()
         .expect("flowaudit run");
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot run no-such-command-here"),
+        "{}",
+        text(&missing)
+    );
 }
 
 /// The README's CI jobs: `flowaudit run` writes a baseline once, then gates
@@ -1209,6 +1217,8 @@ fn injected_faults_fail_in_the_server_on_both_protocols() {
             "pay:1",
             "--format",
             "json",
+            // ./rules (the crate's) holds the demo shop's invariants.
+            "--skip-invariants",
         ])
         .args([
             "--",
@@ -1776,4 +1786,149 @@ fn sqlalchemy_psycopg_lost_update_through_the_proxy_is_reported() {
         .collect();
     assert_eq!(found.len(), 1, "{:#}", stopped.report);
     assert_eq!(found[0]["step"], "checkout");
+}
+
+/// A loopback address nobody listens on.
+fn dead_addr() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    addr
+}
+
+/// Issue 14: `run` checks the upstream before it runs the command; a command
+/// that ran against no database would pass having proved nothing, and may have
+/// done its other work all the same.
+#[test]
+fn run_against_an_unreachable_upstream_is_exit_2_and_never_runs_the_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let touched = dir.path().join("ran");
+    let addr = dead_addr();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--upstream",
+            &format!("postgres://postgres@{addr}/test"),
+        ])
+        .arg("--")
+        .arg("touch")
+        .arg(&touched)
+        .current_dir(dir.path())
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("no PostgreSQL server answers at {addr}"))
+            && err.contains("the command was not run"),
+        "{err}"
+    );
+    assert!(!touched.exists(), "the command ran");
+}
+
+/// Issue 14: a --database that does not connect stops `run` before the command.
+#[test]
+fn run_with_an_unreachable_database_is_exit_2_and_never_runs_the_command() {
+    if !pg::available("run --database checked first") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let touched = dir.path().join("ran");
+    let addr = dead_addr();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args(["run", "--upstream", &upstream(), "--database"])
+        .arg(format!("postgres://postgres@{addr}/test"))
+        .arg("--")
+        .arg("touch")
+        .arg(&touched)
+        .current_dir(dir.path())
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--database") && err.contains(&addr) && err.contains("not run"),
+        "{err}"
+    );
+    assert!(!touched.exists(), "the command ran");
+}
+
+/// Issue 14: a command that never reached the proxy is exit 2, not a pass.
+#[test]
+fn run_and_proxy_that_record_nothing_are_exit_2_unless_allowed() {
+    if !pg::available("run with no statement") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+            .args(["run", "--upstream", &upstream()])
+            .args(extra)
+            .args(["--", "true"])
+            .current_dir(dir.path())
+            .output()
+            .expect("flowaudit run")
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "no statement reached the proxy: does the command connect to $DATABASE_URL / PGHOST?"
+        ) && err.contains("--allow-empty"),
+        "{err}"
+    );
+    let out = run(&["--allow-empty"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let (code, stderr) = proxy.stop_without_report();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no statement reached the proxy: does the application connect"),
+        "{stderr}"
+    );
+}
+
+/// Issue 14: a fault whose step never ran, or ran too few statements, proved
+/// nothing; the message lists the steps that ran.
+#[test]
+fn a_fault_that_never_fires_is_exit_2_listing_the_steps_that_ran() {
+    if !pg::available("run --inject-fault that misses") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |fault: &str| {
+        Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+            .args(["run", "--upstream", &upstream(), "--inject-fault", fault])
+            .args(["--", "psql", "-X", "-q", "-o", "/dev/null", "-c"])
+            .arg("SET flowaudit.step = 'browse'; select 1; select 2")
+            .current_dir(dir.path())
+            .output()
+            .expect("flowaudit run")
+    };
+    let out = run("pay:1");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--inject-fault pay:1 did not fire: step pay never ran")
+            && err.contains("steps that ran: ")
+            && err.contains("browse (2 statements)"),
+        "{err}"
+    );
+    let out = run("browse:3");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("step browse ran 2 statements, fewer than 3"),
+        "{err}"
+    );
+    // Within the step's statements it fires: psql fails on it, so run is exit 1.
+    let out = run("browse:2");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("injected fault at browse:2"),
+        "{}",
+        text(&out)
+    );
 }

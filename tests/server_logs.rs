@@ -45,7 +45,14 @@ fn events(path: &Path, format: LogFormat) -> (Vec<Event>, logs::LogSummary) {
 fn analyze(path: &Path) -> serde_json::Value {
     let out = assert_cmd::Command::cargo_bin("flowaudit")
         .expect("binary")
-        .args(["analyze", "--format", "json", "--fail-on", "never"])
+        .args([
+            "analyze",
+            "--skip-invariants",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+        ])
         .arg(path)
         .output()
         .expect("runs");
@@ -507,6 +514,7 @@ fn custom_prefix_duration_lines_and_errors_without_log_statement() {
         .expect("binary")
         .args([
             "analyze",
+            "--skip-invariants",
             "--input",
             "pg-stderr",
             "--log-line-prefix",
@@ -570,7 +578,7 @@ fn custom_prefix_duration_lines_and_errors_without_log_statement() {
 fn a_file_in_no_format_is_exit_2_naming_the_formats_tried() {
     let out = assert_cmd::Command::cargo_bin("flowaudit")
         .expect("binary")
-        .arg("analyze")
+        .args(["analyze", "--skip-invariants"])
         .arg(fixture("not-a-log.txt"))
         .output()
         .expect("runs");
@@ -586,7 +594,12 @@ fn a_file_in_no_format_is_exit_2_naming_the_formats_tried() {
     // A stderr log read with the wrong prefix is not detected either.
     let out = assert_cmd::Command::cargo_bin("flowaudit")
         .expect("binary")
-        .args(["analyze", "--log-line-prefix", "%t <%c> "])
+        .args([
+            "analyze",
+            "--skip-invariants",
+            "--log-line-prefix",
+            "%t <%c> ",
+        ])
         .arg(fixture("pg-stderr.log"))
         .output()
         .expect("runs");
@@ -605,13 +618,17 @@ fn a_log_without_statements_says_which_setting_logs_them() {
     .expect("write");
     let out = assert_cmd::Command::cargo_bin("flowaudit")
         .expect("binary")
-        .arg("analyze")
+        .args(["analyze", "--skip-invariants"])
         .arg(&path)
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&out.stdout).replace("\n   ", " ");
-    assert!(text.contains("no statements were captured"), "{text}");
+    // Issue 14: reading nothing is exit 2, and the message says what to set.
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        text.contains("no statement was read from") && text.contains("quiet.log"),
+        "{text}"
+    );
     assert!(
         text.contains("read as pg-stderr (detected): 2 lines, 0 statements")
             && text.contains("log_min_duration_statement = 0"),

@@ -36,6 +36,14 @@ pub struct AnalyzeArgs {
     /// with a statement timeout.
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
+    /// Audit without the rule files' [[invariant]]s. Without it, invariants
+    /// and no --database is exit 2: nothing would check them.
+    #[arg(long)]
+    pub skip_invariants: bool,
+    /// Pass when the files hold no statement. Without it, that is exit 2: a
+    /// gate that read nothing proves nothing.
+    #[arg(long)]
+    pub allow_empty: bool,
     #[command(flatten)]
     pub audit: AuditArgs,
 }
@@ -120,6 +128,7 @@ fn progress(path: &Path) -> Option<indicatif::ProgressBar> {
 
 /// Audits the files and returns the report (tests call this directly).
 pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow::Result<Report> {
+    super::require_invariant_database(config, args.database.as_deref(), args.skip_invariants)?;
     let baseline = args.audit.load_baseline()?;
     let mut audit =
         Audit::with_baseline(config, baseline.as_ref()).context("invalid rule settings")?;
@@ -129,6 +138,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
     let mut notes = Vec::new();
     // With --database, the tables and joins the statements used.
     let mut touched = args.database.as_ref().map(|_| Touched::default());
+    let mut read: u64 = 0;
     for (index, path) in args.files.iter().enumerate() {
         let (format, detected) = match args.input.format() {
             Some(f) => (f, false),
@@ -155,6 +165,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         let offset = (index as u64) << CONN_RANGE_BITS;
         audit.begin_input(path.display().to_string());
         let mut push = |mut event: Event, line: Option<u64>| {
+            read += 1;
             if let Some(conn) = event.conn.as_mut() {
                 *conn = conn.wrapping_add(offset);
             } else if index > 0 {
@@ -197,7 +208,10 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
             bar.finish_and_clear();
         }
     }
-    if let Some(url) = &args.database {
+    if read == 0 && !args.allow_empty {
+        return Err(nothing_read(&args.files, &notes));
+    }
+    if let Some(url) = args.database.as_ref().filter(|_| !args.skip_invariants) {
         audit.add_findings(check_invariants(url, config)?);
     }
     let mut report = audit.finish();
@@ -207,6 +221,22 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         review_schema(url, touched, config, baseline.as_ref(), &mut report)?;
     }
     Ok(report)
+}
+
+/// No statement in any file: exit 2 rather than a pass on nothing (issue 14).
+/// The readers' notes say why a log held none (the setting that logs them).
+fn nothing_read(files: &[PathBuf], notes: &[String]) -> anyhow::Error {
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let mut message = format!("no statement was read from {}", names.join(", "));
+    for note in notes {
+        message.push_str(&format!("\n  {note}"));
+    }
+    message.push_str(
+        "\n  hint: check that this is the trace or server log of the run you meant to audit \
+         (a server logs statements only when told to: README, \"Server logs\"); \
+         --allow-empty passes an empty input",
+    );
+    anyhow::anyhow!(message)
 }
 
 /// Every invariant of the rule files, once, on the database at `url`.

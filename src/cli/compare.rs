@@ -38,6 +38,9 @@ pub fn compare(
             input: InputFormat::Auto,
             log_line_prefix: crate::capture::logs::DEFAULT_LOG_LINE_PREFIX.to_owned(),
             database: None,
+            // compare takes no --database: its invariants are never checked.
+            skip_invariants: true,
+            allow_empty: false,
             audit: AuditArgs {
                 baseline,
                 write_baseline: None,

@@ -111,9 +111,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
             "injected fault {spec}: step {step} failed with: {error}"
         ));
     } else if let Some(spec) = &args.inject_fault {
-        report.notes.push(format!(
-            "injected fault {spec}: no such statement ran, nothing failed"
-        ));
+        return Err(super::fault_missed(spec, &report));
     }
     args.audit.emit_failing_on(&mut report, FailOn::Never)
 }

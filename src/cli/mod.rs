@@ -63,9 +63,9 @@ pub enum Command {
 /// Options shared by the commands that audit.
 #[derive(Debug, Clone, Args)]
 pub struct AuditArgs {
-    /// A directory of rule files (*.toml); repeatable. Default: ./rules when it
-    /// exists. The built-in defaults always load first.
-    #[arg(long = "rules", value_name = "DIR")]
+    /// A rule file, or a directory of them (*.toml); repeatable. Default:
+    /// ./rules when it exists. The built-in defaults always load first.
+    #[arg(long = "rules", value_name = "PATH")]
     pub rules: Vec<PathBuf>,
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -187,6 +187,91 @@ impl AuditArgs {
             _ => exit::OK,
         }
     }
+}
+
+/// Refuses to pass a run whose rule files declare invariants that nothing will
+/// check: without `--database` they would be skipped silently (issue 14).
+pub(crate) fn require_invariant_database(
+    config: &RuleConfig,
+    database: Option<&str>,
+    skip_invariants: bool,
+) -> anyhow::Result<()> {
+    if database.is_some() || skip_invariants || config.invariants.is_empty() {
+        return Ok(());
+    }
+    let mut files: Vec<&str> = config.invariants.iter().map(|i| i.file.as_str()).collect();
+    files.dedup();
+    anyhow::bail!(
+        "{} declares {} [[invariant]] but no --database was given to check {} on\n  hint: give \
+         --database URL (the application's database), or --skip-invariants to audit without \
+         them",
+        files.join(", "),
+        match config.invariants.len() {
+            1 => "an".to_owned(),
+            n => format!("{n}"),
+        },
+        if config.invariants.len() == 1 {
+            "it"
+        } else {
+            "them"
+        },
+    )
+}
+
+/// The steps that ran and their statement counts, `flow › step (N)`, for
+/// messages about a fault that did not fire.
+pub(crate) fn steps_that_ran(report: &Report) -> String {
+    let steps: Vec<String> = report
+        .flows
+        .iter()
+        .flat_map(|flow| {
+            flow.steps.iter().map(move |step| {
+                format!(
+                    "{} › {} ({} statement{})",
+                    flow.name,
+                    step.name,
+                    step.statements,
+                    if step.statements == 1 { "" } else { "s" }
+                )
+            })
+        })
+        .collect();
+    if steps.is_empty() {
+        "none".to_owned()
+    } else {
+        steps.join(", ")
+    }
+}
+
+/// The error for an `--inject-fault` that never fired: a run that was meant
+/// to prove a rollback proved nothing (issue 14).
+pub(crate) fn fault_missed(spec: &crate::fault::FaultSpec, report: &Report) -> anyhow::Error {
+    use crate::fault::FaultAt;
+    let ran: u64 = report
+        .flows
+        .iter()
+        .flat_map(|f| &f.steps)
+        .filter(|s| s.name == spec.step)
+        .map(|s| s.statements)
+        .sum();
+    let what = match (ran, spec.at) {
+        (0, _) => format!("step {} never ran", spec.step),
+        (_, FaultAt::Nth(n)) if ran < u64::from(n) => format!(
+            "step {} ran {ran} statement{}, fewer than {n}",
+            spec.step,
+            if ran == 1 { "" } else { "s" }
+        ),
+        (_, FaultAt::Commit) => format!("step {} sent no COMMIT", spec.step),
+        // The report attributes transaction control to the statements it
+        // encloses; the fault's counter saw them in the order sent.
+        (_, FaultAt::Nth(_)) => format!("no statement of step {} was its turn", spec.step),
+    };
+    anyhow::anyhow!(
+        "--inject-fault {spec} did not fire: {what}, so nothing failed\n  steps that ran: {}\n  \
+         hint: name a step and a statement number from this list (a trace of the run numbers \
+         them)",
+        steps_that_ran(report)
+    )
 }
 
 pub(crate) fn terminal_width() -> usize {

@@ -63,8 +63,18 @@ pub struct CaptureArgs {
     /// numbering), or the step's first COMMIT with STEP:commit. The server runs
     /// a statement that raises SQLSTATE FA001 in its place, so the client gets
     /// that error and the transaction follows as after any error.
+    /// When the fault does not fire (the step never ran, or ran fewer than N
+    /// statements), the run is exit 2 and the message lists the steps that ran.
     #[arg(long, value_name = "STEP:N")]
     pub inject_fault: Option<FaultSpec>,
+    /// Audit without the rule files' [[invariant]]s. Without it, invariants
+    /// and no --database is exit 2: nothing would check them.
+    #[arg(long)]
+    pub skip_invariants: bool,
+    /// Pass when no statement reached the proxy. Without it, that is exit 2:
+    /// a gate that saw nothing proves nothing.
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// What became of the injected fault, for the report's notes.
@@ -128,6 +138,8 @@ pub struct Recording {
     config: RuleConfig,
     baseline: Option<Baseline>,
     fault: Option<(FaultSpec, Arc<Mutex<FaultOutcome>>)>,
+    skip_invariants: bool,
+    allow_empty: bool,
 }
 
 impl CaptureArgs {
@@ -140,6 +152,7 @@ impl CaptureArgs {
     /// Loads the rules, opens the trace file and starts the writer.
     pub fn start(&self, audit_args: &AuditArgs) -> anyhow::Result<(Recorder, Recording)> {
         let config = audit_args.load_rules()?;
+        super::require_invariant_database(&config, self.database.as_deref(), self.skip_invariants)?;
         let baseline = audit_args.load_baseline()?;
         let audit =
             Audit::with_baseline(&config, baseline.as_ref()).context("invalid rule settings")?;
@@ -168,6 +181,8 @@ impl CaptureArgs {
                     .inject_fault
                     .clone()
                     .map(|spec| (spec, Arc::new(Mutex::new(FaultOutcome::default())))),
+                skip_invariants: self.skip_invariants,
+                allow_empty: self.allow_empty,
             },
         ))
     }
@@ -273,13 +288,36 @@ impl Recording {
         self.database.as_deref()
     }
 
+    /// The database to check the invariants on: none with --skip-invariants.
+    pub fn invariant_database(&self) -> Option<&str> {
+        self.database.as_deref().filter(|_| !self.skip_invariants)
+    }
+
     /// Waits for the writer (every recorder must be gone) and audits, adding
-    /// the `invariants`' findings.
-    pub fn finish(self, invariants: Vec<Finding>) -> anyhow::Result<Report> {
+    /// the `invariants`' findings. A run that recorded no statement (unless
+    /// --allow-empty) or whose fault did not fire is an error: `nothing` says
+    /// what to check when no statement came (issue 14).
+    pub fn finish(self, invariants: Vec<Finding>, nothing: &str) -> anyhow::Result<Report> {
         let sink = self.writer.finish().with_context(|| match &self.trace {
             Some(path) => format!("cannot write the trace to {}", path.display()),
             None => "the recording failed".into(),
         })?;
+        let s = &self.stats;
+        let capture = CaptureStats {
+            connections: Stats::get(&s.connections),
+            recorded: Stats::get(&s.recorded),
+            dropped: Stats::get(&s.dropped),
+            undecoded_frames: Stats::get(&s.undecoded_frames),
+            refused: Stats::get(&s.refused),
+        };
+        if capture.recorded == 0 && !self.allow_empty {
+            anyhow::bail!(
+                "no statement reached the proxy: {nothing}\n  connections relayed: {}, \
+                 refused: {}\n  hint: --allow-empty passes a run without statements",
+                capture.connections,
+                capture.refused,
+            );
+        }
         let mut audit = sink.audit;
         audit.add_findings(invariants);
         let mut report = audit.finish();
@@ -292,14 +330,6 @@ impl Recording {
                 &mut report,
             )?;
         }
-        let s = &self.stats;
-        let capture = CaptureStats {
-            connections: Stats::get(&s.connections),
-            recorded: Stats::get(&s.recorded),
-            dropped: Stats::get(&s.dropped),
-            undecoded_frames: Stats::get(&s.undecoded_frames),
-            refused: Stats::get(&s.refused),
-        };
         if capture.dropped > 0 {
             report.notes.push(format!(
                 "{} statements were not recorded: the trace writer fell behind, and the proxy \
@@ -323,14 +353,14 @@ impl Recording {
         report.capture = Some(capture);
         if let Some((spec, outcome)) = &self.fault {
             let hit = outcome.lock().ok().and_then(|o| o.hit.clone());
-            report.notes.push(match hit {
-                Some(sql) => format!(
-                    "injected fault {spec}: the server ran a failing statement (SQLSTATE {}) in \
-                     place of: {sql}",
-                    crate::fault::POSTGRES_SQLSTATE
-                ),
-                None => format!("injected fault {spec}: no such statement ran, nothing failed"),
-            });
+            let Some(sql) = hit else {
+                return Err(super::fault_missed(spec, &report));
+            };
+            report.notes.push(format!(
+                "injected fault {spec}: the server ran a failing statement (SQLSTATE {}) in \
+                 place of: {sql}",
+                crate::fault::POSTGRES_SQLSTATE
+            ));
         }
         if let Some(path) = &self.trace {
             report.inputs = vec![path.display().to_string()];
@@ -347,7 +377,8 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = runtime()?;
     let findings = runtime.block_on(async {
-        let invariants = InvariantChecks::connect(recording.database(), recording.config()).await?;
+        let invariants =
+            InvariantChecks::connect(recording.invariant_database(), recording.config()).await?;
         let proxy = Proxy::bind(args.listen, upstream.clone(), recorder)
             .await
             .map(|p| {
@@ -386,7 +417,11 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
     // Whatever task is left goes with the runtime, and with it the last
     // handle on the writer's channel, so that the writer can finish.
     drop(runtime);
-    let mut report = recording.finish(findings)?;
+    let mut report = recording.finish(
+        findings,
+        "does the application connect to the address above (host, port, sslmode=disable or \
+         prefer)?",
+    )?;
     args.audit.emit(&mut report)
 }
 

@@ -34,13 +34,37 @@ pub struct RunArgs {
 
 /// How long the proxy waits for the command's connections after it exits.
 const GRACE: Duration = Duration::from_secs(2);
+/// Bound on connecting to --database before the command starts.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = super::proxy::runtime()?;
     let (status, findings) = runtime.block_on(async {
-        let invariants = InvariantChecks::connect(recording.database(), recording.config()).await?;
+        // Before CMD runs: a command that ran against no database proves
+        // nothing, and may have done its other work all the same (issue 14).
+        upstream.probe().await.map_err(|reason| {
+            anyhow::anyhow!(
+                "no PostgreSQL server answers at {} (--upstream): {reason}\n  hint: start the \
+                 server or fix --upstream; the command was not run",
+                upstream.describe()
+            )
+        })?;
+        if let Some(url) = recording.database() {
+            crate::schema::introspect::Conn::open(url, CHECK_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--database: {e}\n  hint: check that the server runs and the URL is \
+                         right; the command was not run"
+                    )
+                })?
+                .close()
+                .await;
+        }
+        let invariants =
+            InvariantChecks::connect(recording.invariant_database(), recording.config()).await?;
         let proxy = Proxy::bind(args.listen, upstream, recorder)
             .await
             .map(|p| {
@@ -98,14 +122,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     // Whatever task is left goes with the runtime, and with it the last
     // handle on the writer's channel, so that the writer can finish.
     drop(runtime);
-    let mut report = recording.finish(findings)?;
-    let audit_code = args.audit.emit(&mut report)?;
-    if !status.success() {
+    let say_status = || {
         let name = args.command[0].to_string_lossy();
         match status.code() {
             Some(code) => eprintln!("flowaudit: {name} exited with status {code}"),
             None => eprintln!("flowaudit: {name} was ended by a signal ({status})"),
         }
+    };
+    let mut report = match recording.finish(
+        findings,
+        "does the command connect to $DATABASE_URL / PGHOST?",
+    ) {
+        Ok(report) => report,
+        Err(e) => {
+            // Its failure may be why nothing came; the run is exit 2 still.
+            if !status.success() {
+                say_status();
+            }
+            return Err(e);
+        }
+    };
+    let audit_code = args.audit.emit(&mut report)?;
+    if !status.success() {
+        say_status();
         return Ok(exit::FINDINGS);
     }
     Ok(audit_code)

@@ -38,9 +38,9 @@ pub struct SchemaArgs {
     /// Bound on connecting and on every statement flowaudit runs, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub timeout: u64,
-    /// A directory of rule files (*.toml); repeatable. Default: ./rules when it
-    /// exists. The built-in defaults always load first.
-    #[arg(long = "rules", value_name = "DIR")]
+    /// A rule file, or a directory of them (*.toml); repeatable. Default:
+    /// ./rules when it exists. The built-in defaults always load first.
+    #[arg(long = "rules", value_name = "PATH")]
     pub rules: Vec<PathBuf>,
     /// Report format: a relationships table and findings, JSON, Markdown, or
     /// an ER diagram (mermaid, dot).
@@ -49,7 +49,8 @@ pub struct SchemaArgs {
     /// Write the report to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Exit 1 when a finding at or above this severity remains [default: error].
+    /// Exit 1 when a finding at or above this severity remains [default:
+    /// error; for --format mermaid and dot: never, a diagram is not a gate].
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub fail_on: Option<FailOn>,
 }
@@ -68,7 +69,12 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot write the report to {}", path.display()))?,
         None => print_stdout(&text)?,
     }
-    Ok(match args.fail_on.unwrap_or(FailOn::Error).level() {
+    // A diagram is drawn, not a gate: it passes unless --fail-on asks (issue 14).
+    let default = match args.format {
+        SchemaFormat::Mermaid | SchemaFormat::Dot => FailOn::Never,
+        _ => FailOn::Error,
+    };
+    Ok(match args.fail_on.unwrap_or(default).level() {
         Some(level) if at_or_above(&review.findings, level) > 0 => exit::FINDINGS,
         _ => exit::OK,
     })

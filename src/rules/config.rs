@@ -220,7 +220,8 @@ impl RuleConfig {
         Ok(config)
     }
 
-    /// The built-in defaults, then every `*.toml` of each directory in turn.
+    /// The built-in defaults, then each path in turn: a rule file itself, or
+    /// every `*.toml` of a directory.
     pub fn load(dirs: &[PathBuf]) -> Result<Self, ConfigError> {
         let mut config = Self::builtin()?;
         for dir in dirs {
@@ -415,8 +416,12 @@ fn allow(path: &Path, spec: AllowSpec) -> Result<Allow, ConfigError> {
     })
 }
 
-/// The `*.toml` files of a rule directory, sorted by name.
+/// The `*.toml` files of a rule directory, sorted by name; a path that is a
+/// file is that one rule file, whatever its name ends with.
 pub fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    if dir.is_file() {
+        return Ok(vec![dir.to_owned()]);
+    }
     let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Io {
         path: dir.to_owned(),
         source,

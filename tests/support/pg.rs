@@ -186,6 +186,16 @@ impl ProxyProcess {
         self.dir.path().join("trace.jsonl")
     }
 
+    /// SIGTERM, then the exit code and stderr, for a run that writes no report.
+    pub fn stop_without_report(mut self) -> (Option<i32>, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+        let status = self.child.wait().expect("proxy exits");
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr.lock().expect("stderr").clone();
+        (status.code(), stderr)
+    }
+
     /// SIGTERM, then the report and the trace.
     pub fn stop(mut self) -> Stopped {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -89,6 +89,40 @@ impl Upstream {
     pub fn describe(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+
+    /// Whether a PostgreSQL server answers at the address: a TCP connect, then
+    /// an SSLRequest (protocol 3.0, "SSLRequest": Int32(8) Int32(80877103)),
+    /// which every server answers with one byte, `S` or `N`, before any
+    /// authentication. It needs no user or database, so it fails only when
+    /// no PostgreSQL server is there. The error says why, in a few words.
+    pub async fn probe(&self) -> Result<(), String> {
+        let exchange = async {
+            let mut server = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut request = Vec::with_capacity(8);
+            request.extend_from_slice(&8_u32.to_be_bytes());
+            request.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+            server
+                .write_all(&request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut answer = [0_u8; 1];
+            match server.read(&mut answer).await {
+                Ok(1) if matches!(answer[0], b'S' | b'N') => Ok(()),
+                Ok(0) => Err("it closed the connection without answering: not PostgreSQL?".into()),
+                Ok(_) => Err(format!(
+                    "it answered a PostgreSQL SSLRequest with {:?}: not PostgreSQL?",
+                    char::from(answer[0])
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())),
+        }
+    }
 }
 
 /// A URL with its password replaced by `***`, for messages.
