@@ -393,6 +393,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
                 )
             })?;
         let addr = proxy.local_addr()?;
+        let stop = stop_signal();
         if !addr.ip().is_loopback() {
             eprintln!(
                 "flowaudit: warning: listening on {addr}, not on loopback: whoever reaches this \
@@ -405,7 +406,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
             upstream.describe()
         );
         let progress = live_counts(recording.stats.clone());
-        proxy.serve(stop_signal(), GRACE, stderr_log()).await;
+        proxy.serve(stop, GRACE, stderr_log()).await;
         if let Some(progress) = progress {
             progress.abort();
         }
@@ -446,21 +447,27 @@ fn live_counts(stats: Arc<Stats>) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn stop_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives right
+/// after the proxy says it listens must stop it with its report, not kill it.
+/// Call it inside the runtime.
+pub fn stop_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
