@@ -331,23 +331,32 @@ impl Recording {
             )?;
         }
         if capture.dropped > 0 {
+            let (what, were) = if capture.dropped == 1 {
+                ("statement", "was")
+            } else {
+                ("statements", "were")
+            };
             report.notes.push(format!(
-                "{} statements were not recorded: the trace writer fell behind, and the proxy \
+                "{} {what} {were} not recorded: the trace writer fell behind, and the proxy \
                  drops rather than slow the application; counts above are lower bounds",
                 crate::rules::thousands(capture.dropped)
             ));
         }
         if capture.undecoded_frames > 0 {
             report.notes.push(format!(
-                "{} protocol messages were forwarded that flowaudit could not decode",
-                crate::rules::thousands(capture.undecoded_frames)
+                "{} forwarded that flowaudit could not decode",
+                crate::rules::plural(
+                    capture.undecoded_frames,
+                    "protocol message was",
+                    "protocol messages were"
+                )
             ));
         }
         if capture.refused > 0 {
             report.notes.push(format!(
-                "{} connections were refused by the proxy (database unreachable or a direct TLS \
-                 handshake); see the messages above",
-                capture.refused
+                "{} refused by the proxy (database unreachable or a direct TLS handshake); see \
+                 the messages above",
+                crate::rules::plural(capture.refused, "connection was", "connections were")
             ));
         }
         report.capture = Some(capture);
