@@ -88,7 +88,7 @@ PIDS+=("$(cat "$WORK/pgbouncer.pid")")
 # flowaudit, recording every statement to a trace and auditing it.
 PROXY_PORT="$(free_port)"
 "$FLOWAUDIT" proxy --listen "127.0.0.1:$PROXY_PORT" --upstream "postgres://postgres@127.0.0.1:5432/$DB" \
-    --trace "$WORK/trace.jsonl" --format json --output "$WORK/report.json" --fail-on never \
+    --trace "$WORK/trace.jsonl" --format json --output "$WORK/report.json" --fail-on never --skip-invariants \
     2>"$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
@@ -125,7 +125,7 @@ MR="$(median "${RATIOS[@]}")"
 # Memory: a fresh proxy records 8 × $MEMORY_STATEMENTS_PER_CLIENT statements.
 PROXY_PORT="$(free_port)"
 "$FLOWAUDIT" proxy --listen "127.0.0.1:$PROXY_PORT" --upstream "postgres://postgres@127.0.0.1:5432/$DB" \
-    --trace "$WORK/trace-mem.jsonl" --format json --output "$WORK/report-mem.json" --fail-on never \
+    --trace "$WORK/trace-mem.jsonl" --format json --output "$WORK/report-mem.json" --fail-on never --skip-invariants \
     2>"$WORK/proxy-mem.log" &
 MEM_PID=$!
 PIDS+=("$MEM_PID")
