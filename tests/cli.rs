@@ -944,13 +944,7 @@ fn fixed_code_passes_against_the_shipped_baseline() {
 /// baseline, not further.
 #[test]
 fn query_count_tolerance_from_a_rules_dir() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let baseline = dir.path().join("baseline.json");
-    flowaudit()
-        .args(["analyze", "checkout.jsonl", "--write-baseline"])
-        .arg(&baseline)
-        .assert()
-        .code(0);
+    let (dir, baseline) = checkout_baseline();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).expect("rules dir");
     let lookups = |n: usize| {
@@ -996,13 +990,7 @@ fn query_count_tolerance_from_a_rules_dir() {
 /// an info: seen, not failing by default.
 #[test]
 fn a_renamed_step_is_a_missing_step() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let baseline = dir.path().join("baseline.json");
-    flowaudit()
-        .args(["analyze", "checkout.jsonl", "--write-baseline"])
-        .arg(&baseline)
-        .assert()
-        .code(0);
+    let (dir, baseline) = checkout_baseline();
     let renamed = checkout_variant(dir.path(), "renamed.jsonl", |lines| {
         for line in lines.iter_mut() {
             *line = line.replace("step = 'register'", "step = 'signup'");
@@ -1026,4 +1014,17 @@ fn a_renamed_step_is_a_missing_step() {
         .arg(&baseline)
         .assert()
         .code(1);
+}
+
+/// A temporary directory holding `baseline.json`, the baseline of
+/// tests/fixtures/checkout.jsonl.
+fn checkout_baseline() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let baseline = dir.path().join("baseline.json");
+    flowaudit()
+        .args(["analyze", "checkout.jsonl", "--write-baseline"])
+        .arg(&baseline)
+        .assert()
+        .code(0);
+    (dir, baseline)
 }
