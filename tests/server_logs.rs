@@ -13,7 +13,7 @@ use std::process::Command;
 
 use flowaudit::capture::logs::{self, LogFormat, LogOptions, LogReader};
 use flowaudit::model::Event;
-use support::server_logs::{LoggingCluster, as_postgres, only_connections, run_ok};
+use support::server_logs::{GeneralLog, LoggingCluster, as_postgres, only_connections, run_ok};
 
 fn skip(reason: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -264,10 +264,11 @@ fn mysql(args: &[&str], input: Option<&Path>) -> std::process::Output {
 /// on take turns.
 static GENERAL_LOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Creates database `db`, switches the general log on into a file of `dir`
-/// for the time `run` takes, then drops `db` and puts the log settings back.
-/// The log's text, or why MariaDB is not there to write it.
-fn with_general_log(db: &str, dir: &Path, run: impl FnOnce()) -> Result<String, &'static str> {
+/// Creates database `db`, switches the general log on into a file of its
+/// own for the time `run` takes, then puts the log settings back and drops
+/// `db`, even when `run` panics. The log's text, or why MariaDB is not there
+/// to write it.
+fn with_general_log(db: &str, run: impl FnOnce()) -> Result<String, &'static str> {
     if Command::new("mysql").arg("--version").output().is_err() {
         return Err("the mysql client is not installed");
     }
@@ -276,60 +277,29 @@ fn with_general_log(db: &str, dir: &Path, run: impl FnOnce()) -> Result<String, 
         return Err("MariaDB does not answer on 127.0.0.1:3306");
     }
     let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
-    // The server writes the log as its own user.
-    let mut perms = std::fs::metadata(dir).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
-    std::fs::set_permissions(dir, perms).expect("chmod");
-    let log = dir.join("general.log");
-    let before = mysql(&["-e", "select @@general_log, @@general_log_file"], None);
-    let before = String::from_utf8_lossy(&before.stdout).trim().to_owned();
-    let (was_on, old_file) = before.split_once('\t').unwrap_or(("0", "vm.log"));
-    let restore = format!(
-        "SET GLOBAL general_log = {}; SET GLOBAL general_log_file = '{}'",
-        if was_on == "1" { "ON" } else { "OFF" },
-        old_file.replace('\'', "''")
-    );
-    let setup = mysql(
-        &[
-            "-e",
-            &format!(
-                "CREATE DATABASE {db}; SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = ON",
-                log.display()
-            ),
-        ],
-        None,
-    );
+    let setup = mysql(&["-e", &format!("CREATE DATABASE {db}")], None);
     assert!(
         setup.status.success(),
         "{}",
         String::from_utf8_lossy(&setup.stderr)
     );
-    // Put the server back even when `run` panics.
-    struct Restore<'a>(&'a str, String);
-    impl Drop for Restore<'_> {
+    struct DropDb<'a>(&'a str);
+    impl Drop for DropDb<'_> {
         fn drop(&mut self) {
-            let _ = mysql(
-                &[
-                    "-e",
-                    &format!("SET GLOBAL general_log = OFF; DROP DATABASE {}", self.0),
-                ],
-                None,
-            );
-            let _ = mysql(&["-e", &self.1], None);
+            let _ = mysql(&["-e", &format!("DROP DATABASE {}", self.0)], None);
         }
     }
-    {
-        let _restore = Restore(db, restore);
-        run();
-    }
-    Ok(std::fs::read_to_string(&log).expect("general log"))
+    let _db = DropDb(db);
+    let general = GeneralLog::start();
+    run();
+    Ok(general.into_text())
 }
 
 #[test]
 fn mariadb_general_log_gives_the_workloads_statements_and_findings() {
     let db = format!("flowaudit_logs_{}", std::process::id());
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = with_general_log(&db, dir.path(), || {
+    let text = with_general_log(&db, || {
         let run = mysql(
             &["--comments", "-D", &db],
             Some(&root().join("tests/workloads/mysql_shop.sql")),
@@ -678,7 +648,7 @@ fn pymysql_with_autocommit_off_commits_its_checkout_once() {
     };
     let db = format!("flowaudit_pymysql_{}", std::process::id());
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = with_general_log(&db, dir.path(), || {
+    let text = with_general_log(&db, || {
         let schema = mysql(
             &[
                 "-D",

@@ -351,11 +351,16 @@ impl GeneralLog {
 
     /// Switches the log off and writes the lines of the connections that
     /// opened database `db` to `to`: the log is the whole server's.
-    pub fn finish(mut self, db: &str, to: &Path) {
+    pub fn finish(self, db: &str, to: &Path) {
+        let text = self.into_text();
+        std::fs::write(to, only_connections(&text, db)).expect("write log");
+    }
+
+    /// Switches the log off and gives all it holds.
+    pub fn into_text(mut self) -> String {
         let _ = mysql(&["-e", &self.restore]);
         self.on = false;
-        let text = std::fs::read_to_string(self.dir.path().join("general.log")).unwrap_or_default();
-        std::fs::write(to, only_connections(&text, db)).expect("write log");
+        std::fs::read_to_string(self.dir.path().join("general.log")).expect("general log")
     }
 }
 
