@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 use super::{REGISTRY, RuleSetup, meta};
 use crate::date::Date;
+use crate::invariants::MAX_TIMEOUT_MS;
+use crate::invariants::check;
 use crate::model::{Finding, Severity};
 
 /// The shipped defaults, always loaded first.
@@ -342,10 +344,15 @@ impl RuleConfig {
                     ),
                 ));
             }
-            if invariant.timeout_ms == Some(0) {
+            if let Some(ms) = invariant.timeout_ms
+                && !(1..=MAX_TIMEOUT_MS).contains(&ms)
+            {
                 return Err(invalid(
                     path,
-                    format!("[[invariant]] \"{name}\" timeout_ms: at least 1"),
+                    format!(
+                        "[[invariant]] \"{name}\" timeout_ms: {ms} is out of range: \
+                         from 1 to {MAX_TIMEOUT_MS} (one hour)"
+                    ),
                 ));
             }
             if invariant.when == When::End && invariant.steps.is_some() {
@@ -354,6 +361,12 @@ impl RuleConfig {
                     format!("[[invariant]] \"{name}\" steps: only for when = \"after-step\""),
                 ));
             }
+            check::any_dialect(&invariant.sql).map_err(|reason| {
+                invalid(
+                    path,
+                    format!("[[invariant]] \"{name}\" sql: refused: {reason}"),
+                )
+            })?;
             invariant.file.clone_from(&shown);
             match self
                 .invariants

@@ -1,0 +1,2 @@
+-- Opens the transaction an invariant runs in: the server refuses any write.
+START TRANSACTION READ ONLY
