@@ -95,7 +95,7 @@ where
 }
 
 /// How serious a finding is. Ordered so that `Error > Warning > Info`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -110,6 +110,29 @@ impl Severity {
             Severity::Warning => "warning",
             Severity::Error => "error",
         }
+    }
+}
+
+/// Read from its name alone, with an error that lists the names (a derived
+/// enum's says "unit variant" of `severity = 3`).
+impl<'de> Deserialize<'de> for Severity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Severity;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one of \"error\", \"warning\", \"info\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Severity, E> {
+                match text {
+                    "error" => Ok(Severity::Error),
+                    "warning" => Ok(Severity::Warning),
+                    "info" => Ok(Severity::Info),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+                }
+            }
+        }
+        d.deserialize_str(Name)
     }
 }
 

@@ -18,6 +18,7 @@ use crate::date::Date;
 use crate::invariants::MAX_TIMEOUT_MS;
 use crate::invariants::check;
 use crate::model::{Finding, Severity};
+use crate::trace::{TraceError, TraceReader};
 
 /// The shipped defaults, always loaded first.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
@@ -317,9 +318,29 @@ impl RuleConfig {
                     ));
                 }
             }
+            // Checked here, so that a broken example names its file and key
+            // when the file loads, not in the test that runs it.
+            let trace = TraceReader::new(example.trace.as_bytes(), Path::new("trace"));
+            for event in trace {
+                if let Err(e) = event {
+                    let reason = match e {
+                        TraceError::Malformed { line, reason, .. } => {
+                            format!("line {line}: {reason}")
+                        }
+                        TraceError::Io { source, .. } => source.to_string(),
+                    };
+                    return Err(invalid(
+                        path,
+                        format!("[[example]] \"{}\" trace: {reason}", example.name),
+                    ));
+                }
+            }
             example.file.clone_from(&shown);
             self.examples.push(example);
         }
+        // Names declared in this file: a later file may replace an earlier
+        // file's invariant, but one file declaring a name twice is a mistake.
+        let mut names = std::collections::BTreeSet::new();
         for mut invariant in file.invariant {
             let name = invariant.name.trim();
             if name.is_empty() {
@@ -367,6 +388,15 @@ impl RuleConfig {
                     format!("[[invariant]] \"{name}\" sql: refused: {reason}"),
                 )
             })?;
+            if !names.insert(invariant.name.clone()) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "[[invariant]] \"{name}\" name: declared twice in this file; \
+                         give each invariant its own name"
+                    ),
+                ));
+            }
             invariant.file.clone_from(&shown);
             match self
                 .invariants

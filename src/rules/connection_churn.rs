@@ -80,9 +80,17 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
             "max_statements_per_connection: must be a number of 1 or more",
         ));
     }
+    // Churn is judged over several connections; a smaller value was silently
+    // read as 2 before (issue 15).
+    if settings.min_connections < 2 {
+        return Err(serde::de::Error::custom(format!(
+            "min_connections: {} is too small: at least 2 connections",
+            settings.min_connections
+        )));
+    }
     Ok(Box::new(ConnectionChurn {
         severity: setup.severity,
-        min_connections: settings.min_connections.max(2),
+        min_connections: settings.min_connections,
         max_per_connection: settings.max_statements_per_connection,
         opened_in: HashMap::new(),
         steps: HashMap::new(),

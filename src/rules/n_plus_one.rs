@@ -84,9 +84,17 @@ impl Default for Settings {
 }
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
+    let settings: Settings = setup.settings()?;
+    // One run is no loop; 0 would flag every query (issue 15).
+    if settings.min_repeats < 2 {
+        return Err(serde::de::Error::custom(format!(
+            "min_repeats: {} is too small: at least 2 runs make a loop",
+            settings.min_repeats
+        )));
+    }
     Ok(Box::new(NPlusOne {
         severity: setup.severity,
-        settings: setup.settings()?,
+        settings,
         steps: HashMap::new(),
     }))
 }

@@ -64,6 +64,13 @@ impl Default for Settings {
 
 fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
     let settings: Settings = setup.settings()?;
+    // A repeat takes a second run; 0 or 1 would flag every query (issue 15).
+    if settings.min_repeats < 2 {
+        return Err(serde::de::Error::custom(format!(
+            "min_repeats: {} is too small: at least 2 runs make a repeat",
+            settings.min_repeats
+        )));
+    }
     Ok(Box::new(RepeatedQuery {
         severity: setup.severity,
         settings,
