@@ -444,19 +444,16 @@ fn statement(sql: &str) -> &str {
 }
 
 /// PostgreSQL: the query becomes a cursor in a read-only transaction; its
-/// first rows are fetched as text and the rest counted on the server.
+/// first rows are fetched as text and the rest counted on the server. The
+/// FETCH and the MOVE share the timeout: the MOVE gets what the FETCH left.
 async fn on_postgres(
     pool: &PgPool,
     sql: &str,
     timeout: Duration,
 ) -> Result<Violations, sqlx::Error> {
-    let ms = timeout.as_millis().max(1);
+    let started = Instant::now();
     let mut tx = pool.begin_with(PG_BEGIN.trim()).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL statement_timeout = {ms}"
-    )))
-    .execute(&mut *tx)
-    .await?;
+    set_pg_timeout(&mut tx, timeout).await?;
     let declare = format!("{}\n{sql}", PG_DECLARE.trim());
     sqlx::query(sqlx::AssertSqlSafe(declare))
         .persistent(false)
@@ -465,6 +462,7 @@ async fn on_postgres(
     let first = sqlx::raw_sql(PG_FETCH.trim()).fetch_all(&mut *tx).await?;
     let mut count = first.len() as u64;
     if first.len() >= MAX_ROWS {
+        set_pg_timeout(&mut tx, timeout.saturating_sub(started.elapsed())).await?;
         count += sqlx::raw_sql(PG_COUNT.trim())
             .execute(&mut *tx)
             .await?
@@ -473,6 +471,18 @@ async fn on_postgres(
     let rows = first.iter().map(render).collect();
     tx.rollback().await?;
     Ok(Violations { rows, count })
+}
+
+/// The statement timeout of the rest of the transaction (at least 1 ms: 0
+/// would turn it off).
+async fn set_pg_timeout(conn: &mut sqlx::PgConnection, left: Duration) -> Result<(), sqlx::Error> {
+    let ms = left.as_millis().max(1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {ms}"
+    )))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// MySQL and MariaDB: the query is prepared on the server from a bound value
