@@ -1,11 +1,13 @@
 //! The JSON Lines trace: one executed statement a line (DESIGN.md, "The trace
 //! file"). Reading streams line by line so that a trace of millions of
 //! statements never has to fit in memory; a malformed line is an error that
-//! names `file:line`, never skipped.
+//! names `file:line`, never skipped. A line is held up to
+//! [`lines::MAX_LINE`] and no further (issue 15, item 10).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use crate::capture::logs::lines;
 use crate::model::Event;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +34,8 @@ pub struct TraceReader<R> {
     input: R,
     path: PathBuf,
     line: u64,
-    buf: String,
+    buf: Vec<u8>,
+    max_line: usize,
 }
 
 impl TraceReader<std::io::BufReader<std::fs::File>> {
@@ -54,8 +57,15 @@ impl<R: BufRead> TraceReader<R> {
             input,
             path: path.to_owned(),
             line: 0,
-            buf: String::new(),
+            buf: Vec::new(),
+            max_line: lines::MAX_LINE,
         }
+    }
+
+    /// Refuses lines longer than `max` bytes (tests lower the limit).
+    pub fn with_max_line(mut self, max: usize) -> Self {
+        self.max_line = max;
+        self
     }
 
     /// The line of the event last read (1-based).
@@ -77,24 +87,27 @@ impl<R: BufRead> Iterator for TraceReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buf.clear();
             self.line += 1;
-            match self.input.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
+            let end = match lines::read_line(&mut self.input, &mut self.buf, self.max_line) {
+                Ok(Some(end)) => end,
+                Ok(None) => return None,
                 Err(source) => {
-                    let err = if source.kind() == std::io::ErrorKind::InvalidData {
-                        self.malformed("not valid UTF-8".into())
-                    } else {
-                        TraceError::Io {
-                            path: self.path.clone(),
-                            source,
-                        }
-                    };
-                    return Some(Err(err));
+                    return Some(Err(TraceError::Io {
+                        path: self.path.clone(),
+                        source,
+                    }));
                 }
+            };
+            if end.cut {
+                return Some(Err(self.malformed(format!(
+                    "line longer than {}, the most one trace line may hold",
+                    lines::limit_text(self.max_line)
+                ))));
             }
-            let text = self.buf.trim();
+            let Ok(text) = std::str::from_utf8(&self.buf) else {
+                return Some(Err(self.malformed("not valid UTF-8".into())));
+            };
+            let text = text.trim();
             if text.is_empty() {
                 continue;
             }
@@ -208,5 +221,22 @@ mod tests {
         let events = read("{\"sql\":\"select 1\",\"txn\":\"maybe\"}\n");
         let msg = events[0].as_ref().expect_err("bad txn").to_string();
         assert!(msg.contains("unknown variant `maybe`"), "{msg}");
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_an_error_and_the_next_is_read() {
+        let text = format!(
+            "{{\"sql\": \"select '{}'\"}}\n{{\"sql\": \"select 2\"}}\n",
+            "x".repeat(100)
+        );
+        let events: Vec<_> = TraceReader::new(text.as_bytes(), Path::new("t.jsonl"))
+            .with_max_line(64)
+            .collect();
+        let msg = events[0].as_ref().expect_err("too long").to_string();
+        assert_eq!(
+            msg,
+            "t.jsonl:1: line longer than 64 bytes, the most one trace line may hold"
+        );
+        assert_eq!(events[1].as_ref().expect("read").sql, "select 2");
     }
 }
