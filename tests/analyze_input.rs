@@ -1,8 +1,8 @@
 //! `flowaudit analyze` on hostile input (issue 15): a file without newlines,
-//! an over-long line in every format, and a gzip bomb. The binary runs under
-//! `prlimit --as` (address space), so a reader that holds a whole line
-//! aborts (exit 134) instead of passing; a normal analyze of the fixtures
-//! fits in 64 MB.
+//! an over-long line in every format, a gzip bomb, and trace fields holding
+//! nonsense. The binary runs under `prlimit --as` (address space), so a
+//! reader that holds a whole line aborts (exit 134) instead of passing; a
+//! normal analyze of the fixtures fits in 64 MB.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -257,5 +257,64 @@ fn a_gzip_bomb_is_read_in_bounded_memory() {
     assert!(
         err.contains(&format!("first at {}:1", path.display())) && err.contains("16 MiB"),
         "{err}"
+    );
+}
+
+/// Issue 15, item 16: a trace field that holds nonsense is exit 2 naming the
+/// file, the line and the key, like a missing `sql`.
+#[test]
+fn trace_fields_holding_nonsense_are_exit_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        ("ts", r#""ts": "not a time""#),
+        ("ts", r#""ts": "2026-13-45T99:00:00Z""#),
+        ("ts", r#""ts": 17"#),
+        ("duration_us", r#""duration_us": -5"#),
+        ("duration_us", r#""duration_us": 1.5"#),
+        ("rows", r#""rows": "many""#),
+        ("conn", r#""conn": -1"#),
+        ("txn", r#""txn": "maybe""#),
+        ("params", r#""params": "a""#),
+        ("error", r#""error": "boom""#),
+        ("flow", r#""flow": 3"#),
+        ("cut_by_stop", r#""cut_by_stop": "yes""#),
+    ];
+    for (key, field) in cases {
+        let path = dir.path().join("t.jsonl");
+        std::fs::write(
+            &path,
+            format!(
+                "{{\"sql\": \"select 1\", \"ts\": \"2026-11-25T10:00:00.001994Z\"}}\n\
+                 {{\"sql\": \"select 2\", {field}}}\n"
+            ),
+        )
+        .expect("write");
+        let out = assert_cmd::Command::cargo_bin("flowaudit")
+            .expect("binary")
+            .args(["analyze", "--skip-invariants"])
+            .arg(&path)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{field}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{}:2: key \"{key}\"", path.display())),
+            "{field}: {err}"
+        );
+    }
+    // A non-string sql names its key too.
+    let path = dir.path().join("t.jsonl");
+    std::fs::write(&path, "{\"sql\": [\"select 1\"]}\n").expect("write");
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("binary")
+        .args(["analyze", "--skip-invariants"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("{}:1: key \"sql\"", path.display())),
+        "{}",
+        stderr(&out)
     );
 }
