@@ -1,11 +1,15 @@
 //! The JSON Lines trace: one executed statement a line (DESIGN.md, "The trace
 //! file"). Reading streams line by line so that a trace of millions of
 //! statements never has to fit in memory; a malformed line is an error that
-//! names `file:line`, never skipped.
+//! names `file:line`, never skipped. A line is held up to
+//! [`lines::MAX_LINE`] and no further (issue 15, item 10), and a field whose
+//! value means nothing (`"ts": "not a time"`, a negative duration) is an error
+//! that names its key (issue 15, item 16).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use crate::capture::logs::lines;
 use crate::model::Event;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +36,8 @@ pub struct TraceReader<R> {
     input: R,
     path: PathBuf,
     line: u64,
-    buf: String,
+    buf: Vec<u8>,
+    max_line: usize,
 }
 
 impl TraceReader<std::io::BufReader<std::fs::File>> {
@@ -54,8 +59,15 @@ impl<R: BufRead> TraceReader<R> {
             input,
             path: path.to_owned(),
             line: 0,
-            buf: String::new(),
+            buf: Vec::new(),
+            max_line: lines::MAX_LINE,
         }
+    }
+
+    /// Refuses lines longer than `max` bytes (tests lower the limit).
+    pub fn with_max_line(mut self, max: usize) -> Self {
+        self.max_line = max;
+        self
     }
 
     /// The line of the event last read (1-based).
@@ -77,43 +89,104 @@ impl<R: BufRead> Iterator for TraceReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buf.clear();
             self.line += 1;
-            match self.input.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
+            let end = match lines::read_line(&mut self.input, &mut self.buf, self.max_line) {
+                Ok(Some(end)) => end,
+                Ok(None) => return None,
                 Err(source) => {
-                    let err = if source.kind() == std::io::ErrorKind::InvalidData {
-                        self.malformed("not valid UTF-8".into())
-                    } else {
-                        TraceError::Io {
-                            path: self.path.clone(),
-                            source,
-                        }
-                    };
-                    return Some(Err(err));
+                    return Some(Err(TraceError::Io {
+                        path: self.path.clone(),
+                        source,
+                    }));
                 }
+            };
+            if end.cut {
+                return Some(Err(self.malformed(format!(
+                    "line longer than {}, the most one trace line may hold",
+                    lines::limit_text(self.max_line)
+                ))));
             }
-            let text = self.buf.trim();
+            let Ok(text) = std::str::from_utf8(&self.buf) else {
+                return Some(Err(self.malformed("not valid UTF-8".into())));
+            };
+            let text = text.trim();
             if text.is_empty() {
                 continue;
             }
-            return Some(serde_json::from_str::<Event>(text).map_err(|e| {
-                let text = e.to_string();
-                let reason = if text.contains("missing field `sql`") {
-                    "a trace line needs a string field \"sql\"".to_owned()
-                } else {
-                    // The line is the file's, not serde's "line 1": keep the column.
-                    let cause = match text.rsplit_once(" at line ") {
-                        Some((cause, _)) => format!("{cause} (column {})", e.column()),
-                        None => text,
-                    };
-                    format!("not a trace event: {cause}")
-                };
-                self.malformed(reason)
-            }));
+            return Some(match serde_json::from_str::<Event>(text) {
+                Ok(event) => match event
+                    .ts
+                    .as_deref()
+                    .map(chrono::DateTime::parse_from_rfc3339)
+                {
+                    Some(Err(_)) => Err(self.malformed(wrong_value(
+                        "ts",
+                        &serde_json::Value::from(event.ts.unwrap_or_default()),
+                        None,
+                    ))),
+                    _ => Ok(event),
+                },
+                Err(e) => Err(self.malformed(reason(text, &e))),
+            });
         }
     }
+}
+
+/// Why serde refused a line, for the user: the key whose value is wrong when
+/// one is (each key is read again alone, on this error path only), else
+/// serde's cause with its column.
+fn reason(text: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if message.contains("missing field `sql`") {
+        return "a trace line needs a string field \"sql\"".to_owned();
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => {
+            for (key, value) in &map {
+                let mut alone = serde_json::Map::new();
+                alone.insert("sql".to_owned(), serde_json::Value::from(""));
+                alone.insert(key.clone(), value.clone());
+                if let Err(e) = serde_json::from_value::<Event>(alone.into()) {
+                    return wrong_value(key, value, Some(&e));
+                }
+            }
+        }
+        Ok(_) => return "a trace line is one JSON object".to_owned(),
+        Err(_) => {}
+    }
+    // The line is the file's, not serde's "line 1": keep the column.
+    let cause = match message.rsplit_once(" at line ") {
+        Some((cause, _)) => format!("{cause} (column {})", e.column()),
+        None => message,
+    };
+    format!("not a trace event: {cause}")
+}
+
+/// `key "duration_us" is -5: expected microseconds, an integer ≥ 0`.
+fn wrong_value(key: &str, value: &serde_json::Value, e: Option<&serde_json::Error>) -> String {
+    let expected = match key {
+        "sql" | "flow" | "step" | "source" | "application_name" => "a string",
+        "ts" => "an RFC 3339 time, a string such as \"2026-01-02T03:04:05.123Z\"",
+        "conn" => "a connection id, an integer ≥ 0",
+        "rows" => "a row count, an integer ≥ 0",
+        "duration_us" | "connect_us" => "microseconds, an integer ≥ 0",
+        "txn" => "\"idle\", \"open\" or \"failed\"",
+        "params" => "an array of strings, numbers, booleans or nulls",
+        "error" => "an object {\"code\": \"SQLSTATE\", \"message\": \"…\"}",
+        "cut_by_stop" => "true or false",
+        _ => "another value",
+    };
+    let shown = value.to_string();
+    let shown = match shown.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &shown[..i]),
+        None => shown,
+    };
+    let mut out = format!("key \"{key}\" is {shown}: expected {expected}");
+    // Inside an array or an object, serde says which element is wrong.
+    if let Some(e) = e.filter(|_| matches!(key, "params" | "error")) {
+        out.push_str(&format!(" ({e})"));
+    }
+    out
 }
 
 /// Writes events as JSON Lines.
@@ -207,6 +280,73 @@ mod tests {
     fn invalid_txn_value_is_an_error() {
         let events = read("{\"sql\":\"select 1\",\"txn\":\"maybe\"}\n");
         let msg = events[0].as_ref().expect_err("bad txn").to_string();
-        assert!(msg.contains("unknown variant `maybe`"), "{msg}");
+        assert_eq!(
+            msg,
+            "t.jsonl:1: key \"txn\" is \"maybe\": expected \"idle\", \"open\" or \"failed\""
+        );
+    }
+
+    /// Issue 15, item 16: values that mean nothing name their key.
+    #[test]
+    fn values_that_mean_nothing_name_their_key() {
+        let cases = [
+            (
+                r#""ts": "not a time""#,
+                r#"key "ts" is "not a time": expected an RFC 3339 time"#,
+            ),
+            (
+                r#""ts": "2026-02-30T10:00:00Z""#,
+                r#"key "ts" is "2026-02-30T10:00:00Z""#,
+            ),
+            (
+                r#""duration_us": -5"#,
+                r#"key "duration_us" is -5: expected microseconds, an integer ≥ 0"#,
+            ),
+            (r#""rows": 1e3"#, r#"key "rows" is 1000.0"#),
+            (r#""sql": null"#, r#"key "sql" is null: expected a string"#),
+            (
+                r#""params": ["a", {"b": 1}]"#,
+                r#"key "params" is ["a",{"b":1}]: expected an array of strings, numbers, booleans or nulls (params[1] is {"b":1}"#,
+            ),
+            (
+                r#""error": {"code": "x", "sqlstate": 1}"#,
+                r#"key "error" is {"code":"x","sqlstate":1}: expected an object"#,
+            ),
+        ];
+        for (field, expected) in cases {
+            let line = if field.starts_with("\"sql\"") {
+                format!("{{{field}}}\n")
+            } else {
+                format!("{{\"sql\": \"select 1\", {field}}}\n")
+            };
+            let events = read(&format!("{{\"sql\": \"select 0\"}}\n{line}"));
+            let msg = events[1].as_ref().expect_err(field).to_string();
+            assert!(msg.starts_with(&format!("t.jsonl:2: {expected}")), "{msg}");
+        }
+        // Times as the proxy and people write them are fine.
+        for ts in ["2026-11-25T10:00:00.001994Z", "2026-11-25T10:00:00+01:00"] {
+            let events = read(&format!("{{\"sql\": \"select 1\", \"ts\": \"{ts}\"}}\n"));
+            assert!(events[0].is_ok(), "{ts}: {:?}", events[0]);
+        }
+        let events = read("[1, 2]\n");
+        let msg = events[0].as_ref().expect_err("an array").to_string();
+        assert_eq!(msg, "t.jsonl:1: a trace line is one JSON object");
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_an_error_and_the_next_is_read() {
+        let text = format!(
+            "{{\"sql\": \"select '{}'\"}}\n{{\"sql\": \"select 2\"}}\n",
+            "x".repeat(100)
+        );
+        let events: Vec<_> = TraceReader::new(text.as_bytes(), Path::new("t.jsonl"))
+            .with_max_line(64)
+            .collect();
+        let msg = events[0].as_ref().expect_err("too long").to_string();
+        assert_eq!(
+            msg,
+            "t.jsonl:1: line longer than 64 bytes, the most one trace line may hold"
+        );
+        assert_eq!(events[1].as_ref().expect("read").sql, "select 2");
     }
 }

@@ -525,6 +525,7 @@ fn custom_prefix_duration_lines_and_errors_without_log_statement() {
         LogFormat::PgStderr,
         &LogOptions {
             log_line_prefix: "%t [%p-%l] %q%u@%d %c app=%a ".into(),
+            ..LogOptions::default()
         },
     )
     .expect("reads");
@@ -765,6 +766,70 @@ fn markers_in_server_logs_apply_to_their_own_session() {
                 ("request_b".to_owned(), 2, 1),
             ],
             "{file}"
+        );
+    }
+}
+
+/// Issue 15, item 11: one unbalanced quote in a real csvlog costs the record
+/// it is in, which is reported with its `file:line`; every other statement
+/// is still read (before, the record swallowed the next 16 MB of the log).
+#[test]
+fn an_unbalanced_quote_in_a_csvlog_costs_its_record_alone() {
+    if Command::new("psql").arg("--version").output().is_err() {
+        return skip("psql is not installed");
+    }
+    let Some(cluster) = LoggingCluster::start_logging("csvlog") else {
+        return skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin");
+    };
+    // Statements on one line, and every tenth over two lines (a quoted field
+    // holding a newline, which must not be taken for damage).
+    let mut script = String::new();
+    for n in 1..=300 {
+        if n % 10 == 0 {
+            script.push_str(&format!("SELECT 'row-{n}'\n  AS tag;\n"));
+        } else {
+            script.push_str(&format!("SELECT 'row-{n}' AS tag;\n"));
+        }
+    }
+    let file = cluster.dir().join("rows.sql");
+    std::fs::write(&file, script).expect("write script");
+    cluster.psql("postgres", &["-f", file.to_str().expect("path")]);
+    cluster.stop();
+    let log = std::fs::read_to_string(cluster.log("pg.csv")).expect("csvlog");
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // (damaged statement, the text to damage): a record on one line, and the
+    // first line of a record over two.
+    for (damaged, text) in [(101, "'row-101' AS tag;"), (150, "'row-150'\n")] {
+        let at = log.find(text).expect("the statement is logged");
+        let line = log[..at].matches('\n').count() + 1;
+        let bad = format!("{}'row-\"{}", &log[..at], &log[at + "'row-".len()..]);
+        let path = dir.path().join(format!("damaged-{damaged}.csv"));
+        std::fs::write(&path, bad).expect("write damaged log");
+
+        let (events, summary) = events(&path, LogFormat::PgCsv);
+        let mut read: Vec<u32> = events
+            .iter()
+            .filter_map(|e| {
+                let tag = e.sql.split("'row-").nth(1)?;
+                tag.split('\'').next()?.parse().ok()
+            })
+            .collect();
+        read.sort_unstable();
+        let expected: Vec<u32> = (1..=300).filter(|&n| n != damaged).collect();
+        assert_eq!(read, expected, "damaged row-{damaged}: {summary:?}");
+        // Their durations are read too.
+        assert!(
+            events
+                .iter()
+                .filter(|e| e.sql.contains("'row-"))
+                .all(|e| e.duration_us.is_some()),
+            "{summary:?}"
+        );
+        let at = format!("{}:{line}", path.display());
+        assert!(
+            summary.not_understood.values().any(|n| n.at == at),
+            "damaged row-{damaged} at {at}: {summary:?}"
         );
     }
 }

@@ -134,6 +134,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         Audit::with_baseline(config, baseline.as_ref()).context("invalid rule settings")?;
     let options = LogOptions {
         log_line_prefix: args.log_line_prefix.clone(),
+        ..LogOptions::default()
     };
     let mut notes = Vec::new();
     // With --database, the tables and joins the statements used.

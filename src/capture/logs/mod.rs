@@ -9,7 +9,12 @@
 //! it, and keeps the [`LogSummary`]: lines read, statements found, and each
 //! kind of line not understood with its first example and `file:line`. A line
 //! not understood never stops the run; a file in none of the formats does.
+//!
+//! Every reader holds at most [`lines::MAX_LINE`] of one line, and as much of
+//! one statement or record made of several lines (issue 15, item 10): a longer
+//! one is reported as not understood, and reading goes on after it.
 
+pub mod lines;
 pub mod mysql_general;
 pub mod mysql_session;
 pub mod pg_csv;
@@ -17,6 +22,7 @@ pub mod pg_json;
 pub mod pg_session;
 pub mod pg_stderr;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -68,6 +74,9 @@ impl std::fmt::Display for LogFormat {
 pub struct LogOptions {
     /// PostgreSQL's `log_line_prefix`, for the stderr format.
     pub log_line_prefix: String,
+    /// The most one line, or one statement or record over several lines, may
+    /// hold: [`lines::MAX_LINE`] (tests lower it).
+    pub max_line: usize,
 }
 
 /// Debian's and most distributions' `log_line_prefix`.
@@ -77,6 +86,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         Self {
             log_line_prefix: DEFAULT_LOG_LINE_PREFIX.to_owned(),
+            max_line: lines::MAX_LINE,
         }
     }
 }
@@ -119,7 +129,7 @@ pub struct LogSummary {
     pub lines: u64,
     pub statements: u64,
     /// Kind → count, first example and where.
-    pub not_understood: BTreeMap<&'static str, NotUnderstood>,
+    pub not_understood: BTreeMap<Cow<'static, str>, NotUnderstood>,
     /// Remarks about the log as a whole (a prefix without a connection id, …).
     pub remarks: Vec<String>,
 }
@@ -209,11 +219,11 @@ impl Sink {
     }
 
     /// A line not understood, of a kind; the first of each kind is kept.
-    pub fn not_understood(&mut self, kind: &'static str, line: u64, text: &str) {
+    pub fn not_understood(&mut self, kind: impl Into<Cow<'static, str>>, line: u64, text: &str) {
         let entry = self
             .summary
             .not_understood
-            .entry(kind)
+            .entry(kind.into())
             .or_insert_with(|| NotUnderstood {
                 count: 0,
                 example: cut(text, 120),
@@ -239,6 +249,11 @@ fn cut(text: &str, max: usize) -> String {
 /// A format's reader: fed whole lines (without their line ending), in order.
 pub trait LineParser {
     fn line(&mut self, line: &str, number: u64, sink: &mut Sink);
+    /// A line over the limit, which the reader reported and skipped: `head` is
+    /// its start. A statement it continued, or that it starts, is not read.
+    fn cut_line(&mut self, head: &str, number: u64, sink: &mut Sink) {
+        let _ = (head, number, sink);
+    }
     /// The end of the input: release what is still pending.
     fn finish(&mut self, sink: &mut Sink);
 }
@@ -281,27 +296,35 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// How many lines of the start of a file detection looks at.
 const SAMPLE_LINES: usize = 200;
+/// How much of each of them: the formats show at the start of a line.
+const SAMPLE_LINE_BYTES: usize = 16 << 10;
+/// Detection stops after this much of the sample is held, or after this much
+/// of the file is read (a file of a few enormous lines).
+const SAMPLE_HELD: usize = 1 << 20;
+const SAMPLE_READ: u64 = 64 << 20;
 
 /// Detects a file's format from its first lines: each format scores the lines
 /// it recognises as its own, and the best score wins (a tie goes to the
 /// earlier format in [`LogFormat::ALL`]). No line recognised is an error that
-/// names the formats tried.
+/// names the formats tried. The sample is bounded in lines, in bytes held and
+/// in bytes read, so that a file without newlines costs little to look at.
 pub fn detect(path: &Path, options: &LogOptions) -> Result<LogFormat, LogError> {
-    let mut input = open(path, |f| Box::new(f))?;
+    let mut input = open(path, |f| Box::new(f))?.take(SAMPLE_READ);
     let mut lines = Vec::new();
     let mut buf = Vec::new();
-    while lines.len() < SAMPLE_LINES {
-        buf.clear();
-        let n = input
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| LogError::Io {
+    let mut held = 0;
+    while lines.len() < SAMPLE_LINES && held < SAMPLE_HELD {
+        let end = lines::read_line(&mut input, &mut buf, SAMPLE_LINE_BYTES).map_err(|source| {
+            LogError::Io {
                 path: path.to_owned(),
                 source,
-            })?;
-        if n == 0 {
+            }
+        })?;
+        if end.is_none() {
             break;
         }
-        lines.push(String::from_utf8_lossy(trim_eol(&buf)).into_owned());
+        held += buf.len();
+        lines.push(String::from_utf8_lossy(&buf).into_owned());
     }
     let prefix = pg_stderr::Prefix::parse(&options.log_line_prefix).map_err(LogError::Prefix)?;
     let mut best = (0usize, LogFormat::Jsonl);
@@ -348,10 +371,8 @@ fn looks_like_trace(line: &str) -> bool {
     t.starts_with('{') && t.contains("\"sql\"")
 }
 
-fn trim_eol(buf: &[u8]) -> &[u8] {
-    let buf = buf.strip_suffix(b"\n").unwrap_or(buf);
-    buf.strip_suffix(b"\r").unwrap_or(buf)
-}
+/// How much of a line over the limit its reader is shown.
+const CUT_HEAD: usize = 4 << 10;
 
 /// Streams the events of one server log.
 pub struct LogReader {
@@ -362,6 +383,7 @@ pub struct LogReader {
     line: u64,
     done: bool,
     path: PathBuf,
+    max_line: usize,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -386,10 +408,11 @@ impl LogReader {
         let parser: Box<dyn LineParser> = match format {
             LogFormat::PgStderr => Box::new(pg_stderr::PgStderr::new(
                 pg_stderr::Prefix::parse(&options.log_line_prefix).map_err(LogError::Prefix)?,
+                options.max_line,
             )),
-            LogFormat::PgCsv => Box::new(pg_csv::PgCsv::new()),
+            LogFormat::PgCsv => Box::new(pg_csv::PgCsv::new(options.max_line)),
             LogFormat::PgJson => Box::new(pg_json::PgJson::new()),
-            LogFormat::MysqlGeneral => Box::new(mysql_general::MysqlGeneral::new()),
+            LogFormat::MysqlGeneral => Box::new(mysql_general::MysqlGeneral::new(options.max_line)),
             LogFormat::Jsonl => unreachable!("traces are read by trace::TraceReader"),
         };
         let mut sink = Sink::new(LogSummary::new(path, format, detected));
@@ -411,6 +434,7 @@ impl LogReader {
             line: 0,
             done: false,
             path: path.to_owned(),
+            max_line: options.max_line,
         })
     }
 
@@ -420,28 +444,31 @@ impl LogReader {
     }
 
     fn read_more(&mut self) -> Result<(), LogError> {
-        self.buf.clear();
-        let n = self
-            .input
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|source| LogError::Io {
-                path: self.path.clone(),
-                source,
+        let end =
+            lines::read_line(&mut self.input, &mut self.buf, self.max_line).map_err(|source| {
+                LogError::Io {
+                    path: self.path.clone(),
+                    source,
+                }
             })?;
-        if n == 0 {
+        let Some(end) = end else {
             self.done = true;
             self.parser.finish(&mut self.sink);
             return Ok(());
-        }
+        };
         self.line += 1;
         self.sink.summary.lines += 1;
-        let complete = self.buf.last() == Some(&b'\n');
-        let text = trim_eol(&self.buf);
-        let text = match std::str::from_utf8(text) {
-            Ok(t) => std::borrow::Cow::Borrowed(t),
-            Err(_) => String::from_utf8_lossy(text),
-        };
-        if complete {
+        if end.cut {
+            // Its start is enough to say what it was.
+            let head = &self.buf[..self.buf.len().min(CUT_HEAD)];
+            let head = String::from_utf8_lossy(head);
+            let kind = format!("line longer than {}", lines::limit_text(self.max_line));
+            self.sink.not_understood(kind, self.line, &head);
+            self.parser.cut_line(&head, self.line, &mut self.sink);
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        if end.newline {
             self.parser.line(&text, self.line, &mut self.sink);
         } else if !text.trim().is_empty() {
             // A server still writing, or a file cut short: the last line may be

@@ -16,6 +16,7 @@
 
 use foldhash::HashMap;
 
+use super::lines::limit_text;
 use super::{LineParser, MysqlSession, Sink, after_comments, first_word};
 use crate::model::Event;
 
@@ -118,6 +119,10 @@ pub fn recognises(line: &str) -> bool {
 /// The general log's reader.
 #[derive(Debug, Default)]
 pub struct MysqlGeneral {
+    /// The most a statement over several lines may hold.
+    max: usize,
+    /// The line the current statement started on.
+    current_line: u64,
     /// Per connection: its transaction status and autocommit setting.
     conns: HashMap<u64, MysqlSession>,
     /// The statement being read (its argument may continue on later lines).
@@ -126,15 +131,47 @@ pub struct MysqlGeneral {
     /// entry of its connection follows.
     current_is_execute: bool,
     /// The latest entry is not a statement (a `Prepare` of several lines, as
-    /// mysql2 sends): the lines that continue its argument are part of it.
+    /// mysql2 sends), or a statement over the limit, reported and dropped:
+    /// the lines that continue its argument are part of it.
     continuing_other: bool,
     /// The latest time, MySQL 8's form only (MariaDB's is local time without a zone).
     ts: Option<String>,
 }
 
 impl MysqlGeneral {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            ..Self::default()
+        }
+    }
+
+    /// The statement being read is over the limit: reported at its first
+    /// line, dropped, and the lines that continue it are skipped.
+    fn give_up(&mut self, sink: &mut Sink) {
+        if let Some(cur) = self.current.take() {
+            let kind = format!("statement longer than {}", limit_text(self.max));
+            sink.not_understood(kind, self.current_line, &cur.sql);
+        }
+        self.current_is_execute = false;
+        self.continuing_other = true;
+    }
+
+    /// A new entry ends the one before: released, unless an `Execute` of the
+    /// same connection replaces its SQL-level `EXECUTE`.
+    fn next_entry(&mut self, e: &Entry<'_>, sink: &mut Sink) {
+        if let Some(t) = e.time {
+            self.ts = (t.len() >= 20).then(|| t.to_owned());
+        }
+        let replaces = e.command == "Execute"
+            && self.current_is_execute
+            && self.current.as_ref().and_then(|c| c.conn) == Some(e.id);
+        if replaces {
+            self.current = None;
+        }
+        self.release(sink);
+        self.current_is_execute = false;
+        self.continuing_other = !matches!(e.command, "Query" | "Execute");
     }
 
     fn release(&mut self, sink: &mut Sink) {
@@ -159,28 +196,22 @@ impl LineParser for MysqlGeneral {
     fn line(&mut self, line: &str, number: u64, sink: &mut Sink) {
         let Some(e) = entry(line) else {
             if let Some(cur) = self.current.as_mut() {
-                cur.sql.push('\n');
-                cur.sql.push_str(line);
+                if cur.sql.len() + 1 + line.len() > self.max {
+                    self.give_up(sink);
+                } else {
+                    cur.sql.push('\n');
+                    cur.sql.push_str(line);
+                }
             } else if self.continuing_other {
             } else if !header(line) && !line.trim().is_empty() {
                 sink.not_understood("not a general log entry", number, line);
             }
             return;
         };
-        if let Some(t) = e.time {
-            self.ts = (t.len() >= 20).then(|| t.to_owned());
-        }
-        let replaces = e.command == "Execute"
-            && self.current_is_execute
-            && self.current.as_ref().and_then(|c| c.conn) == Some(e.id);
-        if replaces {
-            self.current = None;
-        }
-        self.release(sink);
-        self.current_is_execute = false;
-        self.continuing_other = !matches!(e.command, "Query" | "Execute");
+        self.next_entry(&e, sink);
         match e.command {
             "Query" | "Execute" => {
+                self.current_line = number;
                 self.current_is_execute =
                     e.command == "Query" && first_word(e.argument) == "execute";
                 self.current = Some(Event {
@@ -197,6 +228,20 @@ impl LineParser for MysqlGeneral {
                 self.conns.remove(&e.id);
             }
             _ => {}
+        }
+    }
+
+    fn cut_line(&mut self, head: &str, _number: u64, sink: &mut Sink) {
+        match entry(head) {
+            // An entry over the limit (the reader reported it): the lines
+            // that continue its argument go with it.
+            Some(e) => {
+                self.next_entry(&e, sink);
+                self.continuing_other = true;
+            }
+            // A line of the current statement was not read.
+            None if self.current.is_some() => self.give_up(sink),
+            None => {}
         }
     }
 

@@ -55,6 +55,8 @@ struct Session {
     skip_statement: bool,
     txn: TxnStatus,
     application_name: Option<String>,
+    /// When the session last logged: the count of messages read then.
+    seen: u64,
 }
 
 impl Default for Session {
@@ -67,20 +69,46 @@ impl Default for Session {
             skip_statement: false,
             txn: TxnStatus::Idle,
             application_name: None,
+            seen: 0,
         }
     }
 }
 
-/// Sessions kept before the idle ones are forgotten.
+/// Sessions kept before the ones gone quiet are let go.
 const MAX_SESSIONS: usize = 1 << 16;
 
 /// The sessions of one log.
-#[derive(Debug, Default)]
+///
+/// Without log_disconnections no session says it ended, and each leaves its
+/// last statement pending (its parameters or error might still follow). When
+/// the map reaches its limit, the sessions that have not logged for half the
+/// limit's count of messages release their pending statement and, unless in
+/// a transaction, are forgotten; a statement still running (the log gives
+/// durations on lines of their own, and its has not come) keeps its session.
+/// The limit then doubles if the sessions kept still fill half of it. So
+/// memory stays bounded by the sessions still live, and the sweeps cost a
+/// constant per message (before, each message past the limit swept them all).
+#[derive(Debug)]
 pub struct PgSessions {
     sessions: HashMap<u64, Session>,
+    /// The size that starts the next sweep.
+    limit: usize,
+    /// The limit to come back to.
+    base: usize,
+    /// Messages read so far.
+    messages: u64,
+    /// The log gives durations on lines of their own: a statement logged
+    /// without one is still running until its duration comes.
+    durations: bool,
     /// A session whose statement is complete but whose DETAIL may follow on
     /// the next line (stderr): released at the next message.
     complete: Option<u64>,
+}
+
+impl Default for PgSessions {
+    fn default() -> Self {
+        Self::with_limit(MAX_SESSIONS)
+    }
 }
 
 /// The kind of record a message is, for the summary.
@@ -93,7 +121,45 @@ pub enum Understood {
 
 impl PgSessions {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(MAX_SESSIONS)
+    }
+
+    /// With a smaller limit (tests).
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            sessions: HashMap::default(),
+            limit,
+            base: limit,
+            messages: 0,
+            durations: false,
+            complete: None,
+        }
+    }
+
+    /// Lets go of the sessions gone quiet (see [`PgSessions`]).
+    fn sweep(&mut self, sink: &mut Sink) {
+        let quiet = self.messages.saturating_sub(self.base as u64 / 2);
+        let durations = self.durations;
+        let mut gone: Vec<(u64, u64)> = self
+            .sessions
+            .iter()
+            // A statement still running keeps its session, however long.
+            .filter(|(_, s)| s.seen <= quiet && !(durations && s.pending.is_some() && !s.timed))
+            .map(|(&id, s)| (s.seen, id))
+            .collect();
+        // In the order they went quiet, so that the output is deterministic.
+        gone.sort_unstable();
+        for (_, id) in gone {
+            self.release(id, sink);
+            if self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.txn == TxnStatus::Idle)
+            {
+                self.sessions.remove(&id);
+            }
+        }
+        self.limit = self.base.max(2 * self.sessions.len());
     }
 
     fn release(&mut self, id: u64, sink: &mut Sink) {
@@ -105,6 +171,18 @@ impl PgSessions {
     }
 
     pub fn record(&mut self, r: &PgRecord<'_>, sink: &mut Sink) -> Understood {
+        self.messages += 1;
+        let understood = self.message(r, sink);
+        if let Some(s) = self.sessions.get_mut(&r.session) {
+            s.seen = self.messages;
+        }
+        if self.sessions.len() >= self.limit {
+            self.sweep(sink);
+        }
+        understood
+    }
+
+    fn message(&mut self, r: &PgRecord<'_>, sink: &mut Sink) -> Understood {
         match r.severity {
             "DETAIL" => {
                 if let Some(s) = self.sessions.get_mut(&r.session)
@@ -130,13 +208,6 @@ impl PgSessions {
         }
         if let Some(id) = self.complete.take() {
             self.release(id, sink);
-        }
-        if self.sessions.len() >= MAX_SESSIONS {
-            // Without log_disconnections no session says it ended: forget the
-            // ones with nothing pending, so memory stays bounded.
-            self.sessions.retain(|_, s| {
-                s.pending.is_some() || s.error.is_some() || s.txn != TxnStatus::Idle
-            });
         }
         let known = matches!(
             r.severity,
@@ -176,6 +247,7 @@ impl PgSessions {
         };
         if duration_us.is_some() && rest.is_empty() {
             // The duration of the statement logged before it.
+            self.durations = true;
             if let Some(s) = self.sessions.get_mut(&r.session)
                 && let Some(e) = s.pending.as_mut()
                 && !s.timed
@@ -534,6 +606,101 @@ fn execute_args(sql: &str) -> Vec<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sessions that end without a `disconnection:` line (no
+    /// log_disconnections) each leave their last statement pending: the map
+    /// of sessions stays bounded, and every statement is still emitted once.
+    /// Before, the sessions with a statement pending were never forgotten, and
+    /// each record past the limit swept them all: a log of 200,000 one-statement
+    /// sessions took 287 s and 277 MB.
+    #[test]
+    fn sessions_that_never_say_goodbye_stay_bounded() {
+        let path = std::path::Path::new("f.log");
+        let mut sink = Sink::new(super::super::LogSummary::new(
+            path,
+            super::super::LogFormat::PgStderr,
+            false,
+        ));
+        let mut sessions = PgSessions::with_limit(64);
+        // A long transaction on session 1, open throughout: never forgotten.
+        let begin = PgRecord {
+            session: 1,
+            severity: "LOG",
+            message: "statement: BEGIN",
+            ..PgRecord::default()
+        };
+        sessions.record(&begin, &mut sink);
+        let mut most = 0;
+        for n in 0..10_000u64 {
+            let message = format!("statement: select {n}");
+            let r = PgRecord {
+                session: 100 + n,
+                severity: "LOG",
+                message: &message,
+                ..PgRecord::default()
+            };
+            sessions.record(&r, &mut sink);
+            most = most.max(sessions.sessions.len());
+        }
+        let insert = PgRecord {
+            message: "statement: insert into t values (1)",
+            ..begin
+        };
+        sessions.record(&insert, &mut sink);
+        sessions.finish(&mut sink);
+        assert!(most <= 128, "{most} sessions held");
+        assert_eq!(sink.events.len(), 10_002);
+        let last = sink.events.iter().find(|e| e.sql.starts_with("insert"));
+        assert_eq!(last.and_then(|e| e.txn), Some(TxnStatus::Open));
+        let mut sql: Vec<&str> = sink.events.iter().map(|e| e.sql.as_str()).collect();
+        sql.sort_unstable();
+        sql.dedup();
+        assert_eq!(sql.len(), 10_002);
+    }
+
+    /// With durations on lines of their own, a statement that runs while
+    /// thousands of sessions come and go still gets its duration.
+    #[test]
+    fn a_long_statement_keeps_its_session_through_the_sweeps() {
+        let mut sink = Sink::new(super::super::LogSummary::new(
+            std::path::Path::new("f.log"),
+            super::super::LogFormat::PgStderr,
+            false,
+        ));
+        let mut sessions = PgSessions::with_limit(64);
+        let log = |sessions: &mut PgSessions, sink: &mut Sink, session: u64, message: &str| {
+            let r = PgRecord {
+                session,
+                severity: "LOG",
+                message,
+                ..PgRecord::default()
+            };
+            sessions.record(&r, sink);
+        };
+        log(
+            &mut sessions,
+            &mut sink,
+            1,
+            "statement: select pg_sleep(600)",
+        );
+        let mut most = 0;
+        for n in 0..5_000u64 {
+            log(
+                &mut sessions,
+                &mut sink,
+                100 + n,
+                &format!("statement: select {n}"),
+            );
+            log(&mut sessions, &mut sink, 100 + n, "duration: 0.100 ms");
+            most = most.max(sessions.sessions.len());
+        }
+        log(&mut sessions, &mut sink, 1, "duration: 600000.000 ms");
+        sessions.finish(&mut sink);
+        assert!(most <= 128, "{most} sessions held");
+        assert_eq!(sink.events.len(), 5_001);
+        let sleep = sink.events.iter().find(|e| e.sql.contains("pg_sleep"));
+        assert_eq!(sleep.and_then(|e| e.duration_us), Some(600_000_000));
+    }
 
     #[test]
     fn parameters_quoted_null_and_doubled_quotes() {

@@ -11,6 +11,7 @@
 //! `%e` the SQLSTATE, and `%q` ends the prefix for processes that are not
 //! sessions. Other escapes are read and ignored.
 
+use super::lines::limit_text;
 use super::pg_session::{PgRecord, PgSessions, Understood, session_key};
 use super::{LineParser, Sink};
 
@@ -237,6 +238,9 @@ struct Current {
     sqlstate: String,
     has_sqlstate: bool,
     message: String,
+    /// The message grew past the limit, or one of its lines was over it: it
+    /// was reported, and the lines that continue it are skipped.
+    given_up: bool,
 }
 
 /// The stderr format's reader.
@@ -246,15 +250,18 @@ pub struct PgStderr {
     sessions: PgSessions,
     current: Option<Current>,
     spare: Current,
+    /// The most a message over several lines may hold.
+    max: usize,
 }
 
 impl PgStderr {
-    pub fn new(prefix: Prefix) -> Self {
+    pub fn new(prefix: Prefix, max: usize) -> Self {
         Self {
             prefix,
             sessions: PgSessions::new(),
             current: None,
             spare: Current::default(),
+            max,
         }
     }
 
@@ -262,6 +269,10 @@ impl PgStderr {
         let Some(c) = self.current.take() else {
             return;
         };
+        if c.given_up {
+            self.spare = c;
+            return;
+        }
         let record = PgRecord {
             ts: c.has_ts.then_some(c.ts.as_str()),
             session: c.session,
@@ -282,13 +293,28 @@ impl PgStderr {
     }
 }
 
+/// Gives up a message over the limit: reported at its first line, with its
+/// start as the example; its text is dropped.
+fn give_up(c: &mut Current, max: usize, sink: &mut Sink) {
+    let kind = format!("message longer than {}", limit_text(max));
+    sink.not_understood(kind, c.line, &c.message);
+    c.given_up = true;
+    c.message = String::new();
+}
+
 impl LineParser for PgStderr {
     fn line(&mut self, line: &str, number: u64, sink: &mut Sink) {
         if let Some(more) = line.strip_prefix('\t')
             && let Some(c) = self.current.as_mut()
         {
-            c.message.push('\n');
-            c.message.push_str(more);
+            if c.given_up {
+                // Skipped with the message it continues.
+            } else if c.message.len() + 1 + more.len() > self.max {
+                give_up(c, self.max, sink);
+            } else {
+                c.message.push('\n');
+                c.message.push_str(more);
+            }
             return;
         }
         let Some(head) = self.prefix.head(line) else {
@@ -320,7 +346,30 @@ impl LineParser for PgStderr {
         c.sqlstate.push_str(head.sqlstate.unwrap_or_default());
         c.message.clear();
         c.message.push_str(head.message);
+        c.given_up = false;
         self.current = Some(c);
+    }
+
+    fn cut_line(&mut self, head: &str, number: u64, sink: &mut Sink) {
+        if head.starts_with('\t')
+            && let Some(c) = self.current.as_mut()
+        {
+            // A line of the message was not read: the message is not either.
+            if !c.given_up {
+                give_up(c, self.max, sink);
+            }
+            return;
+        }
+        if self.prefix.head(head).is_some() {
+            // A message whose first line is over the limit (the reader reported
+            // it): the lines that continue it go with it.
+            self.dispatch(sink);
+            let mut c = std::mem::take(&mut self.spare);
+            c.line = number;
+            c.message.clear();
+            c.given_up = true;
+            self.current = Some(c);
+        }
     }
 
     fn finish(&mut self, sink: &mut Sink) {
