@@ -7,6 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use crate::model::Event;
+use crate::redact::ParamsMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -116,19 +117,32 @@ impl<R: BufRead> Iterator for TraceReader<R> {
     }
 }
 
-/// Writes events as JSON Lines.
+/// Writes events as JSON Lines, passwords hidden and bind values as
+/// `--params` asks ([`crate::redact::event`]): every trace flowaudit writes
+/// goes through here.
 #[derive(Debug)]
 pub struct TraceWriter<W: Write> {
     out: W,
+    params: ParamsMode,
 }
 
 impl<W: Write> TraceWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            params: ParamsMode::Keep,
+        }
+    }
+
+    /// Writes bind values as `params` says.
+    pub fn with_params(mut self, params: ParamsMode) -> Self {
+        self.params = params;
+        self
     }
 
     pub fn write(&mut self, event: &Event) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, event)?;
+        let event = crate::redact::event_ref(event, self.params);
+        serde_json::to_writer(&mut self.out, &*event)?;
         self.out.write_all(b"\n")
     }
 
@@ -170,6 +184,9 @@ mod tests {
             application_name: Some("shop".into()),
             connect_us: Some(2100),
             cut_by_stop: true,
+            params_dropped: true,
+            // In memory only: never written, so 0 comes back.
+            hidden_values: 0,
         };
         let mut w = TraceWriter::new(Vec::new());
         w.write(&event).expect("write to a Vec");

@@ -57,6 +57,20 @@ impl LogFormat {
     }
 }
 
+impl LogFormat {
+    /// How the format's statements quote their strings, for hiding their
+    /// passwords ([`crate::redact`]).
+    pub fn syntax(self) -> crate::redact::Syntax {
+        match self {
+            LogFormat::PgStderr | LogFormat::PgCsv | LogFormat::PgJson => {
+                crate::redact::Syntax::Postgres
+            }
+            LogFormat::MysqlGeneral => crate::redact::Syntax::MySql,
+            LogFormat::Jsonl => crate::redact::Syntax::Either,
+        }
+    }
+}
+
 impl std::fmt::Display for LogFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -216,7 +230,7 @@ impl Sink {
             .entry(kind)
             .or_insert_with(|| NotUnderstood {
                 count: 0,
-                example: cut(text, 120),
+                example: cut(&crate::redact::sql(text, self.summary.format.syntax()), 120),
                 at: format!("{}:{line}", self.display),
             });
         entry.count += 1;
@@ -334,10 +348,13 @@ pub fn detect(path: &Path, options: &LogOptions) -> Result<LogFormat, LogError> 
             options.log_line_prefix
         ),
         first: cut(
-            lines
-                .iter()
-                .find(|l| !l.trim().is_empty())
-                .map_or("", |l| l),
+            &crate::redact::sql(
+                lines
+                    .iter()
+                    .find(|l| !l.trim().is_empty())
+                    .map_or("", |l| l),
+                crate::redact::Syntax::Either,
+            ),
             120,
         ),
     })
