@@ -139,14 +139,15 @@ pub enum ParamsMode {
     /// As the application sent them.
     #[default]
     Keep,
-    /// Each value replaced by a keyed hash, `#` and 16 hex digits: equal
-    /// values give equal hashes, so the rules that compare values judge as
-    /// with `keep`. The key is random for each flowaudit process and never
-    /// written, so a hash cannot be checked against a guess (a list of
-    /// e-mail addresses), nor matched with another run's.
+    /// Each value as `#` and 16 hex digits of HMAC-SHA-256 under a key
+    /// drawn at random for each run and never written: equal values give
+    /// equal hashes, so the rules judge as with `keep` (but a bound value no
+    /// longer matches the same value written as a literal), and a hash
+    /// cannot be checked against a guessed value (a list of e-mail
+    /// addresses) nor matched with another run's.
     Hash,
-    /// Values removed; the statement is marked `params_dropped`, and the
-    /// rules take its values as unknown.
+    /// Removed; the statement is marked `params_dropped`, and the rules take
+    /// its values as unknown.
     Drop,
 }
 
@@ -170,8 +171,9 @@ impl ParamsMode {
     }
 }
 
-/// The process's key for [`ParamsMode::Hash`]: 32 random bytes from the
-/// operating system, drawn once, kept in memory only.
+/// The process's key for [`ParamsMode::Hash`] and for the in-memory hash of
+/// hidden passwords: 32 random bytes from the operating system, drawn once,
+/// kept in memory only.
 static KEY: LazyLock<Hmac<Sha256>> = LazyLock::new(|| {
     let mut key = [0u8; 32];
     if getrandom::fill(&mut key).is_err() {
@@ -195,10 +197,12 @@ pub fn keyed_hash(value: &str) -> String {
     let mut mac = KEY.clone();
     mac.update(value.as_bytes());
     let digest = mac.finalize().into_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(17);
     out.push('#');
     for b in &digest[..8] {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }
@@ -690,7 +694,7 @@ fn connection_secrets(s: &[u8], base: usize, out: &mut Vec<(usize, usize)>) {
         let after = from + n + 3;
         let word_end = s[after..]
             .iter()
-            .position(|&b| b.is_ascii_whitespace() || b == b'\'' || b == b'"')
+            .position(u8::is_ascii_whitespace)
             .map_or(s.len(), |p| after + p);
         let authority_end = s[after..word_end]
             .iter()
@@ -737,24 +741,18 @@ fn connection_secrets(s: &[u8], base: usize, out: &mut Vec<(usize, usize)>) {
         {
             k_start -= 1;
         }
-        if k_start > 0
-            && !matches!(
-                s[k_start - 1],
-                b' ' | b'\t'
-                    | b'\n'
-                    | b'\r'
-                    | b'?'
-                    | b'&'
-                    | b';'
-                    | b','
-                    | b'('
-                    | b'\''
-                    | b'"'
-                    | b'{'
-            )
-        {
-            continue;
-        }
+        let before = k_start.checked_sub(1).map(|i| s[i]);
+        let separators: &[u8] = match before {
+            None => b"",
+            Some(b'?' | b'&') => b"&#",
+            Some(b';') => b";",
+            Some(b)
+                if b.is_ascii_whitespace() || matches!(b, b',' | b'(' | b'\'' | b'"' | b'{') =>
+            {
+                b""
+            }
+            Some(_) => continue,
+        };
         if !is_secret_key(&s[k_start..k_end]) {
             continue;
         }
@@ -762,7 +760,7 @@ fn connection_secrets(s: &[u8], base: usize, out: &mut Vec<(usize, usize)>) {
         while s.get(v) == Some(&b' ') {
             v += 1;
         }
-        let end = value_end(s, v);
+        let end = value_end(s, v, separators);
         if end > v {
             out.push((base + v, base + end));
         }
@@ -778,28 +776,33 @@ fn is_secret_key(key: &[u8]) -> bool {
             .any(|k| key.eq_ignore_ascii_case(k))
 }
 
-/// Where a DSN value starting at `v` ends: a quoted value at its closing
-/// quote (`'…'` with backslash escapes, or `''…''` as written inside an SQL
-/// literal), else at a blank, `&`, `;` or the end.
-fn value_end(s: &[u8], v: usize) -> usize {
+/// Where a DSN value starting at `v` ends: after its quoted part if it
+/// starts with one (`'…'` with backslash escapes, or `''…''` as written
+/// inside an SQL literal), then at a blank or one of `separators` (`&` in a
+/// URL's query, `;` in an ODBC string), a backslash escaping the next byte
+/// as in libpq. Hidden to there, a value hidden once reads the same again.
+fn value_end(s: &[u8], v: usize, separators: &[u8]) -> usize {
+    let mut i = v;
     if s[v..].starts_with(b"''") && s.get(v + 2).is_some_and(|&b| b != b'\'') {
-        return memchr::memmem::find(&s[v + 2..], b"''").map_or(s.len(), |n| v + 2 + n + 2);
-    }
-    if s.get(v) == Some(&b'\'') {
-        let mut i = v + 1;
+        i = memchr::memmem::find(&s[v + 2..], b"''").map_or(s.len(), |n| v + 2 + n + 2);
+    } else if s.get(v) == Some(&b'\'') {
+        i = v + 1;
         while let Some(&c) = s.get(i) {
-            match c {
-                b'\\' => i += 2,
-                b'\'' => return i + 1,
-                _ => i += 1,
-            }
+            i += match c {
+                b'\\' => 2,
+                b'\'' => break,
+                _ => 1,
+            };
         }
-        return s.len();
+        i += 1;
     }
-    s[v..]
-        .iter()
-        .position(|&b| b.is_ascii_whitespace() || matches!(b, b'&' | b';' | b'\'' | b'"'))
-        .map_or(s.len(), |p| v + p)
+    while let Some(&c) = s.get(i) {
+        if c.is_ascii_whitespace() || separators.contains(&c) {
+            break;
+        }
+        i += if c == b'\\' { 2 } else { 1 };
+    }
+    i.min(s.len())
 }
 
 #[cfg(test)]
@@ -1233,6 +1236,38 @@ mod tests {
                     }
                 }
                 let _ = url(&text);
+            }
+
+            /// A password of any characters in a URL (percent-encoded, as
+            /// a URL must have it) or a DSN (quoted and escaped) is never
+            /// shown, and hiding twice is hiding once.
+            #[test]
+            fn no_password_survives_in_urls_and_dsns(
+                password in "[a-zA-Z0-9 '\\\\@:/?&=#%;]{0,12}[A-Z]{6}",
+                form in 0usize..4,
+                garbage in "(?s).{0,40}",
+            ) {
+                let encoded: String = percent_encoding::utf8_percent_encode(
+                    &password,
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .to_string();
+                let text = match form {
+                    0 => format!("postgres://app:{encoded}@db:5432/shop?sslmode=disable"),
+                    1 => format!("mysql://db/shop?user=app&password={encoded}&ssl=1"),
+                    2 => format!(
+                        "host=db password='{}' dbname=shop",
+                        password.replace('\\', "\\\\").replace('\'', "\\'")
+                    ),
+                    _ => format!("Server=db;Pwd={encoded};Database=shop"),
+                };
+                let shown = url(&text);
+                let secret = &password[password.len() - 6..];
+                prop_assert!(!shown.contains(secret), "{text:?} → {shown:?}");
+                prop_assert_eq!(url(&shown), shown.clone());
+                prop_assert!(shown.contains("db"), "{shown:?}");
+                let again = url(&garbage);
+                prop_assert_eq!(url(&again), again);
             }
 
             /// A password of any characters, in any of the statements that

@@ -88,14 +88,11 @@ pub struct AuditArgs {
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
     /// Bind values in the trace (proxy, run, demo) and in the report (every
-    /// auditing command): `keep` as sent; `hash` as `#` and 16 hex digits of
-    /// a keyed hash (HMAC-SHA-256, key random for each run and never
-    /// written): equal values stay equal, so the rules judge as with `keep`,
-    /// except that a value bound in one statement no longer matches the same
-    /// value written as a literal in another; `drop` removes them: then
-    /// repeated-query cannot tell a repeat from a loop, n-plus-one counts
-    /// every run as a new value, and unlocked-read-modify-write cannot match
-    /// rows by bound keys.
+    /// auditing command): as sent, as keyed hashes, or dropped.
+    ///
+    /// With `drop`, repeated-query cannot tell a repeat from a loop,
+    /// n-plus-one counts every run as a new value, and
+    /// unlocked-read-modify-write cannot match rows by bound keys.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = ParamsMode::Keep)]
     pub params: ParamsMode,
 }
