@@ -186,10 +186,10 @@ impl Audit {
         self.push_from(event, origin);
     }
 
-    fn push_from(&mut self, event: Event, origin: Option<Origin>) {
+    fn push_from(&mut self, mut event: Event, origin: Option<Origin>) {
         // Where statements enter every report: passwords go here, and bind
         // values become what `--params` says, before anything reads them.
-        let event = crate::redact::event(event, self.params);
+        crate::redact::event(&mut event, self.params);
         self.cut_by_stop += u64::from(event.cut_by_stop);
         self.params_dropped += u64::from(event.params_dropped);
         self.attributor.push_from(event, origin, &mut self.ready);

@@ -102,8 +102,8 @@ pub fn url(text: &str) -> String {
 /// with passwords hidden ([`sql`]), a password the server's error message
 /// repeats hidden too, and its bind values as `params` asks. What was hidden
 /// stays comparable through `hidden_values`, a keyed hash kept in memory.
-pub fn event(mut event: Event, params: ParamsMode) -> Event {
-    let spans = find(&event.sql, Syntax::of(&event));
+pub fn event(event: &mut Event, params: ParamsMode) {
+    let spans = find(&event.sql, Syntax::of(event));
     if !spans.is_empty() {
         if let Some(error) = &mut event.error {
             scrub(&mut error.message, &event.sql, &spans);
@@ -120,8 +120,7 @@ pub fn event(mut event: Event, params: ParamsMode) -> Event {
         event.hidden_values = u64::from_le_bytes(first) | 1;
         event.sql = apply(&event.sql, &spans);
     }
-    params.apply(&mut event);
-    event
+    params.apply(event);
 }
 
 /// [`event`] for a borrowed event: borrowed back when nothing changes.
@@ -130,7 +129,9 @@ pub fn event_ref(original: &Event, params: ParamsMode) -> Cow<'_, Event> {
     if !values_change && !mentions_secret(original.sql.as_bytes()) {
         return Cow::Borrowed(original);
     }
-    Cow::Owned(event(original.clone(), params))
+    let mut copy = original.clone();
+    event(&mut copy, params);
+    Cow::Owned(copy)
 }
 
 /// How bind values are kept (`--params`).
@@ -221,17 +222,16 @@ struct Span {
 
 /// Whether the text mentions a word that may introduce a secret:
 /// `password`, `identified` (any case), or a URL (`://`). Every statement
-/// passes here, so it looks only at the `d`s (the last letter of both
-/// words) and for `://`.
+/// passes here, so it is one scan for the `d`s (the last letter of both
+/// words) and the `:`s.
 fn mentions_secret(text: &[u8]) -> bool {
-    let ends_with_word = |i: usize| {
-        let ends = |word: &[u8]| {
-            i + 1 >= word.len() && text[i + 1 - word.len()..=i].eq_ignore_ascii_case(word)
-        };
-        ends(b"password") || ends(b"identified")
+    let ends = |i: usize, word: &[u8]| {
+        i + 1 >= word.len() && text[i + 1 - word.len()..=i].eq_ignore_ascii_case(word)
     };
-    memchr::memchr2_iter(b'd', b'D', text).any(ends_with_word)
-        || memchr::memmem::find(text, b"://").is_some()
+    memchr::memchr3_iter(b'd', b'D', b':', text).any(|i| match text[i] {
+        b':' => text[i + 1..].starts_with(b"//"),
+        _ => ends(i, b"password") || ends(i, b"identified"),
+    })
 }
 
 /// The spans to hide in a statement.
@@ -817,6 +817,12 @@ mod tests {
         sql(text, Syntax::MySql).into_owned()
     }
 
+    /// [`event`] on an owned event.
+    fn shown(mut e: Event, params: ParamsMode) -> Event {
+        event(&mut e, params);
+        e
+    }
+
     fn either(text: &str) -> String {
         sql(text, Syntax::Either).into_owned()
     }
@@ -1076,7 +1082,7 @@ mod tests {
             params: Some(vec![Some("x".into())]),
             ..Event::default()
         };
-        let shown = event(e.clone(), ParamsMode::Keep);
+        let shown = shown(e.clone(), ParamsMode::Keep);
         assert_eq!(shown.sql, "ALTER ROLE app PASSWORD '***' LOGIN FOO");
         assert_eq!(
             shown.error.map(|e| e.message).as_deref(),
@@ -1105,9 +1111,9 @@ mod tests {
             ]),
             ..Event::default()
         };
-        assert_eq!(event(e.clone(), ParamsMode::Keep), e);
+        assert_eq!(shown(e.clone(), ParamsMode::Keep), e);
 
-        let hashed = event(e.clone(), ParamsMode::Hash);
+        let hashed = shown(e.clone(), ParamsMode::Hash);
         let p = hashed.params.expect("params");
         let h = p[0].as_deref().expect("a value");
         assert_eq!(h.len(), 17);
@@ -1117,10 +1123,10 @@ mod tests {
         assert_ne!(keyed_hash("ann@example.com"), keyed_hash("bob@example.com"));
         assert!(!hashed.params_dropped);
 
-        let dropped = event(e, ParamsMode::Drop);
+        let dropped = shown(e, ParamsMode::Drop);
         assert_eq!(dropped.params, None);
         assert!(dropped.params_dropped);
-        let none = event(Event::default(), ParamsMode::Drop);
+        let none = shown(Event::default(), ParamsMode::Drop);
         assert!(!none.params_dropped, "nothing to drop, nothing marked");
     }
 
