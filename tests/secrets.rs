@@ -222,6 +222,49 @@ fn role_passwords_sent_by_psql_are_in_no_trace_or_report() {
     );
 }
 
+/// Issue 15, secret 1: the report's note on an injected fault quotes the
+/// statement the fault replaced, without its password.
+#[test]
+fn the_statement_a_fault_replaced_is_quoted_without_its_password() {
+    if !pg::available("--inject-fault through the proxy") {
+        return;
+    }
+    let db = TestDb::new("fault");
+    let proxy = ProxyProcess::start(
+        &format!("postgres://postgres@{}/test", pg::PG_ADDR),
+        &["--inject-fault", "accounts:1"],
+    );
+    // The fault fails the CREATE ROLE in the server: no role to drop.
+    let sent = pg::psql(
+        &proxy.port(),
+        &db.name,
+        &[
+            "-c",
+            "SET flowaudit.step = 'accounts'",
+            "-c",
+            "CREATE ROLE flowaudit_never LOGIN PASSWORD 'fault-hunter2'",
+        ],
+    );
+    assert!(
+        !sent.status.success(),
+        "the fault fired: {}",
+        pg::text(&sent)
+    );
+    let stopped = proxy.stop();
+    let report = stopped.report.to_string();
+    for (what, text) in [
+        ("the report", &report),
+        ("the trace", &stopped.trace_text),
+        ("stderr", &stopped.stderr),
+    ] {
+        assert_hidden(what, text, &["fault-hunter2"]);
+    }
+    assert!(
+        report.contains("in place of: CREATE ROLE flowaudit_never LOGIN PASSWORD '***'"),
+        "{report}"
+    );
+}
+
 /// The trace a stopped proxy wrote, still on disk when the caller reads it.
 fn stopped_trace_file(stopped: &pg::Stopped) -> tempfile::TempPath {
     let file = tempfile::Builder::new()
