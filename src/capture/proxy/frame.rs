@@ -174,11 +174,12 @@ impl FrameDecoder {
 }
 
 /// Server messages whose bodies the observer does not read: result rows and
-/// COPY data, the bulk of the traffic, and authentication requests (a SCRAM
+/// COPY data, the bulk of the traffic, authentication requests (a SCRAM
 /// exchange's salt, nonces and server signature are enough to test password
-/// guesses offline; issue 15).
+/// guesses offline) and BackendKeyData (the key that cancels the session's
+/// queries; issue 15).
 pub fn skip_server(tag: u8) -> bool {
-    matches!(tag, b'D' | b'd' | b'R')
+    matches!(tag, b'D' | b'd' | b'R' | b'K')
 }
 
 /// Client messages whose bodies the observer does not read: COPY data, and

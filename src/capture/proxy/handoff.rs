@@ -487,10 +487,11 @@ mod tests {
     }
 
     /// Issue 15: what a client sends to authenticate (PasswordMessage,
-    /// SASLInitialResponse and SASLResponse, all tagged `p`) and the server's
-    /// authentication requests are forwarded only: not a byte of them is
-    /// copied into the outbox the writer reads, also when a chunk ends inside
-    /// one, and the observer does not count them as undecoded.
+    /// SASLInitialResponse and SASLResponse, all tagged `p`), the server's
+    /// authentication requests and its cancel key are forwarded only: not a
+    /// byte of them is copied into the outbox the writer reads, also when a
+    /// chunk ends inside one, and the observer does not count them as
+    /// undecoded.
     #[test]
     fn authentication_messages_are_forwarded_not_copied_for_the_writer() {
         let stats = Arc::new(Stats::default());
@@ -513,6 +514,8 @@ mod tests {
         // test guesses against.
         let down_stream = wire(&[
             (b'R', b"\0\0\0\x0cv=hunter2-cleartext-signature"),
+            // BackendKeyData: process id and the key that cancels its queries.
+            (b'K', b"\0\0\x30\x39hunter2-cancel-key"),
             (b'C', b"SELECT 1\0"),
             (b'Z', b"I"),
         ]);

@@ -556,7 +556,7 @@ impl Session {
 
     /// A whole message from the server.
     pub fn server_frame(&mut self, frame: Frame<'_>) {
-        if frame.truncated && !matches!(frame.tag, b'D' | b'd' | b'R') {
+        if frame.truncated && !matches!(frame.tag, b'D' | b'd' | b'R' | b'K') {
             self.counts.undecoded += 1;
             return;
         }
