@@ -63,6 +63,16 @@ impl Syntax {
             _ => Syntax::Either,
         }
     }
+
+    /// The syntax of the statements in a log of this format.
+    pub fn of_log(format: crate::capture::logs::LogFormat) -> Syntax {
+        use crate::capture::logs::LogFormat;
+        match format {
+            LogFormat::PgStderr | LogFormat::PgCsv | LogFormat::PgJson => Syntax::Postgres,
+            LogFormat::MysqlGeneral => Syntax::MySql,
+            LogFormat::Jsonl => Syntax::Either,
+        }
+    }
 }
 
 /// The statement with every password literal replaced by `'***'` (and every

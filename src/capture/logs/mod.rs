@@ -23,6 +23,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::model::Event;
+use crate::redact::Syntax;
 
 pub use mysql_session::MysqlSession;
 
@@ -53,20 +54,6 @@ impl LogFormat {
             LogFormat::PgJson => "pg-json",
             LogFormat::MysqlGeneral => "mysql-general",
             LogFormat::Jsonl => "jsonl",
-        }
-    }
-}
-
-impl LogFormat {
-    /// How the format's statements quote their strings, for hiding their
-    /// passwords ([`crate::redact`]).
-    pub fn syntax(self) -> crate::redact::Syntax {
-        match self {
-            LogFormat::PgStderr | LogFormat::PgCsv | LogFormat::PgJson => {
-                crate::redact::Syntax::Postgres
-            }
-            LogFormat::MysqlGeneral => crate::redact::Syntax::MySql,
-            LogFormat::Jsonl => crate::redact::Syntax::Either,
         }
     }
 }
@@ -230,7 +217,10 @@ impl Sink {
             .entry(kind)
             .or_insert_with(|| NotUnderstood {
                 count: 0,
-                example: cut(&crate::redact::sql(text, self.summary.format.syntax()), 120),
+                example: cut(
+                    &crate::redact::sql(text, Syntax::of_log(self.summary.format)),
+                    120,
+                ),
                 at: format!("{}:{line}", self.display),
             });
         entry.count += 1;
@@ -353,7 +343,7 @@ pub fn detect(path: &Path, options: &LogOptions) -> Result<LogFormat, LogError> 
                     .iter()
                     .find(|l| !l.trim().is_empty())
                     .map_or("", |l| l),
-                crate::redact::Syntax::Either,
+                Syntax::Either,
             ),
             120,
         ),
