@@ -107,6 +107,7 @@ impl Drop for Role<'_> {
 fn backslash_password(port: &str, db: &str, role: &str, password: &str) -> bool {
     use std::io::{Read, Write};
     if Command::new("script").arg("--version").output().is_err() {
+        skip("script (util-linux) is not installed: \\password is not typed");
         return false;
     }
     let psql = format!("psql -X -h 127.0.0.1 -p {port} -U postgres -d {db} -c '\\password {role}'");
@@ -212,6 +213,10 @@ fn role_passwords_sent_by_psql_are_in_no_trace_or_report() {
         if typed { 4 } else { 3 },
         "{trace}"
     );
+    if typed {
+        let sent_by_psql = pg::with_sql(&stopped.trace, "ALTER USER");
+        assert_eq!(sent_by_psql.len(), 1, "\\password's statement: {trace}");
+    }
     assert_hidden("the proxy's report", &stopped.report.to_string(), &secrets);
     assert_hidden("the proxy's stderr", &stopped.stderr, &secrets);
     let reports = every_report(&[&stopped_trace_file(&stopped)], &[]);
