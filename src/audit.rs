@@ -12,6 +12,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::attribute::{Attributed, Attributor, TxnOp};
 use crate::capture::logs::MysqlSession;
 use crate::model::{Event, Finding, Location, Origin, Severity, StepKey, TxnStatus};
+use crate::redact::ParamsMode;
 use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
 use crate::rules::units::Dialect;
@@ -54,6 +55,10 @@ pub struct Audit {
     cut_by_stop: u64,
     /// The files read so far ([`Self::begin_input`]), for findings' locations.
     inputs: Vec<String>,
+    /// How bind values enter the audit (`--params`).
+    params: ParamsMode,
+    /// Statements whose bind values were dropped (here or when recorded).
+    params_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -139,7 +144,16 @@ impl Audit {
             extra: Vec::new(),
             cut_by_stop: 0,
             inputs: Vec::new(),
+            params: ParamsMode::Keep,
+            params_dropped: 0,
         })
+    }
+
+    /// Takes bind values in as `params` says (`--params`): the rules and
+    /// every example then see them so.
+    pub fn with_params(mut self, params: ParamsMode) -> Self {
+        self.params = params;
+        self
     }
 
     /// Adds findings made outside the trace (data invariants): they are
@@ -172,8 +186,12 @@ impl Audit {
         self.push_from(event, origin);
     }
 
-    fn push_from(&mut self, event: Event, origin: Option<Origin>) {
+    fn push_from(&mut self, mut event: Event, origin: Option<Origin>) {
+        // Where statements enter every report: passwords go here, and bind
+        // values become what `--params` says, before anything reads them.
+        crate::redact::event(&mut event, self.params);
         self.cut_by_stop += u64::from(event.cut_by_stop);
+        self.params_dropped += u64::from(event.params_dropped);
         self.attributor.push_from(event, origin, &mut self.ready);
         self.drain();
     }
@@ -282,7 +300,15 @@ impl Audit {
             instance: item.instance,
             event: &item.event,
             fingerprint: &item.fingerprint,
-            values: values_hash(&item.event, item.fingerprint.values),
+            values: if item.event.params_dropped {
+                unknown_values(item.seq)
+            } else {
+                // Passwords hidden from the text still tell runs apart.
+                values_hash(
+                    &item.event,
+                    item.fingerprint.values ^ item.event.hidden_values,
+                )
+            },
             txn,
             txn_op: item.txn_op,
         };
@@ -340,6 +366,20 @@ impl Audit {
             ));
         }
 
+        match (self.params, self.params_dropped) {
+            (ParamsMode::Hash, _) => self.notes.push(
+                "bind values are shown as keyed hashes (--params hash): equal values, equal \
+                 hashes; the key is random for this run and never written"
+                    .to_owned(),
+            ),
+            (_, 0) => {}
+            (_, n) => self.notes.push(format!(
+                "{} had their bind values dropped (--params drop): repeated-query cannot \
+                 tell their repeats, n-plus-one counts each run as a new value, and \
+                 unlocked-read-modify-write cannot match rows by bound keys",
+                crate::rules::plural(n, "statement", "statements")
+            )),
+        }
         let mut found = Vec::new();
         for (_, rule) in &mut self.rules {
             rule.finish(&mut found);
@@ -497,6 +537,12 @@ fn values_hash(event: &Event, literals: u64) -> u64 {
     h.digest()
 }
 
+/// The values of a statement whose bind values were dropped: unknown, so
+/// equal to no other statement's (a repeat cannot be told from a loop).
+fn unknown_values(seq: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&seq.to_le_bytes(), 0x0d_0f_fa_ce) | 1
+}
+
 /// Audits events that are already in memory (tests, the demo).
 pub fn audit_events(
     config: &RuleConfig,
@@ -561,6 +607,82 @@ mod tests {
         );
         assert_eq!(browse.duration_us, Some(5000));
         assert_eq!(report.flows[0].steps[1].statements, 1);
+    }
+
+    /// Issue 15: a password hidden from a statement's text still tells its
+    /// runs apart: the same password twice is a repeat, two different ones
+    /// are not, and no report holds either.
+    #[test]
+    fn hidden_passwords_still_compare_and_never_show() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let run = |a: &str, b: &str| {
+            audit_events(
+                &config,
+                vec![
+                    ev("SET flowaudit.step = 'accounts'", 1),
+                    ev(&format!("ALTER ROLE app PASSWORD '{a}'"), 1),
+                    ev(&format!("ALTER ROLE app PASSWORD '{b}'"), 1),
+                ],
+            )
+            .expect("audit")
+        };
+        let same = run("hunter2", "hunter2");
+        let repeated: Vec<&Finding> = same
+            .findings
+            .iter()
+            .filter(|f| f.rule == "repeated-query")
+            .collect();
+        assert_eq!(repeated.len(), 1, "{:?}", same.findings);
+        assert_eq!(
+            repeated[0].examples,
+            vec!["ALTER ROLE app PASSWORD '***'".to_owned()]
+        );
+        let text = format!("{:?}", same.findings);
+        assert!(!text.contains("hunter2"), "{text}");
+        let different = run("hunter2", "hunter3");
+        assert!(
+            different
+                .findings
+                .iter()
+                .all(|f| f.rule != "repeated-query"),
+            "{:?}",
+            different.findings
+        );
+    }
+
+    /// With `--params drop` the values are unknown: runs of one statement are
+    /// no repeats, whatever their values were.
+    #[test]
+    fn dropped_values_are_never_the_same() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let events = || {
+            (0..3).map(|_| Event {
+                params: Some(vec![Some("7".into())]),
+                ..ev("SELECT * FROM t WHERE id = $1", 1)
+            })
+        };
+        let kept = audit_events(&config, events()).expect("audit");
+        assert!(kept.findings.iter().any(|f| f.rule == "repeated-query"));
+        let mut audit = Audit::new(&config)
+            .expect("audit")
+            .with_params(ParamsMode::Drop);
+        for e in events() {
+            audit.push(e);
+        }
+        let dropped = audit.finish();
+        assert!(
+            dropped.findings.iter().all(|f| f.rule != "repeated-query"),
+            "{:?}",
+            dropped.findings
+        );
+        assert!(
+            dropped
+                .notes
+                .iter()
+                .any(|n| n.starts_with("3 statements had their bind values dropped")),
+            "{:?}",
+            dropped.notes
+        );
     }
 
     /// Issue 13, defect 11: a statement the proxy's stop cut off is not a

@@ -106,7 +106,8 @@ pub const END_STEP: &str = "(end)";
 #[derive(Debug, thiserror::Error)]
 pub enum InvariantError {
     #[error(
-        "--database {0}: not a database URL flowaudit can open (sqlite:PATH, postgres://…, mysql://…)"
+        "--database {}: not a database URL flowaudit can open (sqlite:PATH, postgres://…, mysql://…)",
+        crate::redact::url(.0)
     )]
     Url(String),
     #[error("cannot connect to the database: {0}")]

@@ -69,6 +69,15 @@ pub struct Event {
     /// the proxy, not by the application (issue 13, defect 11).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cut_by_stop: bool,
+    /// The statement had bind values and `--params drop` removed them: the
+    /// rules take its values as unknown, never equal to another's (issue 15).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub params_dropped: bool,
+    /// In memory only, never written: a keyed hash of the passwords
+    /// [`crate::redact`] hid from `sql` (0: none), so that the rules that
+    /// compare values still tell two passwords apart.
+    #[serde(skip)]
+    pub hidden_values: u64,
 }
 
 /// Reads `params`: an array of strings (or nulls), taking numbers and booleans

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::capture::logs::lines;
 use crate::model::Event;
+use crate::redact::ParamsMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -173,7 +174,7 @@ fn wrong_value(key: &str, value: &serde_json::Value, e: Option<&serde_json::Erro
         "txn" => "\"idle\", \"open\" or \"failed\"",
         "params" => "an array of strings, numbers, booleans or nulls",
         "error" => "an object {\"code\": \"SQLSTATE\", \"message\": \"…\"}",
-        "cut_by_stop" => "true or false",
+        "cut_by_stop" | "params_dropped" => "true or false",
         _ => "another value",
     };
     let shown = value.to_string();
@@ -189,19 +190,32 @@ fn wrong_value(key: &str, value: &serde_json::Value, e: Option<&serde_json::Erro
     out
 }
 
-/// Writes events as JSON Lines.
+/// Writes events as JSON Lines, passwords hidden and bind values as
+/// `--params` asks ([`crate::redact::event`]): every trace flowaudit writes
+/// goes through here.
 #[derive(Debug)]
 pub struct TraceWriter<W: Write> {
     out: W,
+    params: ParamsMode,
 }
 
 impl<W: Write> TraceWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            params: ParamsMode::Keep,
+        }
+    }
+
+    /// Writes bind values as `params` says.
+    pub fn with_params(mut self, params: ParamsMode) -> Self {
+        self.params = params;
+        self
     }
 
     pub fn write(&mut self, event: &Event) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, event)?;
+        let event = crate::redact::event_ref(event, self.params);
+        serde_json::to_writer(&mut self.out, &*event)?;
         self.out.write_all(b"\n")
     }
 
@@ -243,6 +257,9 @@ mod tests {
             application_name: Some("shop".into()),
             connect_us: Some(2100),
             cut_by_stop: true,
+            params_dropped: true,
+            // In memory only: never written, so 0 comes back.
+            hidden_values: 0,
         };
         let mut w = TraceWriter::new(Vec::new());
         w.write(&event).expect("write to a Vec");

@@ -952,7 +952,14 @@ fn run_as_a_ci_gate_with_a_baseline() {
     let baseline = dir.path().join("baseline.json");
     let run = |script: &std::path::Path, args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_flowaudit"))
-            .args(["run", "--upstream", &db.url(pg::PG_ADDR)])
+            // As the README's CI recipes run it.
+            .args([
+                "run",
+                "--upstream",
+                &db.url(pg::PG_ADDR),
+                "--params",
+                "hash",
+            ])
             .args(args)
             .args(["--", "psql", "-X", "-q", "-o", "/dev/null", "-f"])
             .arg(script)

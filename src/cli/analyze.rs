@@ -130,8 +130,9 @@ fn progress(path: &Path) -> Option<indicatif::ProgressBar> {
 pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow::Result<Report> {
     super::require_invariant_database(config, args.database.as_deref(), args.skip_invariants)?;
     let baseline = args.audit.load_baseline()?;
-    let mut audit =
-        Audit::with_baseline(config, baseline.as_ref()).context("invalid rule settings")?;
+    let mut audit = Audit::with_baseline(config, baseline.as_ref())
+        .context("invalid rule settings")?
+        .with_params(args.audit.params);
     let options = LogOptions {
         log_line_prefix: args.log_line_prefix.clone(),
         ..LogOptions::default()

@@ -96,11 +96,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         ),
     })?;
     if let Some(path) = &args.trace {
-        write_trace(&demo, path)?;
+        write_trace(&demo, path, args.audit.params)?;
     }
     let baseline = args.audit.load_baseline()?;
-    let mut audit =
-        Audit::with_baseline(&config, baseline.as_ref()).context("invalid rule settings")?;
+    let mut audit = Audit::with_baseline(&config, baseline.as_ref())
+        .context("invalid rule settings")?
+        .with_params(args.audit.params);
     for event in demo.events {
         audit.push(event);
     }
@@ -116,10 +117,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     args.audit.emit_failing_on(&mut report, FailOn::Never)
 }
 
-fn write_trace(demo: &DemoRun, path: &std::path::Path) -> anyhow::Result<()> {
+fn write_trace(
+    demo: &DemoRun,
+    path: &std::path::Path,
+    params: crate::redact::ParamsMode,
+) -> anyhow::Result<()> {
     let context = || format!("cannot write the trace to {}", path.display());
     let file = std::fs::File::create(path).with_context(context)?;
-    let mut writer = TraceWriter::new(std::io::BufWriter::new(file));
+    let mut writer = TraceWriter::new(std::io::BufWriter::new(file)).with_params(params);
     for event in &demo.events {
         writer.write(event).with_context(context)?;
     }

@@ -20,6 +20,7 @@ use crate::audit::at_or_above;
 use crate::baseline::Baseline;
 use crate::exit;
 use crate::model::Severity;
+use crate::redact::ParamsMode;
 use crate::report::{Format, Report, render};
 use crate::rules::RuleConfig;
 
@@ -86,6 +87,14 @@ pub struct AuditArgs {
     /// given too still fail it).
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
+    /// Bind values in the trace (proxy, run, demo) and in the report (every
+    /// auditing command): as sent, as keyed hashes, or dropped.
+    ///
+    /// With `drop`, repeated-query cannot tell a repeat from a loop,
+    /// n-plus-one counts every run as a new value, and
+    /// unlocked-read-modify-write cannot match rows by bound keys.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ParamsMode::Keep)]
+    pub params: ParamsMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

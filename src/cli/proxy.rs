@@ -19,6 +19,7 @@ use crate::fault::{FaultInjector, FaultSpec};
 use crate::invariants::{InvariantError, InvariantRunner, Invariants};
 use crate::model::Event;
 use crate::model::Finding;
+use crate::redact::ParamsMode;
 use crate::report::{CaptureStats, Report};
 
 use super::AuditArgs;
@@ -99,7 +100,8 @@ fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
             return None;
         }
         if let Ok(mut o) = outcome.lock() {
-            o.hit = Some(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            let shown = crate::redact::sql(sql, crate::redact::Syntax::Postgres);
+            o.hit = Some(shown.split_whitespace().collect::<Vec<_>>().join(" "));
         }
         Some(failing.clone())
     };
@@ -115,6 +117,8 @@ pub fn stderr_log() -> Log {
 #[derive(Debug)]
 pub struct AuditSink {
     audit: Audit,
+    /// `--params`, for the trace (the audit applies it itself).
+    params: ParamsMode,
     /// With --database: the tables and joins the statements used.
     touched: Option<Touched>,
 }
@@ -125,6 +129,10 @@ impl Sink for AuditSink {
             t.observe(&event.sql);
         }
         self.audit.push(event);
+    }
+
+    fn params(&self) -> ParamsMode {
+        self.params
     }
 }
 
@@ -154,8 +162,9 @@ impl CaptureArgs {
         let config = audit_args.load_rules()?;
         super::require_invariant_database(&config, self.database.as_deref(), self.skip_invariants)?;
         let baseline = audit_args.load_baseline()?;
-        let audit =
-            Audit::with_baseline(&config, baseline.as_ref()).context("invalid rule settings")?;
+        let audit = Audit::with_baseline(&config, baseline.as_ref())
+            .context("invalid rule settings")?
+            .with_params(audit_args.params);
         let trace: Option<Box<dyn std::io::Write + Send>> = match &self.trace {
             Some(path) => Some(Box::new(std::fs::File::create(path).with_context(
                 || format!("cannot write the trace to {}", path.display()),
@@ -165,6 +174,7 @@ impl CaptureArgs {
         let stats = Arc::new(Stats::default());
         let sink = AuditSink {
             audit,
+            params: audit_args.params,
             touched: self.database.as_ref().map(|_| Touched::default()),
         };
         let (recorder, writer) = proxy::start_writer(trace, sink, stats.clone());

@@ -89,6 +89,7 @@ pub fn load_rules(dirs: &[PathBuf], fail_on: Option<FailOn>) -> anyhow::Result<R
         fail_on,
         baseline: None,
         write_baseline: None,
+        params: crate::redact::ParamsMode::Keep,
     }
     .load_rules()
 }

@@ -24,7 +24,7 @@ use crate::model::Finding;
 use crate::report::AllowedFinding;
 use crate::rules::{RuleConfig, RuleSetup};
 
-pub use introspect::{SchemaFilter, redact};
+pub use introspect::SchemaFilter;
 pub use model::Schema;
 pub use relations::{JoinPair, Relationship};
 pub use touched::Touched;
@@ -177,7 +177,7 @@ async fn review_on(
     }
     let (findings, allowed) = apply_allows(all, config);
     Ok(SchemaReview {
-        database: redact(url),
+        database: crate::redact::url(url),
         schema,
         reviewed,
         relationships,

@@ -29,6 +29,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::model::Event;
+use crate::redact::Syntax;
 
 pub use mysql_session::MysqlSession;
 
@@ -226,7 +227,10 @@ impl Sink {
             .entry(kind.into())
             .or_insert_with(|| NotUnderstood {
                 count: 0,
-                example: cut(text, 120),
+                example: cut(
+                    &crate::redact::sql(text, Syntax::of_log(self.summary.format)),
+                    120,
+                ),
                 at: format!("{}:{line}", self.display),
             });
         entry.count += 1;
@@ -357,10 +361,13 @@ pub fn detect(path: &Path, options: &LogOptions) -> Result<LogFormat, LogError> 
             options.log_line_prefix
         ),
         first: cut(
-            lines
-                .iter()
-                .find(|l| !l.trim().is_empty())
-                .map_or("", |l| l),
+            &crate::redact::sql(
+                lines
+                    .iter()
+                    .find(|l| !l.trim().is_empty())
+                    .map_or("", |l| l),
+                Syntax::Either,
+            ),
             120,
         ),
     })

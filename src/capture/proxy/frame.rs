@@ -174,14 +174,20 @@ impl FrameDecoder {
 }
 
 /// Server messages whose bodies the observer does not read: result rows and
-/// COPY data, the bulk of the traffic.
+/// COPY data, the bulk of the traffic, authentication requests (a SCRAM
+/// exchange's salt, nonces and server signature are enough to test password
+/// guesses offline) and BackendKeyData (the key that cancels the session's
+/// queries; issue 15).
 pub fn skip_server(tag: u8) -> bool {
-    matches!(tag, b'D' | b'd')
+    matches!(tag, b'D' | b'd' | b'R' | b'K')
 }
 
-/// Client messages whose bodies the observer does not read: COPY data.
+/// Client messages whose bodies the observer does not read: COPY data, and
+/// the answers to authentication (PasswordMessage, SASLInitialResponse,
+/// SASLResponse, GSSResponse: all `p`), which are forwarded and never
+/// copied (issue 15).
 pub fn skip_client(tag: u8) -> bool {
-    tag == b'd'
+    matches!(tag, b'd' | b'p')
 }
 
 #[cfg(test)]

@@ -369,7 +369,7 @@ impl Observers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::proxy::frame::skip_server;
+    use crate::capture::proxy::frame::{skip_client, skip_server};
     use crate::capture::proxy::recorder::{Sink, start};
     use crate::model::Event;
 
@@ -484,6 +484,76 @@ mod tests {
         );
         assert_eq!(Stats::get(&stats.recorded), 3);
         assert_eq!(Stats::get(&stats.dropped), 0);
+    }
+
+    /// Issue 15: what a client sends to authenticate (PasswordMessage,
+    /// SASLInitialResponse and SASLResponse, all tagged `p`), the server's
+    /// authentication requests and its cancel key are forwarded only: not a
+    /// byte of them is copied into the outbox the writer reads, also when a
+    /// chunk ends inside one, and the observer does not count them as
+    /// undecoded.
+    #[test]
+    fn authentication_messages_are_forwarded_not_copied_for_the_writer() {
+        let stats = Arc::new(Stats::default());
+        let (recorder, writer) = start(None, Collect::default(), stats.clone());
+        let outbox = Outbox::shared(recorder);
+        let secret = b"hunter2-cleartext";
+        let mut password = secret.to_vec();
+        password.push(0);
+        let mut sasl_initial = b"SCRAM-SHA-256\0\0\0\0\x2an,,n=,r=hunter2-cleartext-nonce".to_vec();
+        sasl_initial.push(0);
+        let sasl_response = b"c=biws,r=nonce,p=hunter2-cleartext-proof";
+        let up_stream = wire(&[
+            (b'p', &password),
+            (b'p', &sasl_initial),
+            (b'p', sasl_response),
+            (b'Q', b"select 1\0"),
+        ]);
+        // AuthenticationSASLFinal: the server's signature, and what the
+        // client's proof is checked with, are as good as the password to
+        // test guesses against.
+        let down_stream = wire(&[
+            (b'R', b"\0\0\0\x0cv=hunter2-cleartext-signature"),
+            // BackendKeyData: process id and the key that cancels its queries.
+            (b'K', b"\0\0\x30\x39hunter2-cancel-key"),
+            (b'C', b"SELECT 1\0"),
+            (b'Z', b"I"),
+        ]);
+        let held = {
+            let link = Link::open(1, outbox.clone(), None, Instant::now());
+            let mut up = FrameDecoder::new(skip_client);
+            let mut down = FrameDecoder::new(skip_server);
+            // Cut inside the first message's body and inside the second's.
+            for chunk in [&up_stream[..9], &up_stream[9..30], &up_stream[30..]] {
+                link.messages(true, &mut up, chunk);
+            }
+            link.messages(false, &mut down, &down_stream);
+            lock(&outbox).buf.clone()
+        };
+        assert!(
+            !held.windows(7).any(|w| w == b"hunter2"),
+            "an authentication message was copied for the writer"
+        );
+        assert!(held.windows(8).any(|w| w == b"select 1"));
+        let tags: Vec<(u8, usize, bool)> = records(&held)
+            .filter(|r| r.kind == FROM_CLIENT)
+            .flat_map(|r| frames(r.payload).map(|f| (f.tag, f.body.len(), f.truncated)))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                (b'p', 0, true),
+                (b'p', 0, true),
+                (b'p', 0, true),
+                (b'Q', 9, false)
+            ]
+        );
+        lock(&outbox).flush();
+        drop(outbox);
+        let events = writer.finish().expect("writer").0;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].sql, "select 1");
+        assert_eq!(Stats::get(&stats.undecoded_frames), 0);
     }
 
     /// A sink that holds the writer until told to go on.

@@ -39,6 +39,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::redact;
 use handoff::{Link, Outbox, SharedOutbox};
 use session::Session;
 
@@ -66,11 +67,11 @@ impl Upstream {
     /// database in it are the client's business and are not used.
     pub fn from_url(url: &str) -> Result<Upstream, String> {
         let parsed = url::Url::parse(url)
-            .map_err(|e| format!("--upstream {}: not a URL ({e})", redact(url)))?;
+            .map_err(|e| format!("--upstream {}: not a URL ({e})", redact::url(url)))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(format!(
                 "--upstream {}: the proxy relays PostgreSQL; give a postgres:// URL",
-                redact(url)
+                redact::url(url)
             ));
         }
         let host = parsed
@@ -122,18 +123,6 @@ impl Upstream {
             Ok(result) => result,
             Err(_) => Err(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())),
         }
-    }
-}
-
-/// A URL with its password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "(unparsable URL)".into(),
     }
 }
 
@@ -705,7 +694,7 @@ mod tests {
             "127.0.0.1:5432"
         );
         assert!(Upstream::from_url("mysql://root@localhost/x").is_err());
-        let shown = redact("postgres://app:s3cret@db.example:6543/shop");
+        let shown = redact::url("postgres://app:s3cret@db.example:6543/shop?password=s3cret");
         assert!(!shown.contains("s3cret"), "{shown}");
         let through = url_through(
             "postgres://app:s3cret@db.example:6543/shop?sslmode=disable",

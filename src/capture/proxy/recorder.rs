@@ -145,6 +145,11 @@ impl Recorder {
 /// Where the writer sends each event after the trace file.
 pub trait Sink: Send + 'static {
     fn event(&mut self, event: Event);
+
+    /// How the trace file shows bind values (`--params`).
+    fn params(&self) -> crate::redact::ParamsMode {
+        crate::redact::ParamsMode::Keep
+    }
 }
 
 /// The writer thread and the first handle on its channel.
@@ -173,6 +178,7 @@ pub fn start<S: Sink>(
             // this thread's time).
             let mut trace = trace.map(|w| {
                 crate::trace::TraceWriter::new(std::io::BufWriter::with_capacity(TRACE_BUFFER, w))
+                    .with_params(sink.params())
             });
             let mut observers = Observers::new(counts.clone(), epoch);
             let mut done = Vec::new();

@@ -383,7 +383,7 @@ impl Session {
         let cut = frame
             .truncated
             .then(|| frame.len.saturating_sub(frame.body.len()));
-        if frame.truncated && !matches!(frame.tag, b'Q' | b'P' | b'B' | b'd') {
+        if frame.truncated && !matches!(frame.tag, b'Q' | b'P' | b'B' | b'd' | b'p') {
             self.counts.undecoded += 1;
             return;
         }
@@ -556,7 +556,7 @@ impl Session {
 
     /// A whole message from the server.
     pub fn server_frame(&mut self, frame: Frame<'_>) {
-        if frame.truncated && !matches!(frame.tag, b'D' | b'd') {
+        if frame.truncated && !matches!(frame.tag, b'D' | b'd' | b'R' | b'K') {
             self.counts.undecoded += 1;
             return;
         }
