@@ -112,7 +112,10 @@ fn binary_numerics_of_absurd_size_are_cut_and_memory_stays_small() {
     let first = params[0].as_str().expect("text");
     assert!(first.starts_with("10000"), "{}", &first[..40]);
     assert!(
-        first.ends_with(&format!("…[truncated {} bytes]", 131_069 + 1 + 16_383 - 4096)),
+        first.ends_with(&format!(
+            "…[truncated {} bytes]",
+            131_069 + 1 + 16_383 - 4096
+        )),
         "the cut is marked with what it left out: …{}",
         &first[first.len() - 40..]
     );
@@ -126,7 +129,11 @@ fn binary_numerics_of_absurd_size_are_cut_and_memory_stays_small() {
         .lines()
         .find(|l| l.contains("absurd numerics"))
         .expect("line");
-    assert!(line.len() < 200 * 1024, "a trace line of {} bytes", line.len());
+    assert!(
+        line.len() < 200 * 1024,
+        "a trace line of {} bytes",
+        line.len()
+    );
 }
 
 /// Issue 15, item 7: before authentication the client's messages are small
@@ -290,7 +297,9 @@ fn a_stderr_nobody_reads_never_stalls_the_relay() {
         &stderr[..stderr.len().min(2000)]
     );
     assert!(
-        stopped.report.contains("messages about connections were not printed"),
+        stopped
+            .report
+            .contains("messages about connections were not printed"),
         "the report counts the lines dropped: {}",
         stopped.report
     );

@@ -1,3 +1,3 @@
 pub mod pg;
-pub mod server_logs;
 pub mod raw_pg;
+pub mod server_logs;

@@ -148,9 +148,8 @@ impl Raw {
         let mut head = [0u8; 5];
         self.stream.read_exact(&mut head)?;
         let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-        let len = usize::try_from(len - 4).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "negative length")
-        })?;
+        let len = usize::try_from(len - 4)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "negative length"))?;
         let mut body = vec![0u8; len];
         self.stream.read_exact(&mut body)?;
         Ok((head[0], body))

@@ -26,7 +26,7 @@ use super::frame::Frame;
 use super::messages as msg;
 use super::recorder::Recorded;
 use super::steps::{Check, StepChecks};
-use super::values;
+use super::values::{self, mark_cut};
 use crate::model::{Event, SqlError, TxnStatus};
 
 /// A statement the client prepared (`Parse`).
@@ -458,6 +458,8 @@ impl Session {
                     .cut
                     .and_then(|c| c.missing)
                     .map(|missing| (b.values.len().saturating_sub(1), missing));
+                // The text kept of the statement's values (issue 15, item 6).
+                let mut room = values::MAX_PARAMS_TEXT;
                 let mut params: Vec<Option<String>> = b
                     .values
                     .iter()
@@ -465,14 +467,15 @@ impl Session {
                     .map(|(i, v)| {
                         v.map(|v| {
                             let oid = types.get(i).copied().unwrap_or(0);
-                            match cut_value {
+                            let limit = room.min(values::MAX_VALUE_TEXT);
+                            let (rendered, missing) = match cut_value {
                                 Some((at, missing)) if at == i => {
-                                    let mut kept = values::render_prefix(oid, b.binary(i), v);
-                                    mark_cut(&mut kept, Some(missing));
-                                    kept
+                                    (values::render_prefix(oid, b.binary(i), v, limit), missing)
                                 }
-                                _ => values::render(oid, b.binary(i), v),
-                            }
+                                _ => (values::render(oid, b.binary(i), v, limit), 0),
+                            };
+                            room = room.saturating_sub(rendered.text.len());
+                            rendered.marked(missing)
                         })
                     })
                     .collect();
@@ -1090,16 +1093,6 @@ impl Session {
                 self.emit(event);
             }
         }
-    }
-}
-
-/// Marks a text or value the observer kept only the start of (issue 13,
-/// defect 2): a suffix `…[truncated N bytes]`, N the bytes not observed, or
-/// `…[truncated]` when that is not known.
-fn mark_cut(kept: &mut String, missing: Option<usize>) {
-    match missing {
-        Some(n) => kept.push_str(&format!("…[truncated {n} bytes]")),
-        None => kept.push_str("…[truncated]"),
     }
 }
 
