@@ -178,6 +178,8 @@ fn decode_binary(type_oid: u32, v: &[u8]) -> Option<String> {
         }
         oid::TIMESTAMP => timestamp(i64::from_be_bytes(v.try_into().ok()?))?,
         oid::TIMESTAMPTZ => timestamp(i64::from_be_bytes(v.try_into().ok()?))? + "+00",
+        // bytea is shown as hex, the form PostgreSQL prints it in.
+        oid::BYTEA => return None,
         _ => return None,
     })
 }
