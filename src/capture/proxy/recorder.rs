@@ -37,6 +37,12 @@ pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes of trace the writer gathers before it writes them to the file.
 const TRACE_BUFFER: usize = 1024 * 1024;
 
+/// The trace reaches its file at least this often, and at every step
+/// marker: a proxy killed outright (SIGKILL, the machine's OOM killer, a CI
+/// job's timeout) leaves what it recorded up to a second before, not an
+/// empty file (issue 15, item 15).
+pub const TRACE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long the writer sleeps when it finds nothing to write: at 100,000
 /// statements a second, 200 arrive meanwhile, far below the capacity.
 const POLL: std::time::Duration = std::time::Duration::from_millis(2);
@@ -220,14 +226,25 @@ pub fn start<S: Sink>(
             });
             let mut observers = Observers::new(counts.clone(), epoch);
             let mut done = Vec::new();
+            // Whether the trace has lines not yet in the file, and since when.
+            let (mut unflushed, mut flushed_at) = (false, Instant::now());
             let mut write = |done: &mut Vec<Recorded>| -> Result<(), std::io::Error> {
+                let mut step_ended = false;
                 for recorded in done.drain(..) {
                     let event = recorded.into_event();
                     if let Some(t) = trace.as_mut() {
                         t.write(&event)?;
+                        unflushed = true;
+                        step_ended |= crate::attribute::parse_marker(&event.sql).is_some();
                     }
                     sink.event(event);
                     Stats::add(&counts.recorded, 1);
+                }
+                if unflushed && (step_ended || flushed_at.elapsed() >= TRACE_FLUSH_EVERY) {
+                    if let Some(t) = trace.as_mut() {
+                        t.flush()?;
+                    }
+                    (unflushed, flushed_at) = (false, Instant::now());
                 }
                 Ok(())
             };
@@ -313,6 +330,49 @@ mod tests {
             }
             self.seen += 1;
         }
+    }
+
+    /// What reached the file: a `Write` shared with the test.
+    #[derive(Debug, Clone, Default)]
+    struct File(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for File {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("file").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Discard;
+
+    impl Sink for Discard {
+        fn event(&mut self, _: Event) {}
+    }
+
+    /// Issue 15, item 15: a step marker sends the trace to the file at
+    /// once (and else it goes at least every second), not at the end only.
+    #[test]
+    fn the_trace_reaches_the_file_at_each_step_marker() {
+        let file = File::default();
+        let stats = Arc::new(Stats::default());
+        let (recorder, writer) = start(Some(Box::new(file.clone())), Discard, stats);
+        recorder.record(statement(Arc::from("select 'before the step'")));
+        recorder.record(statement(Arc::from("SET flowaudit.step = 'next'")));
+        let written = || String::from_utf8_lossy(&file.0.lock().expect("file")).into_owned();
+        let deadline = Instant::now() + std::time::Duration::from_millis(800);
+        while !written().contains("flowaudit.step") && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let text = written();
+        assert!(text.contains("'before the step'"), "{text:?}");
+        assert!(text.contains("flowaudit.step"), "{text:?}");
+        drop(recorder);
+        writer.finish().expect("writer");
     }
 
     fn statement(sql: Arc<str>) -> Recorded {
