@@ -53,6 +53,8 @@ const MAX_STARTUP: usize = 10_000;
 /// How long to wait for the upstream server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BUFFER: usize = 64 * 1024;
+/// How long the client's side may go on once the server closed.
+const SERVER_GONE_GRACE: Duration = Duration::from_secs(1);
 
 /// Where the real server is.
 #[derive(Debug, Clone)]
@@ -485,13 +487,16 @@ async fn relay_handing_over(client: TcpStream, server: TcpStream, link: Arc<Link
         .await;
         Direction::Downward
     });
-    // Once one direction ends, the other gets a moment to finish (as in
-    // `both_ways`); dropping the set aborts what is left.
-    let grace = match directions.join_next().await {
-        Some(Ok(Direction::Upward)) => Duration::from_secs(5),
-        _ => Duration::from_secs(1),
-    };
-    let _ = tokio::time::timeout(grace, directions.join_next()).await;
+    // Once one direction ends, the other may finish (as in `both_ways`);
+    // dropping the set aborts what is left.
+    match directions.join_next().await {
+        Some(Ok(Direction::Upward)) => {
+            let _ = directions.join_next().await;
+        }
+        _ => {
+            let _ = tokio::time::timeout(SERVER_GONE_GRACE, directions.join_next()).await;
+        }
+    }
     directions.shutdown().await;
 }
 
@@ -637,16 +642,17 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// Runs both directions; once one ends, the other gets a moment to finish:
-/// a gone client leaves the server time to send its last answers.
+/// Runs both directions until the server's side ends. A client that shut
+/// down its write side (its end of the stream, passed on to the server)
+/// still gets every answer to what it sent, however long they take, as on a
+/// direct connection: the server closes once it has answered (issue 15,
+/// item 14). A server that closed leaves the client's side a moment.
 async fn both_ways(upward: impl Future<Output = ()>, downward: impl Future<Output = ()>) {
     tokio::pin!(upward, downward);
     tokio::select! {
-        () = &mut upward => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), downward).await;
-        }
+        () = &mut upward => downward.await,
         () = &mut downward => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), upward).await;
+            let _ = tokio::time::timeout(SERVER_GONE_GRACE, upward).await;
         }
     }
 }
