@@ -13,7 +13,8 @@ use clap::Args;
 
 use crate::audit::Audit;
 use crate::capture::proxy::{
-    self, FaultHook, Log, Proxy, Recorder, Sink, Stats, StepChecks, StepTracker, Upstream, Writer,
+    self, FaultHook, Log, LogLines, Proxy, Recorder, Sink, Stats, StepChecks, StepTracker,
+    Upstream, Writer,
 };
 use crate::fault::{FaultInjector, FaultSpec};
 use crate::invariants::{InvariantError, InvariantRunner, Invariants};
@@ -106,9 +107,29 @@ fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
     FaultHook(Arc::new(Mutex::new(decide)))
 }
 
-/// Messages about single connections go to stderr, prefixed.
-pub fn stderr_log() -> Log {
-    Arc::new(|message| eprintln!("flowaudit: {message}"))
+/// Messages about single connections go to stderr, prefixed, from a thread
+/// of their own: the relay never waits on a stderr nobody reads.
+pub fn stderr_log() -> (Log, LogLines) {
+    proxy::log_to(std::io::stderr())
+}
+
+/// How long the end of a run waits for the last messages to reach stderr.
+const LOG_DRAIN: Duration = Duration::from_millis(500);
+
+/// Says in the report how many messages about connections stderr missed.
+pub fn note_unprinted(report: &mut Report, lines: LogLines) {
+    let dropped = lines.finish(LOG_DRAIN);
+    if dropped > 0 {
+        report.notes.push(format!(
+            "{} not printed: stderr was not read as fast as they came, and the proxy drops \
+             them rather than wait",
+            crate::rules::plural(
+                dropped,
+                "message about connections was",
+                "messages about connections were"
+            )
+        ));
+    }
 }
 
 /// The audit, fed by the writer thread as statements arrive.
@@ -385,6 +406,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = runtime()?;
+    let (log, log_lines) = stderr_log();
     let findings = runtime.block_on(async {
         let invariants =
             InvariantChecks::connect(recording.invariant_database(), recording.config()).await?;
@@ -415,7 +437,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
             upstream.describe()
         );
         let progress = live_counts(recording.stats.clone());
-        proxy.serve(stop, GRACE, stderr_log()).await;
+        proxy.serve(stop, GRACE, log).await;
         if let Some(progress) = progress {
             progress.abort();
         }
@@ -432,6 +454,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
         "does the application connect to the address above (host, port, sslmode=disable or \
          prefer)?",
     )?;
+    note_unprinted(&mut report, log_lines);
     args.audit.emit(&mut report)
 }
 

@@ -8,7 +8,8 @@
 //! - `session`: matches answers to requests and builds the events;
 //! - `split`: the statements of a multi-statement Query;
 //! - `values`: bind values in text form;
-//! - `recorder`: the bounded channel to the trace writer.
+//! - `recorder`: the bounded channel to the trace writer;
+//! - `logger`: messages about connections, on a thread of their own.
 //!
 //! Safety rules kept here: the relay writes each chunk on as soon as it is
 //! read (the client's after it is observed, so that an answer never arrives
@@ -18,6 +19,7 @@
 
 mod frame;
 mod handoff;
+mod logger;
 mod messages;
 mod recorder;
 mod session;
@@ -26,6 +28,7 @@ mod steps;
 mod values;
 
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
+pub use logger::{LOG_QUEUE, LogLines, log_to};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, rfc3339};
 pub use steps::{Check, Seen, StepChecks, StepTracker};
@@ -151,7 +154,8 @@ pub fn url_through(url: &str, addr: SocketAddr) -> Result<String, String> {
     Ok(parsed.to_string())
 }
 
-/// Messages about connections go here (the CLI prints them on stderr).
+/// Messages about connections go here (the CLI prints them on stderr, see
+/// [`log_to`]). Called on the relay's thread: it must never wait.
 pub type Log = Arc<dyn Fn(String) + Send + Sync>;
 
 /// A running proxy: accepts connections until told to stop.
