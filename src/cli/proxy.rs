@@ -76,6 +76,17 @@ pub struct CaptureArgs {
     /// a gate that saw nothing proves nothing.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Close a client that is not through its startup and authentication
+    /// SECS seconds after it connected, as PostgreSQL does at its
+    /// authentication_timeout (60 s there too): a client that connects and
+    /// sends nothing would otherwise hold a file descriptor for good.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub startup_timeout: u64,
 }
 
 /// What became of the injected fault, for the report's notes.
@@ -164,6 +175,10 @@ pub struct Recording {
 }
 
 impl CaptureArgs {
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout)
+    }
+
     pub fn upstream(&self) -> anyhow::Result<Upstream> {
         Upstream::from_url(&self.upstream).map_err(|e| {
             anyhow::anyhow!("{e}\n  hint: for example --upstream postgres://127.0.0.1:5432/app")
@@ -375,8 +390,8 @@ impl Recording {
         }
         if capture.refused > 0 {
             report.notes.push(format!(
-                "{} refused by the proxy (database unreachable or a direct TLS handshake); see \
-                 the messages above",
+                "{} refused by the proxy (database unreachable, too many connections for its \
+                 file descriptors, or a direct TLS handshake); see the messages above",
                 crate::rules::plural(capture.refused, "connection was", "connections were")
             ));
         }
@@ -415,6 +430,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
             .map(|p| {
                 p.with_fault(recording.fault_hook())
                     .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+                    .with_startup_timeout(args.capture.startup_timeout())
             })
             .with_context(|| {
                 format!(

@@ -71,6 +71,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             .map(|p| {
                 p.with_fault(recording.fault_hook())
                     .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+                    .with_startup_timeout(args.capture.startup_timeout())
             })
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = proxy.local_addr()?;

@@ -168,6 +168,26 @@ impl Raw {
         }
     }
 
+    /// Messages up to the next ReadyForQuery or the end of the stream (an
+    /// ErrorResponse, then closed); an error only when nothing came.
+    pub fn until_ready_or_end(&mut self) -> std::io::Result<Vec<(u8, Vec<u8>)>> {
+        let mut seen = Vec::new();
+        loop {
+            match self.message() {
+                Ok((tag, body)) => {
+                    seen.push((tag, body));
+                    if tag == b'Z' {
+                        return Ok(seen);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !seen.is_empty() => {
+                    return Ok(seen);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Reads and discards everything up to the end of the stream; the number
     /// of bytes read, or the error that ended it.
     pub fn drain(&mut self) -> Result<u64, std::io::Error> {

@@ -104,7 +104,12 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(5));
         let dropped = lines.dropped();
-        assert!(dropped >= (9 * LOG_QUEUE) as u64, "{dropped}");
+        // The queue holds LOG_QUEUE, the thread perhaps the one it writes.
+        let held = 10 * LOG_QUEUE as u64 - dropped;
+        assert!(
+            held == LOG_QUEUE as u64 || held == LOG_QUEUE as u64 + 1,
+            "{dropped}"
+        );
         drop(unblock);
         drop(log);
         assert_eq!(lines.finish(Duration::from_secs(5)), dropped);

@@ -316,7 +316,15 @@ impl Session {
     /// Query runs its statements before the chosen one, then the replacement;
     /// an Execute becomes Parse, Bind and Execute of the replacement, whose
     /// ParseComplete and BindComplete the client never sees.
+    ///
+    /// A message not kept whole (COPY data, or longer than the observer
+    /// keeps) has gone on in pieces already: it is only observed, and a
+    /// statement longer than that is never the one that fails.
     pub fn client_frame_rewriting(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        if frame.truncated {
+            self.client_frame(frame);
+            return;
+        }
         let replaced = if self.discarding {
             None
         } else {
@@ -369,7 +377,13 @@ impl Session {
 
     /// With fault injection: observes a whole server message and appends it
     /// to `out`, unless it answers a message the proxy added.
+    /// Rows, COPY data and messages longer than the observer keeps have gone
+    /// on in pieces already: they are only observed.
     pub fn server_frame_forwarding(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        if frame.truncated {
+            self.server_frame(frame);
+            return;
+        }
         if matches!(frame.tag, b'1' | b'2') && matches!(self.queue.front(), Some(Pending::Injected))
         {
             self.queue.pop_front();
