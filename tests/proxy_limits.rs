@@ -22,6 +22,11 @@ fn upstream() -> String {
 
 const MIB: u64 = 1024;
 
+/// KiB as MiB, for messages.
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
 /// Waits until `done` or `deadline`; false when the deadline passed.
 fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + deadline;
@@ -93,9 +98,9 @@ fn binary_numerics_of_absurd_size_are_cut_and_memory_stays_small() {
     });
     assert!(
         peak <= bound,
-        "the proxy's peak memory was {} MiB (bound {} MiB)",
-        peak / MIB,
-        bound / MIB
+        "the proxy's peak memory reached {:.1} MiB (bound {:.0} MiB)",
+        mib(peak),
+        mib(bound)
     );
     drop(c);
     let stopped = proxy.stop();
@@ -155,8 +160,8 @@ fn an_absurd_password_message_is_refused_before_authentication() {
         return;
     };
     for args in [
-        &["--allow-empty"][..],
         &["--allow-empty", "--inject-fault", "nowhere:1"][..],
+        &["--allow-empty"][..],
     ] {
         let proxy = ProxyChild::start(
             &cluster.url(),
@@ -189,8 +194,8 @@ fn an_absurd_password_message_is_refused_before_authentication() {
         let _ = sender.join();
         assert!(
             peak <= 60 * MIB,
-            "{args:?}: the proxy's peak memory was {} MiB",
-            peak / MIB
+            "{args:?}: the proxy's peak memory was {:.1} MiB",
+            mib(peak)
         );
         let (tag, body) = answer.expect("an answer to the oversized message");
         assert_eq!(tag, b'E', "{args:?}");
@@ -239,8 +244,8 @@ fn with_faults_large_rows_and_statements_pass_in_pieces() {
     let (trace, stderr) = (stopped.trace, stopped.stderr);
     assert!(
         peak <= 120 * MIB,
-        "the proxy's peak memory was {} MiB",
-        peak / MIB
+        "the proxy's peak memory was {:.1} MiB",
+        mib(peak)
     );
     assert!(trace.contains("select repeat('x', 200000000)"), "{stderr}");
     assert!(trace.contains("select length('yyyy"), "{stderr}");
