@@ -83,7 +83,7 @@ pub struct CaptureArgs {
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = 60,
+        default_value_t = proxy::DEFAULT_STARTUP_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub startup_timeout: u64,

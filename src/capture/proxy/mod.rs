@@ -31,9 +31,8 @@ mod split;
 mod steps;
 mod values;
 
-pub use auth::MAX_AUTH_MESSAGE;
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
-pub use logger::{LOG_QUEUE, LogLines, log_to};
+pub use logger::{LogLines, log_to};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, rfc3339};
 pub use steps::{Check, Seen, StepChecks, StepTracker};
@@ -285,8 +284,9 @@ impl Proxy {
                                  connections\" until others close (raise the limit: ulimit -n)"
                             ));
                         }
-                        // accept fails so also when no client waits: only a
-                        // client taken on the spare descriptor is progress.
+                        // accept reports EMFILE also when no client waits:
+                        // only a client taken on the spare descriptor is
+                        // progress; otherwise wait for a connection to end.
                         let refused = spare.take().and_then(|descriptor| {
                             drop(descriptor);
                             // Polled once, here: no other task may take the

@@ -882,7 +882,12 @@ impl Session {
         } else if first.eq_ignore_ascii_case("deallocate") {
             let rest = bare[first.len()..].trim_start();
             let rest = match rest.get(..7) {
-                Some(kw) if kw.eq_ignore_ascii_case("prepare") => rest[7..].trim_start(),
+                Some(kw)
+                    if kw.eq_ignore_ascii_case("prepare")
+                        && rest[7..].starts_with(char::is_whitespace) =>
+                {
+                    rest[7..].trim_start()
+                }
                 _ => rest,
             };
             let name = identifier(rest);
@@ -1512,6 +1517,12 @@ mod tests {
         assert!(s.prepared.contains_key("Named1"));
         simple(&mut s, "deallocate prepare Q", "DEALLOCATE");
         assert!(s.sql_prepared.is_empty());
+        prepare_many(&mut s, 1, "preparedx");
+        simple(&mut s, "DEALLOCATE preparedx0", "DEALLOCATE");
+        assert!(
+            !s.prepared.contains_key("preparedx0"),
+            "a name, not a keyword"
+        );
         // A DEALLOCATE that failed dropped nothing.
         s.client_frame(frame(b'Q', b"DEALLOCATE ALL\0"));
         s.server_frame(frame(
