@@ -13,7 +13,8 @@ use clap::Args;
 
 use crate::audit::Audit;
 use crate::capture::proxy::{
-    self, FaultHook, Log, Proxy, Recorder, Sink, Stats, StepChecks, StepTracker, Upstream, Writer,
+    self, FaultHook, Log, LogLines, Proxy, Recorder, Sink, Stats, StepChecks, StepTracker,
+    Upstream, Writer,
 };
 use crate::fault::{FaultInjector, FaultSpec};
 use crate::invariants::{InvariantError, InvariantRunner, Invariants};
@@ -76,6 +77,17 @@ pub struct CaptureArgs {
     /// a gate that saw nothing proves nothing.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Close a client that is not through its startup and authentication
+    /// SECS seconds after it connected, as PostgreSQL does at its
+    /// authentication_timeout (60 s there too): a client that connects and
+    /// sends nothing would otherwise hold a file descriptor for good.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = proxy::DEFAULT_STARTUP_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub startup_timeout: u64,
 }
 
 /// What became of the injected fault, for the report's notes.
@@ -108,9 +120,29 @@ fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
     FaultHook(Arc::new(Mutex::new(decide)))
 }
 
-/// Messages about single connections go to stderr, prefixed.
-pub fn stderr_log() -> Log {
-    Arc::new(|message| eprintln!("flowaudit: {message}"))
+/// Messages about single connections go to stderr, prefixed, from a thread
+/// of their own: the relay never waits on a stderr nobody reads.
+pub fn stderr_log() -> (Log, LogLines) {
+    proxy::log_to(std::io::stderr())
+}
+
+/// How long the end of a run waits for the last messages to reach stderr.
+const LOG_DRAIN: Duration = Duration::from_millis(500);
+
+/// Says in the report how many messages about connections stderr missed.
+pub fn note_unprinted(report: &mut Report, lines: LogLines) {
+    let dropped = lines.finish(LOG_DRAIN);
+    if dropped > 0 {
+        report.notes.push(format!(
+            "{} not printed: stderr was not read as fast as they came, and the proxy drops \
+             them rather than wait",
+            crate::rules::plural(
+                dropped,
+                "message about connections was",
+                "messages about connections were"
+            )
+        ));
+    }
 }
 
 /// The audit, fed by the writer thread as statements arrive.
@@ -151,6 +183,10 @@ pub struct Recording {
 }
 
 impl CaptureArgs {
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout)
+    }
+
     pub fn upstream(&self) -> anyhow::Result<Upstream> {
         Upstream::from_url(&self.upstream).map_err(|e| {
             anyhow::anyhow!("{e}\n  hint: for example --upstream postgres://127.0.0.1:5432/app")
@@ -364,8 +400,8 @@ impl Recording {
         }
         if capture.refused > 0 {
             report.notes.push(format!(
-                "{} refused by the proxy (database unreachable or a direct TLS handshake); see \
-                 the messages above",
+                "{} refused by the proxy (database unreachable, too many connections for its \
+                 file descriptors, or a direct TLS handshake); see the messages above",
                 crate::rules::plural(capture.refused, "connection was", "connections were")
             ));
         }
@@ -395,6 +431,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = runtime()?;
+    let (log, log_lines) = stderr_log();
     let findings = runtime.block_on(async {
         let invariants =
             InvariantChecks::connect(recording.invariant_database(), recording.config()).await?;
@@ -403,6 +440,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
             .map(|p| {
                 p.with_fault(recording.fault_hook())
                     .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+                    .with_startup_timeout(args.capture.startup_timeout())
             })
             .with_context(|| {
                 format!(
@@ -425,7 +463,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
             upstream.describe()
         );
         let progress = live_counts(recording.stats.clone());
-        proxy.serve(stop, GRACE, stderr_log()).await;
+        proxy.serve(stop, GRACE, log).await;
         if let Some(progress) = progress {
             progress.abort();
         }
@@ -442,6 +480,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
         "does the application connect to the address above (host, port, sslmode=disable or \
          prefer)?",
     )?;
+    note_unprinted(&mut report, log_lines);
     args.audit.emit(&mut report)
 }
 

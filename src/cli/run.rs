@@ -16,7 +16,7 @@ use crate::capture::proxy::{Proxy, url_through};
 use crate::exit;
 
 use super::AuditArgs;
-use super::proxy::{CaptureArgs, InvariantChecks, stderr_log};
+use super::proxy::{CaptureArgs, InvariantChecks, note_unprinted, stderr_log};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -41,6 +41,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let upstream = args.capture.upstream()?;
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = super::proxy::runtime()?;
+    let (log, log_lines) = stderr_log();
     let (status, findings) = runtime.block_on(async {
         // Before CMD runs: a command that ran against no database proves
         // nothing, and may have done its other work all the same (issue 14).
@@ -70,6 +71,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             .map(|p| {
                 p.with_fault(recording.fault_hook())
                     .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+                    .with_startup_timeout(args.capture.startup_timeout())
             })
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = proxy.local_addr()?;
@@ -107,7 +109,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 let _ = stop_rx.await;
             },
             GRACE,
-            stderr_log(),
+            log,
         ));
         let status = wait_forwarding_signals(&mut child).await;
         let _ = stop_tx.send(());
@@ -142,6 +144,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             return Err(e);
         }
     };
+    note_unprinted(&mut report, log_lines);
     let audit_code = args.audit.emit(&mut report)?;
     if !status.success() {
         say_status();

@@ -1,2 +1,3 @@
 pub mod pg;
+pub mod raw_pg;
 pub mod server_logs;

@@ -51,6 +51,9 @@ pub struct FrameDecoder {
     lost: bool,
     /// Bodies kept at most (see [`MAX_OBSERVED`]).
     max: usize,
+    /// With [`FrameDecoder::feed_relaying`]: the message in progress is held
+    /// whole before it goes on (false: it goes on piece by piece).
+    held: bool,
 }
 
 impl FrameDecoder {
@@ -65,15 +68,7 @@ impl FrameDecoder {
             skip,
             lost: false,
             max: MAX_OBSERVED,
-        }
-    }
-
-    /// A decoder that keeps every message whole, whatever its kind and size:
-    /// for the relay that forwards message by message (fault injection).
-    pub fn keeping_everything() -> Self {
-        FrameDecoder {
-            max: usize::MAX,
-            ..FrameDecoder::new(|_| false)
+            held: false,
         }
     }
 
@@ -163,6 +158,124 @@ impl FrameDecoder {
                     len,
                     truncated,
                 });
+                self.partial.clear();
+                if self.partial.capacity() > 1024 * 1024 {
+                    self.partial = Vec::new();
+                }
+                self.current = None;
+            }
+        }
+    }
+}
+
+impl FrameDecoder {
+    /// Feeds the next chunk of a stream that the relay forwards message by
+    /// message (fault injection), appending to `out` what goes on. A message
+    /// the observer keeps whole is held until it is complete and handed to
+    /// `on_frame`, which appends it (or what replaces it) to `out`. The
+    /// others, rows, COPY data and messages longer than [`MAX_OBSERVED`],
+    /// go to `out` piece by piece as they arrive, only their start kept for
+    /// the observer; `on_frame` sees them `truncated` at their end and
+    /// appends nothing. A 200 MB row was held whole before (issue 15, item 7).
+    pub fn feed_relaying(
+        &mut self,
+        mut chunk: &[u8],
+        out: &mut Vec<u8>,
+        mut on_frame: impl FnMut(Frame<'_>, &mut Vec<u8>),
+    ) {
+        while !chunk.is_empty() {
+            if self.lost {
+                // Not a stream of messages any more: bytes go on as they came.
+                out.extend_from_slice(chunk);
+                return;
+            }
+            let Some((tag, len)) = self.current else {
+                let need = 5 - self.partial.len();
+                let take = need.min(chunk.len());
+                self.partial.extend_from_slice(&chunk[..take]);
+                chunk = &chunk[take..];
+                if self.partial.len() < 5 {
+                    return;
+                }
+                let tag = self.partial[0];
+                let raw = i32::from_be_bytes([
+                    self.partial[1],
+                    self.partial[2],
+                    self.partial[3],
+                    self.partial[4],
+                ]);
+                if raw < 4 {
+                    self.lost = true;
+                    out.extend_from_slice(&self.partial);
+                    self.partial.clear();
+                    continue;
+                }
+                let len = raw as usize - 4;
+                self.keeping = !(self.skip)(tag);
+                self.held = self.keeping && len <= self.max;
+                self.limit = match (self.held, self.keeping) {
+                    (true, _) => len,
+                    (false, true) => OVERSIZED_PREFIX.min(len),
+                    (false, false) => 0,
+                };
+                if !self.held {
+                    out.extend_from_slice(&self.partial);
+                }
+                self.partial.clear();
+                self.current = Some((tag, len));
+                self.remaining = len;
+                if self.held && chunk.len() >= len {
+                    // A whole body inside this chunk needs no copy.
+                    on_frame(
+                        Frame {
+                            tag,
+                            body: &chunk[..len],
+                            len,
+                            truncated: false,
+                        },
+                        out,
+                    );
+                    chunk = &chunk[len..];
+                    self.current = None;
+                    continue;
+                }
+                if len == 0 {
+                    on_frame(
+                        Frame {
+                            tag,
+                            body: &[],
+                            len: 0,
+                            truncated: true,
+                        },
+                        out,
+                    );
+                    self.current = None;
+                    continue;
+                }
+                self.partial.reserve(self.limit.min(64 * 1024));
+                continue;
+            };
+            let take = self.remaining.min(chunk.len());
+            let piece = &chunk[..take];
+            if !self.held {
+                out.extend_from_slice(piece);
+            }
+            if self.partial.len() < self.limit {
+                let room = self.limit - self.partial.len();
+                self.partial.extend_from_slice(&piece[..take.min(room)]);
+            }
+            chunk = &chunk[take..];
+            self.remaining -= take;
+            if self.remaining == 0 {
+                on_frame(
+                    Frame {
+                        tag,
+                        body: &self.partial,
+                        len,
+                        truncated: !self.held,
+                    },
+                    out,
+                );
                 self.partial.clear();
                 if self.partial.capacity() > 1024 * 1024 {
                     self.partial = Vec::new();
@@ -264,6 +377,54 @@ mod tests {
         assert_eq!(seen[1], (b'S', vec![], false));
     }
 
+    /// What `feed_relaying` sends on when every message kept whole goes on
+    /// as it came: the stream must come out unchanged.
+    fn relay_all(decoder: &mut FrameDecoder, stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+            let cut = cut.clamp(start, stream.len());
+            decoder.feed_relaying(&stream[start..cut], &mut out, |f, out| {
+                if !f.truncated {
+                    out.push(f.tag);
+                    out.extend_from_slice(&(f.len as i32 + 4).to_be_bytes());
+                    out.extend_from_slice(f.body);
+                }
+            });
+            start = cut;
+        }
+        out
+    }
+
+    /// Issue 15, item 7: relaying message by message, a row goes on piece
+    /// by piece as it arrives, never held, and what the observer reads is
+    /// held until it is whole.
+    #[test]
+    fn relaying_passes_rows_on_in_pieces_and_holds_what_is_observed() {
+        let row = frame(b'D', &vec![b'x'; 1_000_000]);
+        let mut decoder = FrameDecoder::new(skip_server);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for piece in row.chunks(64 * 1024) {
+            let before = out.len();
+            decoder.feed_relaying(piece, &mut out, |f, _| {
+                seen.push((f.tag, f.len, f.truncated))
+            });
+            assert_eq!(out.len() - before, piece.len(), "the piece went on at once");
+            assert!(
+                decoder.partial.capacity() < 1024,
+                "nothing of the row is kept"
+            );
+        }
+        assert_eq!(out, row);
+        assert_eq!(seen, vec![(b'D', 1_000_000, true)]);
+        let command = frame(b'C', b"SELECT 1\0");
+        let mut out = Vec::new();
+        decoder.feed_relaying(&command[..4], &mut out, |_, _| {});
+        assert!(out.is_empty(), "a message observed waits until it is whole");
+        assert_eq!(relay_all(&mut decoder, &command[4..], &[2]), command);
+    }
+
     mod properties {
         use super::super::*;
         use proptest::prelude::*;
@@ -298,6 +459,30 @@ mod tests {
                     start = cut;
                 }
                 prop_assert!(total <= bytes.len());
+            }
+
+            /// Relayed message by message, valid frames in arbitrary chunks
+            /// come out as they went in; arbitrary bytes come out as a
+            /// prefix of what went in (a message unfinished at the end
+            /// waits for the rest).
+            #[test]
+            fn relaying_changes_nothing(
+                frames in proptest::collection::vec(
+                    (prop_oneof![Just(b'Q'), Just(b'D'), Just(b'd'), Just(b'Z'), any::<u8>()],
+                     proptest::collection::vec(any::<u8>(), 0..300)),
+                    0..20),
+                junk in proptest::collection::vec(any::<u8>(), 0..64),
+                cuts in proptest::collection::vec(any::<usize>(), 0..32),
+            ) {
+                let mut stream = encode(&frames);
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut decoder = FrameDecoder::new(skip_server);
+                prop_assert_eq!(super::relay_all(&mut decoder, &stream, &cuts), stream.clone());
+                stream.extend(junk);
+                let mut decoder = FrameDecoder::new(skip_server);
+                let out = super::relay_all(&mut decoder, &stream, &cuts);
+                prop_assert!(stream.starts_with(&out));
             }
 
             /// Valid frames split at arbitrary points decode to exactly the

@@ -3,21 +3,27 @@
 //! connection per client (no pooling, so every authentication method passes
 //! through untouched) and records each statement from copies of the messages.
 //!
+//! - `auth`: the authentication exchange, relayed before the rest;
 //! - `frame`: cuts each direction's bytes into messages, whatever the chunks;
 //! - `messages`: reads the bodies the observer needs;
 //! - `session`: matches answers to requests and builds the events;
 //! - `split`: the statements of a multi-statement Query;
 //! - `values`: bind values in text form;
-//! - `recorder`: the bounded channel to the trace writer.
+//! - `recorder`: the bounded channel to the trace writer;
+//! - `logger`: messages about connections, on a thread of their own.
 //!
 //! Safety rules kept here: the relay writes each chunk on as soon as it is
 //! read (the client's after it is observed, so that an answer never arrives
 //! before its request is known; observing is a copy and a few comparisons);
-//! nothing the client sends during authentication is read; a frame the observer
-//! cannot decode is forwarded and counted; recording never waits.
+//! nothing the client sends during authentication is observed, and no message
+//! of it longer than the server accepts goes on; a frame the observer cannot
+//! decode is forwarded and counted; recording and logging never wait; a
+//! client that does not get through its startup in time is closed.
 
+mod auth;
 mod frame;
 mod handoff;
+mod logger;
 mod messages;
 mod recorder;
 mod session;
@@ -26,12 +32,14 @@ mod steps;
 mod values;
 
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
+pub use logger::{LogLines, log_to};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, rfc3339};
 pub use steps::{Check, Seen, StepChecks, StepTracker};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,7 +61,15 @@ const TLS_HANDSHAKE: u8 = 0x16;
 const MAX_STARTUP: usize = 10_000;
 /// How long to wait for the upstream server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take from connecting to being authenticated, by
+/// default: PostgreSQL's authentication_timeout (issue 15, item 13).
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the accept loop waits, out of file descriptors and with no
+/// spare one, before it tries again: a connection must end first.
+const DESCRIPTORS_BACKOFF: Duration = Duration::from_millis(100);
 const BUFFER: usize = 64 * 1024;
+/// How long the client's side may go on once the server closed.
+const SERVER_GONE_GRACE: Duration = Duration::from_secs(1);
 
 /// Where the real server is.
 #[derive(Debug, Clone)]
@@ -138,7 +154,8 @@ pub fn url_through(url: &str, addr: SocketAddr) -> Result<String, String> {
     Ok(parsed.to_string())
 }
 
-/// Messages about connections go here (the CLI prints them on stderr).
+/// Messages about connections go here (the CLI prints them on stderr, see
+/// [`log_to`]). Called on the relay's thread: it must never wait.
 pub type Log = Arc<dyn Fn(String) + Send + Sync>;
 
 /// A running proxy: accepts connections until told to stop.
@@ -149,6 +166,7 @@ pub struct Proxy {
     recorder: Recorder,
     fault: Option<FaultHook>,
     checks: Option<StepChecks>,
+    startup_timeout: Duration,
 }
 
 impl Proxy {
@@ -163,7 +181,15 @@ impl Proxy {
             recorder,
             fault: None,
             checks: None,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         })
+    }
+
+    /// Closes a client that has not got through its startup and
+    /// authentication within `timeout` (`--startup-timeout`).
+    pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
     }
 
     /// Runs `checks` when a step ends, before the next step's first
@@ -194,6 +220,7 @@ impl Proxy {
             recorder,
             fault,
             checks,
+            startup_timeout,
         } = self;
         let mut connections = JoinSet::new();
         let mut next_conn: u64 = 1;
@@ -209,12 +236,18 @@ impl Proxy {
                 }
             })
         });
+        // A descriptor kept free for the moment the others run out: closed,
+        // it lets the accept loop take one more client and tell it "too
+        // many connections" rather than leave it waiting (issue 15, item 13).
+        let mut spare = spare_descriptor();
+        let mut short_of_descriptors = false;
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
+                        short_of_descriptors = false;
                         let conn = next_conn;
                         next_conn += 1;
                         let upstream = upstream.clone();
@@ -225,10 +258,46 @@ impl Proxy {
                         let outbox = outbox.clone();
                         connections.spawn(async move {
                             let observing = Observing { recorder, fault, checks, outbox };
-                            if let Err(message) = serve_client(client, conn, &upstream, observing).await {
+                            let served =
+                                serve_client(client, conn, &upstream, observing, startup_timeout);
+                            if let Err(message) = served.await {
                                 log(format!("connection {conn} from {peer}: {message}"));
                             }
                         });
+                    }
+                    Err(e) if out_of_descriptors(&e) => {
+                        if !short_of_descriptors {
+                            short_of_descriptors = true;
+                            log(format!(
+                                "cannot accept a connection: {e}; clients are told \"too many \
+                                 connections\" until others close (raise the limit: ulimit -n)"
+                            ));
+                        }
+                        // accept reports EMFILE also when no client waits:
+                        // only a client taken on the spare descriptor is
+                        // progress; otherwise wait for a connection to end.
+                        let refused = spare.take().and_then(|descriptor| {
+                            drop(descriptor);
+                            // Polled once, here: no other task may take the
+                            // descriptor just freed.
+                            let mut cx = Context::from_waker(Waker::noop());
+                            let waiting = listener.poll_accept(&mut cx);
+                            spare = spare_descriptor();
+                            match waiting {
+                                Poll::Ready(Ok((client, _))) => Some(client),
+                                _ => None,
+                            }
+                        });
+                        match refused {
+                            Some(client) => {
+                                Stats::add(&recorder.stats().refused, 1);
+                                connections.spawn(refuse_busy(client, startup_timeout));
+                            }
+                            None => {
+                                tokio::time::sleep(DESCRIPTORS_BACKOFF).await;
+                                spare = spare.or_else(spare_descriptor);
+                            }
+                        }
                     }
                     Err(e) => {
                         log(format!("cannot accept a connection: {e}"));
@@ -288,6 +357,7 @@ async fn serve_client(
     conn: u64,
     upstream: &Upstream,
     observing: Observing,
+    startup_timeout: Duration,
 ) -> Result<(), String> {
     let Observing {
         recorder,
@@ -297,85 +367,24 @@ async fn serve_client(
     } = observing;
     let _ = client.set_nodelay(true);
     let opened = Instant::now();
-    // The startup phase: answer SSL and GSS requests `N`, pass cancels on.
-    let startup = loop {
-        let mut first = [0u8; 1];
-        if client.peek(&mut first).await.map_err(|e| e.to_string())? == 0 {
-            return Ok(());
-        }
-        if first[0] == TLS_HANDSHAKE {
-            Stats::add(&recorder.stats().refused, 1);
-            return Err(
-                "refused a direct TLS handshake: flowaudit's proxy speaks plain \
-                        PostgreSQL; connect with sslmode=disable or sslmode=prefer, and \
-                        without sslnegotiation=direct"
-                    .into(),
-            );
-        }
-        let packet = read_startup(&mut client).await?;
-        let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-        match code {
-            SSL_REQUEST | GSSENC_REQUEST => {
-                client.write_all(b"N").await.map_err(|e| e.to_string())?;
-            }
-            CANCEL_REQUEST => {
-                // The server looks the key up itself; relay and hang up.
-                if let Ok(Ok(mut up)) = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    TcpStream::connect((upstream.host.as_str(), upstream.port)),
-                )
-                .await
-                {
-                    let _ = up.write_all(&packet).await;
-                    let _ = up.shutdown().await;
-                }
-                return Ok(());
-            }
-            _ if code >> 16 == 3 => break packet,
-            _ => {
-                let frame = messages::fatal_error(
-                    "08P01",
-                    &format!(
-                        "flowaudit: unsupported protocol version {}.{}",
-                        code >> 16,
-                        code & 0xffff
-                    ),
-                );
-                let _ = client.write_all(&frame).await;
-                return Err(format!("unsupported protocol version code {code}"));
-            }
-        }
-    };
-    let application_name = startup_parameter(&startup, "application_name");
-    let connect = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((upstream.host.as_str(), upstream.port)),
+    let started = tokio::time::timeout(
+        startup_timeout,
+        start_session(&mut client, upstream, recorder.stats()),
     )
     .await;
-    let mut server = match connect {
-        Ok(Ok(server)) => server,
-        failure => {
-            let reason = match failure {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
-            };
-            Stats::add(&recorder.stats().refused, 1);
-            let message = format!(
-                "flowaudit: cannot reach the database server at {}: {reason}",
-                upstream.describe()
-            );
-            let frame = messages::fatal_error("08001", &message);
-            let _ = client.write_all(&frame).await;
-            let _ = client.shutdown().await;
-            return Err(message);
+    let (server, application_name) = match started {
+        Ok(Ok(Some(session))) => session,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(message)) => return Err(message),
+        // As PostgreSQL does at its authentication_timeout: closed, unanswered.
+        Err(_) => {
+            return Err(format!(
+                "closed: not through its startup and authentication within {} s \
+                 (--startup-timeout)",
+                startup_timeout.as_secs_f64()
+            ));
         }
     };
-    let _ = server.set_nodelay(true);
-    Stats::add(&recorder.stats().connections, 1);
-    server
-        .write_all(&startup)
-        .await
-        .map_err(|e| e.to_string())?;
     if let Some(outbox) = outbox {
         let link = Arc::new(Link::open(
             conn,
@@ -402,6 +411,165 @@ async fn serve_client(
     let undecoded = lock(&session).0.counts.undecoded;
     Stats::add(&stats.undecoded_frames, undecoded);
     Ok(())
+}
+
+/// What opened a connection.
+#[derive(Debug)]
+enum Startup {
+    /// A StartupMessage (length included).
+    Session(Vec<u8>),
+    /// A CancelRequest, for the server.
+    Cancel(Vec<u8>),
+    /// The client left before saying anything.
+    Closed,
+}
+
+/// Reads the packets that open a connection: SSLRequest and GSSENCRequest
+/// are answered `N` (the proxy speaks plain PostgreSQL) and the next one is
+/// read; a TLS handshake without asking is refused.
+async fn read_opening(client: &mut TcpStream, stats: &Stats) -> Result<Startup, String> {
+    loop {
+        let mut first = [0u8; 1];
+        if client.peek(&mut first).await.map_err(|e| e.to_string())? == 0 {
+            return Ok(Startup::Closed);
+        }
+        if first[0] == TLS_HANDSHAKE {
+            Stats::add(&stats.refused, 1);
+            return Err(
+                "refused a direct TLS handshake: flowaudit's proxy speaks plain \
+                        PostgreSQL; connect with sslmode=disable or sslmode=prefer, and \
+                        without sslnegotiation=direct"
+                    .into(),
+            );
+        }
+        let packet = read_startup(client).await?;
+        let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        match code {
+            SSL_REQUEST | GSSENC_REQUEST => {
+                client.write_all(b"N").await.map_err(|e| e.to_string())?;
+            }
+            CANCEL_REQUEST => return Ok(Startup::Cancel(packet)),
+            _ if code >> 16 == 3 => return Ok(Startup::Session(packet)),
+            _ => {
+                let frame = messages::fatal_error(
+                    "08P01",
+                    &format!(
+                        "flowaudit: unsupported protocol version {}.{}",
+                        code >> 16,
+                        code & 0xffff
+                    ),
+                );
+                let _ = client.write_all(&frame).await;
+                return Err(format!("unsupported protocol version code {code}"));
+            }
+        }
+    }
+}
+
+/// A connection up to the end of its authentication: the startup packet,
+/// the connection to the server, the authentication exchange. The server
+/// and the client's `application_name`, or `None` when the connection
+/// ended on its own (a cancel request, a failed login).
+async fn start_session(
+    client: &mut TcpStream,
+    upstream: &Upstream,
+    stats: &Stats,
+) -> Result<Option<(TcpStream, Option<String>)>, String> {
+    let startup = match read_opening(client, stats).await? {
+        Startup::Session(packet) => packet,
+        Startup::Cancel(packet) => {
+            // The server looks the key up itself; relay and hang up.
+            if let Ok(Ok(mut up)) = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                TcpStream::connect((upstream.host.as_str(), upstream.port)),
+            )
+            .await
+            {
+                let _ = up.write_all(&packet).await;
+                let _ = up.shutdown().await;
+            }
+            return Ok(None);
+        }
+        Startup::Closed => return Ok(None),
+    };
+    let application_name = startup_parameter(&startup, "application_name");
+    let connect = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((upstream.host.as_str(), upstream.port)),
+    )
+    .await;
+    let mut server = match connect {
+        Ok(Ok(server)) => server,
+        failure => {
+            Stats::add(&stats.refused, 1);
+            let (code, message) = match failure {
+                Ok(Err(e)) if out_of_descriptors(&e) => ("53300", too_many_connections(&e)),
+                Ok(Err(e)) => (
+                    "08001",
+                    format!(
+                        "flowaudit: cannot reach the database server at {}: {e}",
+                        upstream.describe()
+                    ),
+                ),
+                _ => (
+                    "08001",
+                    format!(
+                        "flowaudit: cannot reach the database server at {}: no answer in {} s",
+                        upstream.describe(),
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                ),
+            };
+            let frame = messages::fatal_error(code, &message);
+            let _ = client.write_all(&frame).await;
+            let _ = client.shutdown().await;
+            return Err(message);
+        }
+    };
+    let _ = server.set_nodelay(true);
+    Stats::add(&stats.connections, 1);
+    server
+        .write_all(&startup)
+        .await
+        .map_err(|e| e.to_string())?;
+    match auth::authenticate(client, &mut server).await? {
+        auth::Auth::Accepted => Ok(Some((server, application_name))),
+        auth::Auth::Closed => Ok(None),
+    }
+}
+
+/// Whether an error is the process (EMFILE) or the system (ENFILE) being
+/// out of file descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error()
+        .is_some_and(|code| code == Errno::EMFILE as i32 || code == Errno::ENFILE as i32)
+}
+
+/// What a client hears when the proxy is out of descriptors: PostgreSQL's
+/// "too many clients" SQLSTATE, 53300.
+fn too_many_connections(e: &std::io::Error) -> String {
+    format!("flowaudit: too many connections: the proxy is out of file descriptors ({e})")
+}
+
+/// A descriptor to give back when the others run out.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// A client accepted on the spare descriptor: it hears "too many
+/// connections" (53300) after its startup packet, as from PostgreSQL. It
+/// holds the only spare descriptor: a few seconds at most.
+async fn refuse_busy(mut client: TcpStream, startup_timeout: Duration) {
+    let stats = Stats::default();
+    let wait = startup_timeout.min(Duration::from_secs(5));
+    let opening = tokio::time::timeout(wait, read_opening(&mut client, &stats)).await;
+    if let Ok(Ok(Startup::Session(_))) = opening {
+        let e = std::io::Error::from_raw_os_error(nix::errno::Errno::EMFILE as i32);
+        let frame = messages::fatal_error("53300", &too_many_connections(&e));
+        let _ = client.write_all(&frame).await;
+        let _ = client.shutdown().await;
+    }
 }
 
 /// A session observed on the relay, and where its statements go.
@@ -474,13 +642,16 @@ async fn relay_handing_over(client: TcpStream, server: TcpStream, link: Arc<Link
         .await;
         Direction::Downward
     });
-    // Once one direction ends, the other gets a moment to finish (as in
-    // `both_ways`); dropping the set aborts what is left.
-    let grace = match directions.join_next().await {
-        Some(Ok(Direction::Upward)) => Duration::from_secs(5),
-        _ => Duration::from_secs(1),
-    };
-    let _ = tokio::time::timeout(grace, directions.join_next()).await;
+    // Once one direction ends, the other may finish (as in `both_ways`);
+    // dropping the set aborts what is left.
+    match directions.join_next().await {
+        Some(Ok(Direction::Upward)) => {
+            let _ = directions.join_next().await;
+        }
+        _ => {
+            let _ = tokio::time::timeout(SERVER_GONE_GRACE, directions.join_next()).await;
+        }
+    }
     directions.shutdown().await;
 }
 
@@ -541,24 +712,23 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuar
 
 /// The relay with fault injection: both directions go message by message, so
 /// that the statement chosen to fail can be replaced and the answers to what
-/// the proxy added kept from the client. Slower than [`relay`], and only used
+/// the proxy added kept from the client. Rows, COPY data and messages longer
+/// than the observer keeps go on in pieces as they come (see
+/// [`FrameDecoder::feed_relaying`]). Slower than [`relay`], and only used
 /// when a fault is asked for.
 async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuard>) {
     let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
-    let mut up = FrameDecoder::keeping_everything();
-    let mut down = FrameDecoder::keeping_everything();
+    let mut up = FrameDecoder::new(skip_client);
+    let mut down = FrameDecoder::new(skip_server);
     let upward = pump(
         client_r,
         server_w,
         |chunk, out| {
             let mut guard = lock(session);
             guard.0.begin_chunk(Instant::now());
-            up.feed(chunk, |f| guard.0.client_frame_rewriting(f, out));
+            up.feed_relaying(chunk, out, |f, out| guard.0.client_frame_rewriting(f, out));
             guard.record();
-            if up.lost_sync() {
-                return Write::Chunk;
-            }
             Write::Buffer
         },
         |_| {},
@@ -570,11 +740,8 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
         |chunk, out| {
             let mut guard = lock(session);
             guard.0.begin_chunk(Instant::now());
-            down.feed(chunk, |f| guard.0.server_frame_forwarding(f, out));
+            down.feed_relaying(chunk, out, |f, out| guard.0.server_frame_forwarding(f, out));
             guard.record();
-            if down.lost_sync() {
-                return Write::Chunk;
-            }
             Write::Buffer
         },
         |_| {},
@@ -622,20 +789,25 @@ async fn pump(
             break;
         }
         after(chunk);
+        if out.capacity() > 1024 * 1024 {
+            // A 16 MB statement held once does not stay held.
+            out = Vec::new();
+        }
     }
     let _ = to.shutdown().await;
 }
 
-/// Runs both directions; once one ends, the other gets a moment to finish:
-/// a gone client leaves the server time to send its last answers.
+/// Runs both directions until the server's side ends. A client that shut
+/// down its write side (its end of the stream, passed on to the server)
+/// still gets every answer to what it sent, however long they take, as on a
+/// direct connection: the server closes once it has answered (issue 15,
+/// item 14). A server that closed leaves the client's side a moment.
 async fn both_ways(upward: impl Future<Output = ()>, downward: impl Future<Output = ()>) {
     tokio::pin!(upward, downward);
     tokio::select! {
-        () = &mut upward => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), downward).await;
-        }
+        () = &mut upward => downward.await,
         () = &mut downward => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), upward).await;
+            let _ = tokio::time::timeout(SERVER_GONE_GRACE, upward).await;
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -28,8 +28,20 @@ pub const CHANNEL_CAPACITY: usize = 32 * 1024;
 /// some 10 MB.
 pub const BATCH_CAPACITY: usize = 256;
 
+/// Bytes waiting for the writer at most, statements and batches together.
+/// The counts above bound the queue for typical statements; this bounds it
+/// whatever their size: 256 batches of one 8 MB statement each were 2 GB
+/// (issue 15, item 8). What does not fit is dropped and counted.
+pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Bytes of trace the writer gathers before it writes them to the file.
 const TRACE_BUFFER: usize = 1024 * 1024;
+
+/// The trace reaches its file at least this often, and at every step
+/// marker: a proxy killed outright (SIGKILL, the machine's OOM killer, a CI
+/// job's timeout) leaves what it recorded up to a second before, not an
+/// empty file (issue 15, item 15).
+pub const TRACE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long the writer sleeps when it finds nothing to write: at 100,000
 /// statements a second, 200 arrive meanwhile, far below the capacity.
@@ -59,6 +71,19 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// About what it takes in memory, for the queue's budget.
+    fn size(&self) -> usize {
+        let params = self.params.as_ref().map_or(0, |p| {
+            p.iter()
+                .map(|v| 24 + v.as_ref().map_or(0, String::len))
+                .sum()
+        });
+        size_of::<Recorded>()
+            + self.sql.len()
+            + params
+            + self.error.as_ref().map_or(0, |e| e.message.len())
+    }
+
     pub fn into_event(self) -> Event {
         Event {
             sql: String::from(&*self.sql),
@@ -113,6 +138,8 @@ impl Stats {
 pub struct Recorder {
     tx: mpsc::Sender<Recorded>,
     batches: mpsc::Sender<Vec<u8>>,
+    /// Bytes in the two channels (see [`QUEUE_BYTES`]).
+    queued: Arc<AtomicUsize>,
     stats: Arc<Stats>,
     /// The instant batch times count from.
     epoch: Instant,
@@ -122,7 +149,9 @@ impl Recorder {
     /// Hands over a statement the relay observed itself; counts it dropped
     /// when the writer is behind.
     pub fn record(&self, event: Recorded) {
-        if self.tx.try_send(event).is_err() {
+        let size = event.size();
+        if !self.reserve(size) || self.tx.try_send(event).is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
             Stats::add(&self.stats.dropped, 1);
         }
     }
@@ -130,7 +159,26 @@ impl Recorder {
     /// Hands over a batch of messages, or gives it back when the writer is
     /// behind.
     pub fn hand_over(&self, batch: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.batches.try_send(batch).map_err(|e| e.into_inner())
+        let size = batch.capacity();
+        if !self.reserve(size) {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return Err(batch);
+        }
+        self.batches.try_send(batch).map_err(|e| {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            e.into_inner()
+        })
+    }
+
+    /// Counts `size` bytes into the queue; false when they do not fit (they
+    /// are counted all the same: the caller takes them out).
+    fn reserve(&self, size: usize) -> bool {
+        self.queued.fetch_add(size, Ordering::Relaxed) + size <= QUEUE_BYTES
+    }
+
+    /// Bytes waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     pub fn epoch(&self) -> Instant {
@@ -170,6 +218,8 @@ pub fn start<S: Sink>(
     let (batches, mut batch_rx) = mpsc::channel::<Vec<u8>>(BATCH_CAPACITY);
     let epoch = Instant::now();
     let counts = stats.clone();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let taken = queued.clone();
     let thread = std::thread::Builder::new()
         .name("flowaudit-writer".into())
         .spawn(move || {
@@ -182,14 +232,25 @@ pub fn start<S: Sink>(
             });
             let mut observers = Observers::new(counts.clone(), epoch);
             let mut done = Vec::new();
+            // Whether the trace has lines not yet in the file, and since when.
+            let (mut unflushed, mut flushed_at) = (false, Instant::now());
             let mut write = |done: &mut Vec<Recorded>| -> Result<(), std::io::Error> {
+                let mut step_ended = false;
                 for recorded in done.drain(..) {
                     let event = recorded.into_event();
                     if let Some(t) = trace.as_mut() {
                         t.write(&event)?;
+                        unflushed = true;
+                        step_ended |= crate::attribute::parse_marker(&event.sql).is_some();
                     }
                     sink.event(event);
                     Stats::add(&counts.recorded, 1);
+                }
+                if unflushed && (step_ended || flushed_at.elapsed() >= TRACE_FLUSH_EVERY) {
+                    if let Some(t) = trace.as_mut() {
+                        t.flush()?;
+                    }
+                    (unflushed, flushed_at) = (false, Instant::now());
                 }
                 Ok(())
             };
@@ -203,6 +264,7 @@ pub fn start<S: Sink>(
                     Ok(batch) => {
                         idle = false;
                         observers.handle(&batch, &mut done);
+                        taken.fetch_sub(batch.capacity(), Ordering::Relaxed);
                     }
                     Err(TryRecvError::Empty) => {}
                     Err(TryRecvError::Disconnected) => batches_open = false,
@@ -210,6 +272,7 @@ pub fn start<S: Sink>(
                 match rx.try_recv() {
                     Ok(recorded) => {
                         idle = false;
+                        taken.fetch_sub(recorded.size(), Ordering::Relaxed);
                         done.push(recorded);
                     }
                     Err(TryRecvError::Empty) => {}
@@ -235,6 +298,7 @@ pub fn start<S: Sink>(
         Recorder {
             tx,
             batches,
+            queued,
             stats,
             epoch,
         },
@@ -271,6 +335,126 @@ mod tests {
                 let _ = self.go.recv();
             }
             self.seen += 1;
+        }
+    }
+
+    /// What reached the file: a `Write` shared with the test.
+    #[derive(Debug, Clone, Default)]
+    struct File(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for File {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("file").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Discard;
+
+    impl Sink for Discard {
+        fn event(&mut self, _: Event) {}
+    }
+
+    /// Issue 15, item 15: a step marker sends the trace to the file at
+    /// once (and else it goes at least every second), not at the end only.
+    #[test]
+    fn the_trace_reaches_the_file_at_each_step_marker() {
+        let file = File::default();
+        let stats = Arc::new(Stats::default());
+        let (recorder, writer) = start(Some(Box::new(file.clone())), Discard, stats);
+        recorder.record(statement(Arc::from("select 'before the step'")));
+        recorder.record(statement(Arc::from("SET flowaudit.step = 'next'")));
+        let written = || String::from_utf8_lossy(&file.0.lock().expect("file")).into_owned();
+        let deadline = Instant::now() + std::time::Duration::from_millis(800);
+        while !written().contains("flowaudit.step") && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let text = written();
+        assert!(text.contains("'before the step'"), "{text:?}");
+        assert!(text.contains("flowaudit.step"), "{text:?}");
+        drop(recorder);
+        writer.finish().expect("writer");
+    }
+
+    fn statement(sql: Arc<str>) -> Recorded {
+        Recorded {
+            sql,
+            params: None,
+            started: SystemTime::now(),
+            duration_us: 0,
+            conn: 1,
+            txn: TxnStatus::Idle,
+            rows: None,
+            error: None,
+            application_name: None,
+            connect_us: None,
+            cut_by_stop: false,
+        }
+    }
+
+    /// Issue 15, item 8: with the writer stuck, 8 MB statements and 8 MB
+    /// batches fill the queue up to its budget in bytes, not up to its
+    /// counts (256 batches were 2 GB); the rest is dropped and counted.
+    #[test]
+    fn the_writers_queue_is_bounded_in_bytes() {
+        let (go_tx, go) = std_mpsc::channel();
+        let (seen_tx, seen) = std_mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let stalling = Stalling {
+            go,
+            seen: Some(seen_tx),
+        };
+        let (recorder, writer) = start(None, stalling, stats.clone());
+        recorder.record(statement(Arc::from("select 'first'")));
+        seen.recv().expect("the writer holds the first statement");
+        const MB8: usize = 8 * 1024 * 1024;
+        let big: Arc<str> = Arc::from("x".repeat(MB8));
+        let total = 64;
+        for _ in 0..total {
+            recorder.record(statement(big.clone()));
+        }
+        let dropped = Stats::get(&stats.dropped);
+        assert!(recorder.queued() <= QUEUE_BYTES, "{}", recorder.queued());
+        assert!(
+            dropped >= total - (QUEUE_BYTES / MB8) as u64,
+            "{dropped} of {total} dropped"
+        );
+        // Batches: zeroed memory is not touched until read.
+        let mut refused = 0;
+        for _ in 0..total {
+            if recorder.hand_over(vec![0u8; MB8]).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(recorder.queued() <= QUEUE_BYTES, "{}", recorder.queued());
+        assert!(refused >= total - (QUEUE_BYTES / MB8) as u64, "{refused}");
+        go_tx.send(()).expect("release the writer");
+        drop(recorder);
+        let sink = writer.finish().expect("writer");
+        let recorded = Stats::get(&stats.recorded);
+        assert_eq!(recorded + dropped, total + 1);
+        drop(sink);
+    }
+
+    /// A sink that says when it got its first event and holds the writer
+    /// there until told to go on.
+    #[derive(Debug)]
+    struct Stalling {
+        go: std_mpsc::Receiver<()>,
+        seen: Option<std_mpsc::Sender<()>>,
+    }
+
+    impl Sink for Stalling {
+        fn event(&mut self, _: Event) {
+            if let Some(seen) = self.seen.take() {
+                let _ = seen.send(());
+                let _ = self.go.recv();
+            }
         }
     }
 

@@ -26,7 +26,7 @@ use super::frame::Frame;
 use super::messages as msg;
 use super::recorder::Recorded;
 use super::steps::{Check, StepChecks};
-use super::values;
+use super::values::{self, mark_cut};
 use crate::model::{Event, SqlError, TxnStatus};
 
 /// A statement the client prepared (`Parse`).
@@ -65,6 +65,8 @@ enum Pending {
         /// The text was longer than the observer keeps: statements after
         /// the cut are not known.
         cut: bool,
+        /// Binds seen before it (see [`Pending::Sync`]).
+        bound: u64,
     },
     Parse {
         sql: Arc<str>,
@@ -91,7 +93,11 @@ enum Pending {
     },
     /// Close of a portal (`Some`, its name) or of a statement.
     Close(Option<String>),
-    Sync,
+    /// Sync, with the number of Binds seen before it: when it ends the
+    /// transaction, the portals of those Binds are gone.
+    Sync {
+        bound: u64,
+    },
     /// A Parse or Bind the proxy added (fault injection): its answer is
     /// kept from the client. Queued in the order the server gets it, so
     /// that the answers to the client's own messages sent in the same
@@ -310,7 +316,15 @@ impl Session {
     /// Query runs its statements before the chosen one, then the replacement;
     /// an Execute becomes Parse, Bind and Execute of the replacement, whose
     /// ParseComplete and BindComplete the client never sees.
+    ///
+    /// A message not kept whole (COPY data, or longer than the observer
+    /// keeps) has gone on in pieces already: it is only observed, and a
+    /// statement longer than that is never the one that fails.
     pub fn client_frame_rewriting(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        if frame.truncated {
+            self.client_frame(frame);
+            return;
+        }
         let replaced = if self.discarding {
             None
         } else {
@@ -363,7 +377,13 @@ impl Session {
 
     /// With fault injection: observes a whole server message and appends it
     /// to `out`, unless it answers a message the proxy added.
+    /// Rows, COPY data and messages longer than the observer keeps have gone
+    /// on in pieces already: they are only observed.
     pub fn server_frame_forwarding(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        if frame.truncated {
+            self.server_frame(frame);
+            return;
+        }
         if matches!(frame.tag, b'1' | b'2') && matches!(self.queue.front(), Some(Pending::Injected))
         {
             self.queue.pop_front();
@@ -421,6 +441,7 @@ impl Session {
                     statements,
                     sent: self.sent(),
                     cut: cut.is_some(),
+                    bound: self.bound,
                 });
             }),
             b'P' => match cut {
@@ -458,6 +479,8 @@ impl Session {
                     .cut
                     .and_then(|c| c.missing)
                     .map(|missing| (b.values.len().saturating_sub(1), missing));
+                // The text kept of the statement's values (issue 15, item 6).
+                let mut room = values::MAX_PARAMS_TEXT;
                 let mut params: Vec<Option<String>> = b
                     .values
                     .iter()
@@ -465,14 +488,15 @@ impl Session {
                     .map(|(i, v)| {
                         v.map(|v| {
                             let oid = types.get(i).copied().unwrap_or(0);
-                            match cut_value {
+                            let limit = room.min(values::MAX_VALUE_TEXT);
+                            let (rendered, missing) = match cut_value {
                                 Some((at, missing)) if at == i => {
-                                    let mut kept = values::render_prefix(oid, b.binary(i), v);
-                                    mark_cut(&mut kept, Some(missing));
-                                    kept
+                                    (values::render_prefix(oid, b.binary(i), v, limit), missing)
                                 }
-                                _ => values::render(oid, b.binary(i), v),
-                            }
+                                _ => (values::render(oid, b.binary(i), v, limit), 0),
+                            };
+                            room = room.saturating_sub(rendered.text.len());
+                            rendered.marked(missing)
                         })
                     })
                     .collect();
@@ -530,10 +554,12 @@ impl Session {
                 let portal = match kind {
                     b'S' => {
                         self.prepared.remove(&*name);
+                        shrink(&mut self.prepared);
                         None
                     }
                     _ => {
                         self.portals.remove(&*name);
+                        shrink(&mut self.portals);
                         Some(name.into_owned())
                     }
                 };
@@ -541,7 +567,7 @@ impl Session {
             }),
             b'S' => {
                 self.discarding = false;
-                self.queue.push_back(Pending::Sync);
+                self.queue.push_back(Pending::Sync { bound: self.bound });
                 Some(())
             }
             // Flush, Terminate, COPY data/done/fail, and the authentication
@@ -671,6 +697,7 @@ impl Session {
                 statements,
                 sent,
                 cut,
+                ..
             }) => {
                 let sent = *sent;
                 let Some(sql) = statements.pop_front() else {
@@ -689,6 +716,7 @@ impl Session {
                 let mut event = self.event(Arc::from(sql), None, sent, done, tag, None, error);
                 if !failed {
                     self.follow_sql_prepare(&mut event);
+                    self.follow_deallocate(&event.sql);
                 }
                 Some(event)
             }
@@ -706,6 +734,9 @@ impl Session {
                         sent = earlier.sent;
                         rows += earlier.rows;
                         txn = Some(earlier.txn);
+                    }
+                    if error.is_none() {
+                        self.follow_deallocate(&portal.sql);
                     }
                     let mut event = self.event(
                         portal.sql,
@@ -804,15 +835,8 @@ impl Session {
                     .get(kw.len())
                     .is_some_and(u8::is_ascii_whitespace)
         };
-        let name_after = |kw: usize| -> String {
-            bare.get(kw..)
-                .unwrap_or("")
-                .trim_start()
-                .split(|c: char| c == '(' || c == ';' || c.is_whitespace())
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase()
-        };
+        let name_after =
+            |kw: usize| -> String { identifier(bare.get(kw..).unwrap_or("").trim_start()) };
         if word("prepare") {
             let name = name_after(7);
             self.sql_prepared.insert(name, bare.to_owned());
@@ -827,14 +851,62 @@ impl Session {
                 recorded.sql = Arc::from(event.sql);
                 recorded.params = event.params.map(Arc::new);
             }
-        } else if word("deallocate") {
-            let name = name_after(10);
-            if name == "all" {
-                self.sql_prepared.clear();
+        }
+    }
+
+    /// Forgets the prepared statements (and with DISCARD ALL, the portals)
+    /// that a successful `DEALLOCATE` or `DISCARD ALL` dropped in the
+    /// server, whether prepared with PREPARE or with Parse (they share one
+    /// namespace): a pool that resets its connections with DISCARD ALL
+    /// must not grow the observer's maps (issue 15, item 9).
+    fn follow_deallocate(&mut self, sql: &str) {
+        let bare = crate::attribute::strip_tags(sql).trim_start();
+        if !bare
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.eq_ignore_ascii_case(&b'd'))
+        {
+            return;
+        }
+        let mut words = bare
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty());
+        let first = words.next().unwrap_or("");
+        let everything = if first.eq_ignore_ascii_case("discard") {
+            if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("all")) {
+                return;
+            }
+            self.portals.clear();
+            shrink(&mut self.portals);
+            true
+        } else if first.eq_ignore_ascii_case("deallocate") {
+            let rest = bare[first.len()..].trim_start();
+            let rest = match rest.get(..7) {
+                Some(kw)
+                    if kw.eq_ignore_ascii_case("prepare")
+                        && rest[7..].starts_with(char::is_whitespace) =>
+                {
+                    rest[7..].trim_start()
+                }
+                _ => rest,
+            };
+            let name = identifier(rest);
+            if name == "all" && !rest.starts_with('"') {
+                true
             } else {
                 self.sql_prepared.remove(&name);
+                self.prepared.remove(&name);
+                false
             }
+        } else {
+            return;
+        };
+        if everything {
+            self.sql_prepared.clear();
+            self.prepared.clear();
         }
+        shrink(&mut self.sql_prepared);
+        shrink(&mut self.prepared);
     }
 
     /// ErrorResponse: the request at the head failed; in the extended protocol
@@ -847,7 +919,7 @@ impl Session {
         }
         if extended {
             while let Some(front) = self.queue.front() {
-                if matches!(front, Pending::Sync) {
+                if matches!(front, Pending::Sync { .. }) {
                     return;
                 }
                 self.queue.pop_front();
@@ -860,8 +932,10 @@ impl Session {
     fn ready(&mut self, status: u8) {
         // The answer to a Query or a Sync: anything still queued before it got
         // no answer and is dropped, which also recovers from a misread.
+        let mut answered = None;
         while let Some(front) = self.queue.pop_front() {
-            if matches!(front, Pending::Sync | Pending::Query { .. }) {
+            if let Pending::Sync { bound } | Pending::Query { bound, .. } = front {
+                answered = Some(bound);
                 break;
             }
         }
@@ -870,6 +944,15 @@ impl Session {
             b'E' => TxnStatus::Failed,
             _ => TxnStatus::Idle,
         };
+        if let Some(bound) = answered.filter(|_| self.txn == TxnStatus::Idle) {
+            // Outside a transaction block the server has dropped every
+            // portal bound before this Sync: forget them, so that a client
+            // binding a new portal name each time does not grow the map.
+            if !self.portals.is_empty() {
+                self.portals.retain(|_, p| p.id > bound);
+                shrink(&mut self.portals);
+            }
+        }
         if self.txn != TxnStatus::Open {
             // The transaction ended (or failed, and no portal of it can run
             // again): its suspended portals are dropped.
@@ -1093,13 +1176,35 @@ impl Session {
     }
 }
 
-/// Marks a text or value the observer kept only the start of (issue 13,
-/// defect 2): a suffix `…[truncated N bytes]`, N the bytes not observed, or
-/// `…[truncated]` when that is not known.
-fn mark_cut(kept: &mut String, missing: Option<usize>) {
-    match missing {
-        Some(n) => kept.push_str(&format!("…[truncated {n} bytes]")),
-        None => kept.push_str("…[truncated]"),
+/// The name at the start of `text` as PostgreSQL reads an identifier:
+/// `"Quoted"` as written (`""` is a quote), otherwise folded to lower case.
+fn identifier(text: &str) -> String {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() != Some(&'"') {
+                    break;
+                }
+                chars.next();
+            }
+            name.push(c);
+        }
+        return name;
+    }
+    text.split(|c: char| c == '(' || c == ';' || c.is_whitespace())
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Gives back a map's room once most of it is empty: a map keeps its
+/// capacity after removals, and 100,000 names once prepared would
+/// otherwise stay allocated for the connection's life.
+fn shrink<V>(map: &mut HashMap<String, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to_fit();
     }
 }
 
@@ -1368,6 +1473,130 @@ mod tests {
             ]
         );
         assert_eq!(s.counts.undecoded, 0);
+    }
+
+    /// A simple Query answered with `tag`, outside a transaction.
+    fn simple(s: &mut Session, sql: &str, tag: &str) {
+        s.client_frame(frame(b'Q', format!("{sql}\0").as_bytes()));
+        s.server_frame(frame(b'C', format!("{tag}\0").as_bytes()));
+        s.server_frame(frame(b'Z', b"I"));
+    }
+
+    /// `n` statements prepared with Parse, named `prefix0`, `prefix1`, …
+    fn prepare_many(s: &mut Session, n: usize, prefix: &str) {
+        for i in 0..n {
+            s.client_frame(frame(
+                b'P',
+                &parse_body(&format!("{prefix}{i}"), "select 1"),
+            ));
+        }
+        s.client_frame(frame(b'S', b""));
+        for _ in 0..n {
+            s.server_frame(frame(b'1', b""));
+        }
+        s.server_frame(frame(b'Z', b"I"));
+    }
+
+    /// Issue 15, item 9: the prepared statements a client drops with
+    /// DISCARD ALL, DEALLOCATE (a name, or ALL) or Close are forgotten, and
+    /// the room they took is given back: a pool resetting its connections
+    /// with DISCARD ALL added 35 MB per 100,000 names.
+    #[test]
+    fn dropped_prepared_statements_are_forgotten_and_their_room_given_back() {
+        let mut s = Session::new(1, None, Instant::now());
+        prepare_many(&mut s, 100_000, "s");
+        assert_eq!(s.prepared.len(), 100_000);
+        simple(&mut s, "DISCARD ALL", "DISCARD ALL");
+        assert_eq!(s.prepared.len(), 0);
+        assert!(s.prepared.capacity() <= 64, "{}", s.prepared.capacity());
+
+        prepare_many(&mut s, 3, "Named");
+        simple(&mut s, "PREPARE q(int) AS select $1", "PREPARE");
+        simple(&mut s, "DEALLOCATE \"Named0\"", "DEALLOCATE");
+        assert!(!s.prepared.contains_key("Named0"));
+        assert!(s.prepared.contains_key("Named1"));
+        simple(&mut s, "deallocate prepare Q", "DEALLOCATE");
+        assert!(s.sql_prepared.is_empty());
+        prepare_many(&mut s, 1, "preparedx");
+        simple(&mut s, "DEALLOCATE preparedx0", "DEALLOCATE");
+        assert!(
+            !s.prepared.contains_key("preparedx0"),
+            "a name, not a keyword"
+        );
+        // A DEALLOCATE that failed dropped nothing.
+        s.client_frame(frame(b'Q', b"DEALLOCATE ALL\0"));
+        s.server_frame(frame(
+            b'E',
+            b"SERROR\0C25P02\0Mcurrent transaction is aborted\0\0",
+        ));
+        s.server_frame(frame(b'Z', b"E"));
+        assert_eq!(s.prepared.len(), 2);
+        simple(&mut s, "ROLLBACK", "ROLLBACK");
+        // Through the extended protocol too.
+        s.client_frame(frame(b'P', &parse_body("", "DEALLOCATE ALL")));
+        s.client_frame(frame(b'B', &bind_body("", "", &[])));
+        s.client_frame(frame(b'E', b"\0\0\0\0\0"));
+        s.client_frame(frame(b'S', b""));
+        for (tag, body) in [
+            (b'1', &b""[..]),
+            (b'2', b""),
+            (b'C', b"DEALLOCATE ALL\0"),
+            (b'Z', b"I"),
+        ] {
+            s.server_frame(frame(tag, body));
+        }
+        assert!(s.prepared.is_empty(), "{:?}", s.prepared.keys());
+
+        prepare_many(&mut s, 100_000, "c");
+        for i in 0..100_000 {
+            s.client_frame(frame(b'C', format!("Sc{i}\0").as_bytes()));
+        }
+        assert!(s.prepared.is_empty());
+        assert!(s.prepared.capacity() <= 64, "{}", s.prepared.capacity());
+    }
+
+    /// Portals end with their transaction: a client binding a new portal
+    /// name in each one (pipelined or not) does not grow the map, and a
+    /// portal of a transaction still open stays.
+    #[test]
+    fn portals_are_forgotten_when_their_transaction_ends() {
+        let mut s = Session::new(1, None, Instant::now());
+        s.client_frame(frame(b'P', &parse_body("q", "select $1::int")));
+        s.client_frame(frame(b'S', b""));
+        s.server_frame(frame(b'1', b""));
+        s.server_frame(frame(b'Z', b"I"));
+        let send = |s: &mut Session, portal: &str| {
+            s.client_frame(frame(b'B', &bind_body(portal, "q", &["1"])));
+            s.client_frame(frame(b'E', format!("{portal}\0\0\0\0\0").as_bytes()));
+            s.client_frame(frame(b'S', b""));
+        };
+        let answer = |s: &mut Session, status: &[u8]| {
+            s.server_frame(frame(b'2', b""));
+            s.server_frame(frame(b'C', b"SELECT 1\0"));
+            s.server_frame(frame(b'Z', status));
+        };
+        for i in 0..1000 {
+            send(&mut s, &format!("p{i}"));
+            answer(&mut s, b"I");
+        }
+        assert!(s.portals.is_empty(), "{}", s.portals.len());
+        // Pipelined: the second portal outlives the first one's Sync.
+        send(&mut s, "a");
+        send(&mut s, "b");
+        answer(&mut s, b"I");
+        assert_eq!(s.portals.keys().collect::<Vec<_>>(), vec!["b"]);
+        answer(&mut s, b"I");
+        assert!(s.portals.is_empty());
+        // In a transaction block, until it ends.
+        s.client_frame(frame(b'Q', b"BEGIN\0"));
+        s.server_frame(frame(b'C', b"BEGIN\0"));
+        s.server_frame(frame(b'Z', b"T"));
+        send(&mut s, "t");
+        answer(&mut s, b"T");
+        assert_eq!(s.portals.len(), 1);
+        simple(&mut s, "COMMIT", "COMMIT");
+        assert!(s.portals.is_empty());
+        assert_eq!(events(&mut s).len(), 1000 + 2 + 1 + 1 + 1);
     }
 
     /// The tags of the messages in a byte stream.
