@@ -25,6 +25,10 @@
 # counts the load of the machine does not distort, system calls
 # (`perf stat -e raw_syscalls:sys_enter`, when perf can count them) and
 # voluntary context switches (the wake-ups; /proc/<pid>/task/*/status).
+# Read the ratio with the load average printed beside it: on a machine
+# busy with other work, flowaudit's two threads (relay and writer) get a
+# larger share of the cores than PgBouncer's one, which favours flowaudit;
+# the CPU time and the counts per transaction do not depend on that.
 #
 # Then a fresh proxy records 1,000,000 statements (8 clients, -t 125000 per
 # client) and its peak resident memory (VmHWM) is read from /proc before it
@@ -173,6 +177,7 @@ SUMMARY=()
 MISSED=0
 for c in $CLIENTS; do
     echo "== $c clients: pgbench -n -S -M prepared -c $c -j 2 -T $SECONDS_PER_RUN"
+    LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
     DIRECT=(); FLOWAUDIT_TPS=(); BOUNCER=(); RATIOS=()
     # Totals over the rounds: transactions, ticks, switches, system calls.
     FN=0 FU=0 FK=0 FS=0 FC=0 BN=0 BU=0 BK=0 BS=0 BC=0
@@ -194,8 +199,9 @@ for c in $CLIENTS; do
     done
     MD="$(median "${DIRECT[@]}")"; MF="$(median "${FLOWAUDIT_TPS[@]}")"; MB="$(median "${BOUNCER[@]}")"
     MR="$(median "${RATIOS[@]}")"
+    LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
     SUMMARY+=("$(
-        echo "pgbench -S -M prepared -c $c -j 2 -T $SECONDS_PER_RUN, median of $ROUNDS rounds:"
+        echo "pgbench -S -M prepared -c $c -j 2 -T $SECONDS_PER_RUN, median of $ROUNDS rounds (load average $LOAD_BEFORE before, $LOAD_AFTER after, on $(nproc) cores):"
         printf '  direct     %10.0f tps\n' "$MD"
         printf '  flowaudit  %10.0f tps\n' "$MF"
         printf '  pgbouncer  %10.0f tps   (session mode)\n' "$MB"
