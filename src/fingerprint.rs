@@ -211,10 +211,15 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
 
 /// Buffers reused from one call to the next on the same thread: allocating them afresh was
 /// a measurable share of the cost of a short statement.
+///
+/// The text is rendered into `out` and then copied into a `String` of its exact length, so
+/// the buffer sized for the input is allocated once per thread, and the returned text holds
+/// only its own length (usually much less than the input's: comments go, lists collapse).
 #[derive(Default)]
 struct Scratch {
     toks: Vec<Tok>,
     stack: Vec<Ctx>,
+    out: Vec<u8>,
 }
 
 thread_local! {
@@ -222,18 +227,23 @@ thread_local! {
         RefCell::new(Scratch {
             toks: Vec::new(),
             stack: Vec::new(),
+            out: Vec::new(),
         })
     };
 }
 
 /// Buffers above this many tokens are released after use rather than kept for the thread.
 const SCRATCH_KEEP_TOKENS: usize = 1 << 16;
+/// The same for the output buffer, in bytes.
+const SCRATCH_KEEP_BYTES: usize = 1 << 20;
 
 fn fingerprint_with(sql: &str, scratch: &mut Scratch) -> Fingerprint {
     lex(sql, &mut scratch.toks);
-    let (text, values) = Renderer::new(sql, &scratch.toks, &mut scratch.stack).render();
+    let (text, values) =
+        Renderer::new(sql, &scratch.toks, &mut scratch.stack, &mut scratch.out).render();
     let kind = statement_kind(sql, &scratch.toks);
-    if scratch.toks.capacity() > SCRATCH_KEEP_TOKENS {
+    if scratch.toks.capacity() > SCRATCH_KEEP_TOKENS || scratch.out.capacity() > SCRATCH_KEEP_BYTES
+    {
         *scratch = Scratch::default();
     }
     Fingerprint {
@@ -373,10 +383,14 @@ const fn spacing(prev: TokKind, cur: TokKind) -> Space {
 }
 
 /// `spacing` for every pair of kinds, indexed by `TokKind as usize`: one load per token.
-static SPACING: [[Space; 15]; 15] = spacing_table();
+/// Row [`NO_PREV`] is for the first token, which has nothing to be separated from.
+static SPACING: [[Space; 15]; 16] = spacing_table();
 
-const fn spacing_table() -> [[Space; 15]; 15] {
-    let mut table = [[Space::No; 15]; 15];
+/// The row of [`SPACING`] used before any token has been written.
+const NO_PREV: usize = 15;
+
+const fn spacing_table() -> [[Space; 15]; 16] {
+    let mut table = [[Space::No; 15]; 16];
     let mut p = 0;
     while p < 15 {
         let mut c = 0;
@@ -641,18 +655,24 @@ fn keyword_table() -> &'static KeywordTable {
     TABLE.get_or_init(|| {
         let plain = PLAIN_KEYWORDS.iter().map(|w| (*w, Kw::Plain));
         let words: Vec<(&'static str, Kw)> = KEYWORDS.iter().copied().chain(plain).collect();
-        let mut slots = [0u8; KEYWORD_SLOTS];
-        for (index, (word, _)) in words.iter().enumerate() {
-            let mut slot = keyword_slot(word.as_bytes());
-            while slots.get(slot).is_some_and(|&s| s != 0) {
-                slot = (slot + 1) % KEYWORD_SLOTS;
-            }
-            if let (Some(entry), Ok(value)) = (slots.get_mut(slot), u8::try_from(index + 1)) {
-                *entry = value;
-            }
-        }
+        let slots = keyword_slots(words.iter().map(|(word, _)| *word));
         KeywordTable { slots, words }
     })
+}
+
+/// The slots of an open-addressing table of `words`: 1 + the word's index, 0 when empty.
+fn keyword_slots<'a>(words: impl Iterator<Item = &'a str>) -> [u8; KEYWORD_SLOTS] {
+    let mut slots = [0u8; KEYWORD_SLOTS];
+    for (index, word) in words.enumerate() {
+        let mut slot = keyword_slot(word.as_bytes());
+        while slots.get(slot).is_some_and(|&s| s != 0) {
+            slot = (slot + 1) % KEYWORD_SLOTS;
+        }
+        if let (Some(entry), Ok(value)) = (slots.get_mut(slot), u8::try_from(index + 1)) {
+            *entry = value;
+        }
+    }
+    slots
 }
 
 /// `NULL`, `TRUE` or `FALSE`, case-insensitively.
@@ -770,18 +790,49 @@ fn ident_len(bytes: &[u8]) -> usize {
     n + rest.iter().take_while(|&&b| is_ident_char(b)).count()
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// For each byte of `x` (all of whose bytes are below 0x80), sets the high bit iff the byte is
+/// in `lo..=hi`. `x + (0x80 - lo)` sets the high bit iff the byte is >= lo, and
+/// `x + (0x7f - hi)` sets it iff it is > hi; neither sum carries into the next byte.
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let ge_lo = x + ONES * u64::from(0x80 - lo);
+    let gt_hi = x + ONES * u64::from(0x7f - hi);
+    ge_lo & !gt_hi & HIGH
+}
+
+/// `w` with its ASCII capitals lowercased; bytes >= 0x80 are left alone.
+fn lowercase8(w: u64) -> u64 {
+    let upper = in_range(w & !HIGH, b'A', b'Z') & !w;
+    // 0x80 >> 2 is 0x20, the bit that separates `A` from `a`.
+    w | (upper >> 2)
+}
+
+/// Appends `src[start..end]` to `out` with ASCII letters lowercased, eight bytes at a time
+/// (SWAR), as words are most of the output. Each step loads eight bytes straight from `src`, also past `end` where `src`
+/// has them, and cuts the surplus off the output again: copying a short tail into a buffer
+/// first costs a `memcpy` call and a stalled load, more than the loop it replaces.
+fn push_lowercase(out: &mut Vec<u8>, src: &[u8], start: usize, end: usize) {
+    let mut at = start;
+    while at < end {
+        let Some(chunk) = src.get(at..at + 8) else {
+            let rest = src.get(at..end).unwrap_or_default();
+            out.extend(rest.iter().map(u8::to_ascii_lowercase));
+            return;
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let len = out.len() + (end - at).min(8);
+        out.extend_from_slice(&lowercase8(u64::from_le_bytes(word)).to_le_bytes());
+        out.truncate(len);
+        at += 8;
+    }
+}
+
 /// Sets the high bit of each byte of `w` that is not an identifier byte.
 fn non_ident_bytes(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let low7 = w & !HIGH;
-    // For 7-bit bytes x, x + (0x80 - lo) sets the high bit iff x >= lo, and
-    // x + (0x7f - hi) sets it iff x > hi; neither sum carries into the next byte.
-    let in_range = |x: u64, lo: u8, hi: u8| {
-        let ge_lo = x + ONES * u64::from(0x80 - lo);
-        let gt_hi = x + ONES * u64::from(0x7f - hi);
-        ge_lo & !gt_hi & HIGH
-    };
     // `| 0x20` folds A-Z onto a-z and maps no other byte into a-z.
     let letter = in_range(low7 | (ONES * 0x20), b'a', b'z');
     let digit = in_range(low7, b'0', b'9');
@@ -908,7 +959,7 @@ impl Lexer<'_> {
 
     fn line_comment(&mut self) {
         let rest = self.src.get(self.pos..).unwrap_or_default();
-        self.pos += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        self.pos += memchr::memchr(b'\n', rest).unwrap_or(rest.len());
     }
 
     /// PostgreSQL nests block comments; an unterminated one swallows the rest of the input,
@@ -917,6 +968,14 @@ impl Lexer<'_> {
         self.pos += 2;
         let mut depth = 1usize;
         while self.pos < self.src.len() {
+            // Only a `*` or a `/` can open or close a comment: jump to the next one
+            // (sqlcommenter tags make these comments long, and every ORM statement has one).
+            let rest = self.src.get(self.pos..).unwrap_or_default();
+            let Some(next) = memchr::memchr2(b'*', b'/', rest) else {
+                self.pos = self.src.len();
+                return;
+            };
+            self.pos += next;
             match (self.peek(0), self.peek(1)) {
                 (b'*', b'/') => {
                     self.pos += 2;
@@ -940,9 +999,11 @@ impl Lexer<'_> {
         self.pos += 1;
         loop {
             let rest = self.src.get(self.pos..).unwrap_or_default();
-            let stop = rest
-                .iter()
-                .position(|&b| b == quote || (backslash && b == b'\\'));
+            let stop = if backslash {
+                memchr::memchr2(quote, b'\\', rest)
+            } else {
+                memchr::memchr(quote, rest)
+            };
             let Some(offset) = stop else {
                 self.pos = self.src.len();
                 return;
@@ -1240,25 +1301,28 @@ impl Ctx {
 struct Renderer<'a> {
     src: &'a [u8],
     toks: &'a [Tok],
-    out: Vec<u8>,
+    out: &'a mut Vec<u8>,
     stack: &'a mut Vec<Ctx>,
-    /// Index and kind of the last token written.
+    /// Index and kind of the last token written (the kind as a row of [`SPACING`], with
+    /// [`NO_PREV`] before the first token).
     prev: Option<usize>,
-    prev_kind: Option<TokKind>,
+    prev_kind: usize,
     /// Chained hash of the literals seen so far.
     values: Option<u64>,
 }
 
 impl<'a> Renderer<'a> {
-    fn new(src: &'a str, toks: &'a [Tok], stack: &'a mut Vec<Ctx>) -> Self {
+    fn new(src: &'a str, toks: &'a [Tok], stack: &'a mut Vec<Ctx>, out: &'a mut Vec<u8>) -> Self {
         stack.clear();
+        out.clear();
+        out.reserve(src.len());
         Renderer {
             src: src.as_bytes(),
             toks,
-            out: Vec::with_capacity(src.len()),
+            out,
             stack,
             prev: None,
-            prev_kind: None,
+            prev_kind: NO_PREV,
             values: None,
         }
     }
@@ -1272,8 +1336,10 @@ impl<'a> Renderer<'a> {
         while self.out.last().is_some_and(|&b| b == b' ' || b == b';') {
             self.out.pop();
         }
-        let text = String::from_utf8(self.out)
-            .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
+        let text = match std::str::from_utf8(self.out) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(self.out).into_owned(),
+        };
         let values = match self.values {
             None => 0,
             Some(0) => 1,
@@ -1290,7 +1356,7 @@ impl<'a> Renderer<'a> {
 
     fn set_prev(&mut self, i: usize) {
         self.prev = Some(i);
-        self.prev_kind = self.toks.get(i).map(|t| t.kind);
+        self.prev_kind = self.toks.get(i).map_or(NO_PREV, |t| t.kind as usize);
     }
 
     fn prev_tok(&self) -> Option<Tok> {
@@ -1314,9 +1380,9 @@ impl<'a> Renderer<'a> {
             TokKind::Comma => self.comma(i),
             TokKind::Literal => {
                 self.add_value(tok);
-                self.write(i, b"?");
+                self.write_byte(i, b'?');
             }
-            TokKind::Placeholder => self.write(i, b"?"),
+            TokKind::Placeholder => self.write_byte(i, b'?'),
             TokKind::Word => self.word(i, tok),
             TokKind::Quoted => self.quoted(i, tok),
             _ => self.write(i, tok.bytes(self.src)),
@@ -1330,11 +1396,16 @@ impl<'a> Renderer<'a> {
         self.set_prev(i);
     }
 
+    /// [`Renderer::write`] of a one-byte text.
+    fn write_byte(&mut self, i: usize, byte: u8) {
+        self.separate(i);
+        self.out.push(byte);
+        self.set_prev(i);
+    }
+
     fn word(&mut self, i: usize, tok: Tok) {
         self.separate(i);
-        // Lowercase while copying; an inline loop beats a `memcpy` call for short words.
-        let text = tok.bytes(self.src);
-        self.out.extend(text.iter().map(u8::to_ascii_lowercase));
+        push_lowercase(self.out, self.src, tok.start, tok.end);
         self.set_prev(i);
     }
 
@@ -1352,14 +1423,18 @@ impl<'a> Renderer<'a> {
     }
 
     /// Writes the space that belongs before token `i`, if any.
+    #[inline]
     fn separate(&mut self, i: usize) {
-        let (Some(prev), Some(cur)) = (self.prev_kind, self.toks.get(i)) else {
+        let Some(cur) = self.toks.get(i) else {
             return;
         };
-        let space = match SPACING[prev as usize][cur.kind as usize] {
+        let space = match SPACING[self.prev_kind][cur.kind as usize] {
             Space::No => false,
             Space::Yes => true,
-            Space::BeforeParen => self.space_before_paren(),
+            Space::BeforeParen => {
+                let prev_kw = self.prev_tok().map_or(Kw::None, |p| p.kw(self.src));
+                self.space_before_paren(prev_kw)
+            }
         };
         if space {
             self.out.push(b' ');
@@ -1367,14 +1442,15 @@ impl<'a> Renderer<'a> {
     }
 
     /// Function calls keep their `(` attached; keywords and `insert into t (…)` do not.
-    fn space_before_paren(&self) -> bool {
+    /// `prev_kw` is the keyword of the previous token, which the caller has looked up.
+    fn space_before_paren(&self, prev_kw: Kw) -> bool {
         let Some(p) = self.prev else {
             return false;
         };
         let Some(prev) = self.toks.get(p) else {
             return false;
         };
-        match (prev.kind, prev.kw(self.src)) {
+        match (prev.kind, prev_kw) {
             (TokKind::Word, Kw::None) | (TokKind::Quoted, _) => self.name_follows_intro(p),
             (TokKind::Word, Kw::FuncLike | Kw::Array) => false,
             // `union all (…)` versus `= any(…)`, and MySQL's `= values(col)`.
@@ -1402,21 +1478,34 @@ impl<'a> Renderer<'a> {
 
     fn open(&mut self, i: usize, kind: CtxKind, text: &[u8]) {
         let prev = self.prev_tok();
+        // Looked up once for the three questions below (`kw` is `None` for a non-word).
+        let prev_kw = prev.map_or(Kw::None, |p| p.kw(self.src));
         let collapsible = match kind {
-            CtxKind::Paren => {
-                prev.is_some_and(|p| p.is_word(self.src, Kw::In)) && !self.starts_subquery(i + 1)
+            CtxKind::Paren => prev_kw == Kw::In && !self.starts_subquery(i + 1),
+            _ => {
+                prev_kw == Kw::Array
+                    || prev.is_some_and(|p| {
+                        matches!(p.kind, TokKind::LBracket | TokKind::Comma)
+                            && self
+                                .stack
+                                .last()
+                                .is_some_and(|c| c.kind == CtxKind::Bracket && c.collapsible)
+                    })
             }
-            _ => prev.is_some_and(|p| {
-                p.is_word(self.src, Kw::Array)
-                    || (matches!(p.kind, TokKind::LBracket | TokKind::Comma)
-                        && self
-                            .stack
-                            .last()
-                            .is_some_and(|c| c.kind == CtxKind::Bracket && c.collapsible))
-            }),
         };
-        self.separate(i);
-        if kind == CtxKind::Paren && prev.is_some_and(|p| p.is_word(self.src, Kw::Values)) {
+        let space = match self
+            .toks
+            .get(i)
+            .map(|t| SPACING[self.prev_kind][t.kind as usize])
+        {
+            Some(Space::Yes) => true,
+            Some(Space::BeforeParen) => self.space_before_paren(prev_kw),
+            Some(Space::No) | None => false,
+        };
+        if space {
+            self.out.push(b' ');
+        }
+        if kind == CtxKind::Paren && prev_kw == Kw::Values {
             self.stack
                 .push(Ctx::new(CtxKind::Rows, true, self.out.len()));
         }
@@ -1437,7 +1526,7 @@ impl<'a> Renderer<'a> {
     fn comma(&mut self, i: usize) {
         match self.stack.last_mut() {
             Some(ctx) if ctx.collapsible => {
-                end_element(ctx, &self.out);
+                end_element(ctx, self.out);
                 self.out.extend_from_slice(b", ");
                 ctx.current_start = self.out.len();
             }
@@ -1471,7 +1560,7 @@ impl<'a> Renderer<'a> {
             .is_some_and(|t| t.kind == TokKind::LParen);
         if comma && paren {
             if let Some(ctx) = self.stack.last_mut() {
-                end_element(ctx, &self.out);
+                end_element(ctx, self.out);
                 self.out.extend_from_slice(b", ");
                 ctx.current_start = self.out.len();
             }
@@ -1490,7 +1579,7 @@ impl<'a> Renderer<'a> {
             return;
         }
         if let Some(first_end) = ctx.first_end {
-            end_element(&mut ctx, &self.out);
+            end_element(&mut ctx, self.out);
             if ctx.all_same {
                 self.out.truncate(first_end);
             }
@@ -1503,10 +1592,28 @@ fn end_element(ctx: &mut Ctx, out: &[u8]) {
     match ctx.first_end {
         None => ctx.first_end = Some(out.len()),
         Some(first_end) if ctx.all_same => {
-            ctx.all_same = out.get(ctx.current_start..) == out.get(ctx.first_start..first_end);
+            ctx.all_same = match (
+                out.get(ctx.current_start..),
+                out.get(ctx.first_start..first_end),
+            ) {
+                (Some(current), Some(first)) => same_bytes(current, first),
+                (current, first) => current == first,
+            };
         }
         Some(_) => {}
     }
+}
+
+/// `a == b`, without a call to `memcmp` for the short elements (`?`, `?, ?`) that collapsible
+/// lists are made of: it is made once per element of every list.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > 16 {
+        return a == b;
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// PostgreSQL's reserved words, sorted. A quoted identifier spelled like one of them keeps
@@ -1528,10 +1635,22 @@ const RESERVED: &[&str] = &[
     "with",
 ];
 
+/// Looked up in a hash table like [`classify`]'s: every quoted name of every statement asks,
+/// and a binary search costs several string comparisons each time.
 fn is_reserved(word: &[u8]) -> bool {
-    RESERVED
-        .binary_search_by(|probe| probe.as_bytes().cmp(word))
-        .is_ok()
+    static SLOTS: OnceLock<[u8; KEYWORD_SLOTS]> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| keyword_slots(RESERVED.iter().copied()));
+    let mut slot = keyword_slot(word);
+    loop {
+        let index = match slots.get(slot) {
+            Some(&s) if s != 0 => usize::from(s) - 1,
+            _ => return false,
+        };
+        if RESERVED.get(index).is_some_and(|r| r.as_bytes() == word) {
+            return true;
+        }
+        slot = (slot + 1) % KEYWORD_SLOTS;
+    }
 }
 
 fn is_plain_lowercase_ident(s: &[u8]) -> bool {
@@ -1815,6 +1934,49 @@ mod tests {
             for cur in TOK_KINDS {
                 assert_eq!(SPACING[prev as usize][cur as usize], spacing(prev, cur));
             }
+        }
+    }
+
+    #[test]
+    fn push_lowercase_agrees_with_to_ascii_lowercase() {
+        // Every byte value, at every offset of a chunk, with and without bytes after the end.
+        for byte in 0..=255u8 {
+            for len in 1..20 {
+                let mut src = vec![b'Q'; len + 9];
+                src[len / 2] = byte;
+                for tail in [0, 9] {
+                    let src = &src[..len + tail];
+                    let mut out = b"x".to_vec();
+                    push_lowercase(&mut out, src, 0, len);
+                    let mut expected = b"x".to_vec();
+                    expected.extend(src[..len].iter().map(u8::to_ascii_lowercase));
+                    assert_eq!(out, expected, "byte {byte:#x}, length {len}, tail {tail}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_bytes_is_equality() {
+        let texts: [&[u8]; 6] = [b"", b"?", b"?, ?", b"(?, ?)", &[b'?'; 17], &[b'?'; 40]];
+        for a in texts {
+            for b in texts {
+                assert_eq!(same_bytes(a, b), a == b);
+            }
+        }
+        assert!(!same_bytes(b"?, ?x", b"?, ?y"));
+        assert!(!same_bytes(&[b'a'; 30], &[b'b'; 30]));
+    }
+
+    #[test]
+    fn every_reserved_word_is_found_and_nothing_else() {
+        for word in RESERVED {
+            assert!(is_reserved(word.as_bytes()), "{word}");
+            assert!(!is_reserved(word.to_ascii_uppercase().as_bytes()), "{word}");
+            assert!(!is_reserved(format!("{word}_").as_bytes()), "{word}");
+        }
+        for word in ["users", "id", "position", "", "x", "orders", "usera"] {
+            assert!(!is_reserved(word.as_bytes()), "{word}");
         }
     }
 

@@ -1,5 +1,7 @@
 use flowaudit::fingerprint::{StatementKind, fingerprint, tables};
-use xxhash_rust::xxh3::xxh3_64;
+use std::path::Path;
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// `(input, expected fingerprint text)`.
 const CASES: &[(&str, &str)] = &[
@@ -724,5 +726,176 @@ fn random_input_never_panics_and_is_deterministic() {
         assert!(!first.text.ends_with(' '), "trailing space for {input:?}");
         // The output is itself SQL-like text and must not panic either.
         let _ = fingerprint(&first.text);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Pinned outputs: any change to what `fingerprint` returns for any input, however it comes
+// about (a rule changed on purpose, or a faster lexer that is not quite equivalent), fails
+// one of the tests below. Fingerprints are stored in baselines, so an intended change must
+// be visible in review: update the pin and the snapshots together, and say why.
+// ---------------------------------------------------------------------------------------
+
+/// Fragments of SQL-like text for [`random_statement`]: every lexical form the fingerprint
+/// rules name (quotes and their escapes, comments, dollar quotes, numbers, placeholders,
+/// casts, lists, keywords that change spacing or collapse), plus non-ASCII text.
+#[rustfmt::skip]
+const STATEMENT_PIECES: &[&str] = &[
+    "select", "SELECT", "from", "FROM", "where", "WHERE", "in", "IN", "not in", "values",
+    "VALUES", "array", "ARRAY", "null", "NULL", "true", "False", "then", "else", "end", "any",
+    "ALL", "some", "into", "table", "set", "with", "as", "cast", "coalesce", "is", "interval",
+    "date", "limit", "and", "or", "case", "when", "exists", "returning", "on conflict", "users",
+    "u", "t1", "Users", "a.b", "u.id", "id", "_x", "x$y", "1st", "e", "E", "b", "n", "U", " ",
+    " ", " ", "  ", "\n", "\t", "\r\n", "'", "''", "'abc'", "'it''s'", "\"", "\"users\"",
+    "\"Users\"", "\"order\"", "\"position\"", "`", "`t`", "$", "$$", "$a$", "$tag$", "$1",
+    "$23", "?", "?1", "?|", "?&", ":", "::", "::int", ":name", ":1", ":=", "%s", "%(x)s", "%(",
+    "%", "-", "+", "--", "-- c\n", "/*", "*/", "/* c */", "/*x/*y*/z*/",
+    "/*controller='c',action='a'*/", "#", "#>>", "@", "@@v", "@x", "*", "/", "=", "<>", "!=",
+    "<=", "||", "->>", "~", "^", "&", "|", "(", ")", "(", ")", "[", "]", ",", ",", ";", ".",
+    "..", "0", "1", "42", "3.14", ".5", "1e10", "1E-3", "1e", "0x1F", "0x", "0b101", "1_000",
+    "1__0", "-1", "+2", "E'a\\'b'", "e'\\\\'", "B'1'", "X'ff'", "N'n'", "U&'d'", "u&", "\\",
+    "{", "}", "é", "日本", "😀", "ß", "İ", "\u{0}", "\u{7f}", "(1, 2, 3)", "(?, ?)",
+    "((1,2),(3,4))", "[1,2]", "[[1],[2]]", "(select 1)", "(a,b)", "values (1, 'a'), (2, 'b')",
+    "in ($1, $2, $3)", "array[1, 2]",
+];
+
+/// Statement openings, so that the generated strings exercise every statement kind.
+#[rustfmt::skip]
+const STATEMENT_VERBS: &[&str] = &[
+    "select ", "with x as (select 1) ", "insert into t ", "update t set ", "delete from t ",
+    "begin", "set ", "deallocate ", "close all", "do $$", "SELECT pg_advisory_unlock_all()",
+    "(select ", "start transaction", "explain ", "merge into t ", "create table t (",
+    "select set_config(", "discard all; ", "commit",
+];
+
+/// A random SQL-like statement: half of them open with a verb, then up to 40 pieces or
+/// arbitrary characters.
+fn random_statement(rng: &mut Lcg) -> String {
+    let mut s = String::new();
+    if rng.below(2) == 0 {
+        s.push_str(STATEMENT_VERBS[rng.below(STATEMENT_VERBS.len())]);
+    }
+    for _ in 0..=rng.below(40) {
+        match rng.below(10) {
+            0 => s.push(char::from_u32(0x20 + rng.below(95) as u32).unwrap_or('?')),
+            1 => s.push(' '),
+            _ => s.push_str(STATEMENT_PIECES[rng.below(STATEMENT_PIECES.len())]),
+        }
+    }
+    s
+}
+
+/// The generated inputs whose outputs are pinned: statements and arbitrary piece soup.
+fn pinned_inputs() -> Vec<String> {
+    let mut rng = Lcg(0xf1a0_5eed);
+    (0..PINNED_INPUTS)
+        .map(|i| {
+            if i % 4 == 3 {
+                random_input(&mut rng)
+            } else {
+                random_statement(&mut rng)
+            }
+        })
+        .collect()
+}
+
+const PINNED_INPUTS: usize = 20_000;
+
+/// One line per output: the text, the kind and the hash of the literal values.
+fn output_line(sql: &str, text: &str, kind: &str, values: u64) -> String {
+    format!("{sql:?}\n  -> {text:?} {kind} {values:016x}\n")
+}
+
+/// xxh3 over the output lines of all [`pinned_inputs`], chained. Recorded from the
+/// implementation of the first release that pinned it; a change means that some output
+/// changed: the snapshots below show the first few hundred inputs and every fixture statement.
+const PINNED_DIGEST: u64 = 0xc312_2e91_eb14_3e57;
+
+#[test]
+fn generated_inputs_keep_their_pinned_outputs() {
+    let inputs = pinned_inputs();
+    assert_eq!(inputs.len(), PINNED_INPUTS);
+    let mut digest = 0u64;
+    for sql in &inputs {
+        let fp = fingerprint(sql);
+        let line = output_line(sql, &fp.text, fp.kind.as_str(), fp.values);
+        digest = xxh3_64_with_seed(line.as_bytes(), digest);
+    }
+    assert_eq!(
+        digest, PINNED_DIGEST,
+        "the outputs of the {PINNED_INPUTS} generated inputs changed (digest {digest:#018x})"
+    );
+}
+
+#[test]
+fn generated_inputs_snapshot() {
+    let out: String = pinned_inputs()
+        .iter()
+        .take(300)
+        .map(|sql| {
+            let fp = fingerprint(sql);
+            output_line(sql, &fp.text, fp.kind.as_str(), fp.values)
+        })
+        .collect();
+    insta::assert_snapshot!(out);
+}
+
+/// Every statement of the trace fixtures (`sql` of each JSONL event) and of the SQL
+/// workloads (split at `;`), sorted and deduplicated, with its fingerprint.
+#[test]
+fn fixture_statements_snapshot() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut statements = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    collect_files(&root.join("fixtures"), &mut files);
+    collect_files(&root.join("workloads"), &mut files);
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl") => {
+                for line in text.lines() {
+                    let event: Option<serde_json::Value> = serde_json::from_str(line).ok();
+                    if let Some(sql) = event.as_ref().and_then(|e| e.get("sql")?.as_str()) {
+                        statements.insert(sql.to_string());
+                    }
+                }
+            }
+            Some("sql") => {
+                for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    statements.insert(part.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        statements.len() > 100,
+        "only {} statements found",
+        statements.len()
+    );
+    let out: String = statements
+        .iter()
+        .map(|sql| {
+            let fp = fingerprint(sql);
+            output_line(sql, &fp.text, fp.kind.as_str(), fp.values)
+        })
+        .collect();
+    insta::assert_snapshot!(out);
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            collect_files(&path, files);
+        } else {
+            files.push(path);
+        }
     }
 }
