@@ -134,7 +134,12 @@ fn pgbench(n: usize) -> Input {
             (
                 "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
                  VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
-                vec![(t % 10).to_string(), "1".to_owned(), aid.clone(), "5".to_owned()],
+                vec![
+                    (t % 10).to_string(),
+                    "1".to_owned(),
+                    aid.clone(),
+                    "5".to_owned(),
+                ],
             ),
             ("END", vec![]),
         ] {
@@ -181,7 +186,10 @@ fn short_connections(n: usize) -> Input {
         let id = c.to_string();
         for (sql, params) in [
             ("BEGIN", vec![]),
-            ("SELECT stock FROM inventory WHERE product_id = $1", vec![id.clone()]),
+            (
+                "SELECT stock FROM inventory WHERE product_id = $1",
+                vec![id.clone()],
+            ),
             (
                 "UPDATE inventory SET stock = $1 WHERE product_id = $2",
                 vec!["3".to_owned(), id.clone()],
@@ -275,7 +283,10 @@ fn sessions(n: usize) -> impl Iterator<Item = (usize, [String; 5])> {
             s,
             [
                 "BEGIN".to_owned(),
-                format!("SELECT stock FROM inventory WHERE product_id = {}", s % 1000),
+                format!(
+                    "SELECT stock FROM inventory WHERE product_id = {}",
+                    s % 1000
+                ),
                 format!(
                     "UPDATE inventory SET stock = stock - 1 WHERE product_id = {}",
                     s % 1000
@@ -297,8 +308,12 @@ fn pg_stderr(n: usize) -> Input {
             "{TS} [{pid}] postgres@shop LOG:  connection authorized: user=postgres database=shop\n"
         ));
         for sql in &statements {
-            out.push_str(&format!("{TS} [{pid}] postgres@shop LOG:  statement: {sql}\n"));
-            out.push_str(&format!("{TS} [{pid}] postgres@shop LOG:  duration: 0.100 ms\n"));
+            out.push_str(&format!(
+                "{TS} [{pid}] postgres@shop LOG:  statement: {sql}\n"
+            ));
+            out.push_str(&format!(
+                "{TS} [{pid}] postgres@shop LOG:  duration: 0.100 ms\n"
+            ));
         }
         out.push_str(&format!(
             "{TS} [{pid}] postgres@shop LOG:  disconnection: session time: 0:00:00.010 \
@@ -325,9 +340,7 @@ fn pg_csv(n: usize) -> Input {
             record(&format!("statement: {sql}"));
             record("duration: 0.100 ms");
         }
-        record(
-            "disconnection: session time: 0:00:00.010 user=postgres database=shop host=[local]",
-        );
+        record("disconnection: session time: 0:00:00.010 user=postgres database=shop host=[local]");
     }
     Input::Log(LogFormat::PgCsv, out.into_bytes())
 }
@@ -351,9 +364,7 @@ fn pg_json(n: usize) -> Input {
             record(&format!("statement: {sql}"));
             record("duration: 0.100 ms");
         }
-        record(
-            "disconnection: session time: 0:00:00.010 user=postgres database=shop host=[local]",
-        );
+        record("disconnection: session time: 0:00:00.010 user=postgres database=shop host=[local]");
     }
     Input::Log(LogFormat::PgJson, out.into_bytes())
 }
@@ -385,7 +396,8 @@ fn run(input: &Input, config: &RuleConfig) -> u64 {
     match input {
         Input::Trace(bytes) => {
             let mut audit = Audit::new(config).expect("built-in rules");
-            let reader = TraceReader::new(Cursor::new(bytes.as_slice()), Path::new("scaling.jsonl"));
+            let reader =
+                TraceReader::new(Cursor::new(bytes.as_slice()), Path::new("scaling.jsonl"));
             for event in reader {
                 audit.push(event.expect("a generated trace is well formed"));
             }
@@ -394,7 +406,7 @@ fn run(input: &Input, config: &RuleConfig) -> u64 {
         Input::Log(format, bytes) => {
             let mut audit = Audit::new(config).expect("built-in rules");
             let input: Box<dyn BufRead> = Box::new(Cursor::new(bytes.clone()));
-            let reader = LogReader::new(
+            let mut reader = LogReader::new(
                 input,
                 Path::new("scaling.log"),
                 *format,
@@ -402,8 +414,11 @@ fn run(input: &Input, config: &RuleConfig) -> u64 {
                 &LogOptions::default(),
             )
             .expect("a reader for the format");
-            for event in reader {
+            while let Some(event) = reader.next() {
                 audit.push(event.expect("a generated log reads"));
+                while let Some(conn) = reader.take_closed() {
+                    audit.connection_closed(conn);
+                }
             }
             audit.finish().summary.statements
         }
