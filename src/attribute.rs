@@ -525,6 +525,12 @@ impl Attributor {
         }
     }
 
+    /// The connections it keeps state for (tests of bounded state).
+    #[cfg(test)]
+    pub fn connections_held(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Releases what is still held back at the end of the run (a BEGIN with
     /// nothing after it), attributed by the run's state at that point.
     pub fn finish(&mut self, out: &mut Vec<Attributed>) {

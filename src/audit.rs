@@ -608,6 +608,33 @@ mod tests {
         }
     }
 
+    /// Issue 16: a run of many short connections, each closed, keeps no
+    /// state per connection, and the report still counts them all.
+    #[test]
+    fn closed_connections_leave_no_state_and_still_count() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let mut audit = Audit::new(&config).expect("audit");
+        audit.push(ev("SET flowaudit.step = 'checkout'", 0));
+        for conn in 1..=500 {
+            audit.push(ev("select stock from inventory where product_id = 1", conn));
+            audit.push(ev("insert into orders (user_id) values (1)", conn));
+            audit.connection_closed(conn);
+        }
+        audit.connection_closed(0);
+        assert_eq!(audit.attributor.connections_held(), 0);
+        assert!(audit.conn_steps.is_empty(), "{:?}", audit.conn_steps);
+        assert!(audit.steps.iter().all(|s| s.connections.is_empty()));
+        let report = audit.finish();
+        let step = &report.flows[0].steps[0];
+        assert_eq!((step.name.as_str(), step.connections), ("checkout", 500));
+        // Opened one per few statements: churn, counted from the summaries.
+        assert!(
+            report.findings.iter().any(|f| f.rule == "connection-churn"),
+            "{:#?}",
+            report.findings
+        );
+    }
+
     #[test]
     fn per_step_counts() {
         let config = RuleConfig::builtin().expect("defaults");
