@@ -516,6 +516,21 @@ impl Attributor {
         }
     }
 
+    /// Connection `conn` ended: its markers, application name and last step
+    /// go. Statements it left waiting (a BEGIN with nothing after it) stay
+    /// until [`Self::finish`] releases them, as for an open connection.
+    pub fn connection_closed(&mut self, conn: u64) {
+        if self.conns.get(&conn).is_some_and(|c| c.pending.is_empty()) {
+            self.conns.remove(&conn);
+        }
+    }
+
+    /// The connections it keeps state for (tests of bounded state).
+    #[cfg(test)]
+    pub fn connections_held(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Releases what is still held back at the end of the run (a BEGIN with
     /// nothing after it), attributed by the run's state at that point.
     pub fn finish(&mut self, out: &mut Vec<Attributed>) {

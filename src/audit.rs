@@ -46,6 +46,9 @@ pub struct Audit {
     next_txn: u64,
     steps: Vec<StepCounts>,
     step_index: HashMap<StepKey, usize>,
+    /// Per open connection: the steps it ran statements in, so that it
+    /// leaves their sets of connections when it closes.
+    conn_steps: HashMap<u64, Vec<usize>>,
     sources: BTreeSet<String>,
     statements: u64,
     markers: u64,
@@ -69,7 +72,10 @@ struct StepCounts {
     duration_us: u64,
     timed: bool,
     transactions: u64,
+    /// The open connections that ran statements in the step.
     connections: HashSet<u64>,
+    /// Connections that ran statements in the step and have closed.
+    closed_connections: u64,
     /// Fingerprint hash → (fingerprint text, runs): one entry per distinct
     /// fingerprint of the step.
     fingerprints: HashMap<u64, FingerprintCount>,
@@ -138,6 +144,7 @@ impl Audit {
             next_txn: 0,
             steps: Vec::new(),
             step_index: HashMap::new(),
+            conn_steps: HashMap::new(),
             sources: BTreeSet::new(),
             statements: 0,
             markers: 0,
@@ -217,6 +224,7 @@ impl Audit {
                     timed: false,
                     transactions: 0,
                     connections: HashSet::new(),
+                    closed_connections: 0,
                     fingerprints: HashMap::new(),
                     first_seen: HashMap::new(),
                 });
@@ -317,7 +325,9 @@ impl Audit {
         step.statements += 1;
         step.queries += u64::from(query);
         step.transactions += u64::from(started);
-        step.connections.insert(item.conn);
+        if step.connections.insert(item.conn) {
+            self.conn_steps.entry(item.conn).or_default().push(step_id);
+        }
         // A `flowaudit_allow` tag silences the rules it names for this statement.
         let allowed = crate::attribute::allowed_rules(&item.event.sql);
         let counted = step
@@ -349,6 +359,25 @@ impl Audit {
             if !allowed.iter().any(|a| a == id) {
                 rule.observe(&statement);
             }
+        }
+    }
+
+    /// Connection `conn` ended (the proxy saw it close, a server log its
+    /// disconnection): every statement of it has been pushed. What the audit
+    /// and the rules kept for it is dropped or summarised, so that their
+    /// state is bounded by the connections still open, not by all the
+    /// connections of the run.
+    pub fn connection_closed(&mut self, conn: u64) {
+        self.attributor.connection_closed(conn);
+        self.mysql.remove(&conn);
+        for step in self.conn_steps.remove(&conn).unwrap_or_default() {
+            let counts = &mut self.steps[step];
+            if counts.connections.remove(&conn) {
+                counts.closed_connections += 1;
+            }
+        }
+        for (_, rule) in &mut self.rules {
+            rule.connection_closed(conn);
         }
     }
 
@@ -420,6 +449,9 @@ impl Audit {
         };
 
         let mut flows: Vec<FlowReport> = Vec::new();
+        // Flow name → its index in `flows`: a run of many flows is not
+        // searched once per step.
+        let mut flow_index: HashMap<String, usize> = HashMap::new();
         for s in self.steps {
             let base = self
                 .baseline
@@ -431,7 +463,7 @@ impl Audit {
                 queries: s.queries,
                 duration_us: s.timed.then_some(s.duration_us),
                 transactions: s.transactions,
-                connections: s.connections.len() as u64,
+                connections: s.connections.len() as u64 + s.closed_connections,
                 baseline_statements: base.map(|b| b.statements),
                 baseline_queries: base.map(|b| b.queries()),
                 fingerprints: s
@@ -440,12 +472,15 @@ impl Audit {
                     .map(|(hash, v)| (format!("{hash:016x}"), v))
                     .collect(),
             };
-            match flows.iter_mut().find(|f| f.name == s.key.flow) {
-                Some(flow) => flow.steps.push(step),
-                None => flows.push(FlowReport {
-                    name: s.key.flow,
-                    steps: vec![step],
-                }),
+            match flow_index.get(&s.key.flow) {
+                Some(&i) => flows[i].steps.push(step),
+                None => {
+                    flow_index.insert(s.key.flow.clone(), flows.len());
+                    flows.push(FlowReport {
+                        name: s.key.flow,
+                        steps: vec![step],
+                    });
+                }
             }
         }
 
@@ -571,6 +606,33 @@ mod tests {
             duration_us: Some(1000),
             ..Event::default()
         }
+    }
+
+    /// Issue 16: a run of many short connections, each closed, keeps no
+    /// state per connection, and the report still counts them all.
+    #[test]
+    fn closed_connections_leave_no_state_and_still_count() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let mut audit = Audit::new(&config).expect("audit");
+        audit.push(ev("SET flowaudit.step = 'checkout'", 0));
+        for conn in 1..=500 {
+            audit.push(ev("select stock from inventory where product_id = 1", conn));
+            audit.push(ev("insert into orders (user_id) values (1)", conn));
+            audit.connection_closed(conn);
+        }
+        audit.connection_closed(0);
+        assert_eq!(audit.attributor.connections_held(), 0);
+        assert!(audit.conn_steps.is_empty(), "{:?}", audit.conn_steps);
+        assert!(audit.steps.iter().all(|s| s.connections.is_empty()));
+        let report = audit.finish();
+        let step = &report.flows[0].steps[0];
+        assert_eq!((step.name.as_str(), step.connections), ("checkout", 500));
+        // Opened one per few statements: churn, counted from the summaries.
+        assert!(
+            report.findings.iter().any(|f| f.rule == "connection-churn"),
+            "{:#?}",
+            report.findings
+        );
     }
 
     #[test]

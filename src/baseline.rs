@@ -251,12 +251,14 @@ impl Baseline {
     /// steps it ran (a step that did not run is `missing-step`'s), each as
     /// `rule · flow › step (fingerprint)`.
     pub fn fixed(&self, report: &Report) -> Vec<String> {
-        let ran = |flow: &str, step: &str| {
-            report
-                .flows
-                .iter()
-                .any(|f| f.name == flow && f.steps.iter().any(|s| s.name == step))
-        };
+        // The steps that ran, looked up once per known finding rather than
+        // searched for each.
+        let ran: BTreeSet<(&str, &str)> = report
+            .flows
+            .iter()
+            .flat_map(|f| f.steps.iter().map(|s| (f.name.as_str(), s.name.as_str())))
+            .collect();
+        let ran = |flow: &str, step: &str| ran.contains(&(flow, step));
         let now: BTreeSet<KnownFinding> = report
             .findings
             .iter()

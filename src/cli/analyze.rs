@@ -166,7 +166,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         .map_err(log_error)?;
         let offset = (index as u64) << CONN_RANGE_BITS;
         audit.begin_input(path.display().to_string());
-        let mut push = |mut event: Event, line: Option<u64>| {
+        let mut push = |audit: &mut Audit, mut event: Event, line: Option<u64>| {
             read += 1;
             if let Some(conn) = event.conn.as_mut() {
                 *conn = conn.wrapping_add(offset);
@@ -195,14 +195,18 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
                          that line"
                     ),
                 })?;
-                push(event, Some(reader.line()));
+                push(&mut audit, event, Some(reader.line()));
             }
         } else {
             let mut reader =
                 LogReader::new(input, path, format, detected, &options).map_err(log_error)?;
-            for event in reader.by_ref() {
+            while let Some(event) = reader.next() {
                 // The log readers do not say where a statement's lines began.
-                push(event.map_err(log_error)?, None);
+                push(&mut audit, event.map_err(log_error)?, None);
+                // A session the log saw end: what the audit kept for it goes.
+                while let Some(conn) = reader.take_closed() {
+                    audit.connection_closed(conn.wrapping_add(offset));
+                }
             }
             notes.extend(reader.summary().notes());
         }

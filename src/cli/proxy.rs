@@ -163,6 +163,10 @@ impl Sink for AuditSink {
         self.audit.push(event);
     }
 
+    fn connection_closed(&mut self, conn: u64) {
+        self.audit.connection_closed(conn);
+    }
+
     fn params(&self) -> ParamsMode {
         self.params
     }

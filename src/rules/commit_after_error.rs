@@ -85,6 +85,10 @@ impl Rule for CommitAfterError {
         }
     }
 
+    fn connection_closed(&mut self, conn: u64) {
+        self.tracker.connection_closed(conn);
+    }
+
     fn finish(&mut self, out: &mut Vec<Finding>) {
         for (key, (count, examples, dialects)) in &self.found {
             let effect = dialects

@@ -49,8 +49,10 @@ documented_rule! {
         severity: Severity,
         min_connections: u64,
         max_per_connection: f64,
-        /// Connection → the step it was opened in.
+        /// Open connection → the step it was opened in.
         opened_in: HashMap<u64, usize>,
+        /// Step → the connections opened in it that have closed since.
+        closed: HashMap<usize, u64>,
         steps: HashMap<usize, StepChurn>,
     }
 }
@@ -93,6 +95,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         min_connections: settings.min_connections,
         max_per_connection: settings.max_statements_per_connection,
         opened_in: HashMap::new(),
+        closed: HashMap::new(),
         steps: HashMap::new(),
     }))
 }
@@ -128,9 +131,16 @@ impl Rule for ConnectionChurn {
         }
     }
 
+    fn connection_closed(&mut self, conn: u64) {
+        // Counted for its step; the connection itself need not be kept.
+        if let Some(step) = self.opened_in.remove(&conn) {
+            *self.closed.entry(step).or_default() += 1;
+        }
+    }
+
     fn finish(&mut self, out: &mut Vec<Finding>) {
         // Count the connections each step opened.
-        let mut opened: HashMap<usize, u64> = HashMap::new();
+        let mut opened = std::mem::take(&mut self.closed);
         for step in self.opened_in.values() {
             *opened.entry(*step).or_default() += 1;
         }

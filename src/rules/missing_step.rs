@@ -1,6 +1,7 @@
 //! `missing-step`: a step the `--baseline` records that the run did not run
 //! (issue 14).
 
+use foldhash::HashSet;
 use std::collections::BTreeSet;
 
 use super::units::NoSettings;
@@ -43,6 +44,8 @@ documented_rule! {
         baseline: Option<Baseline>,
         /// (flow, step) of every step that ran, in the baseline or not.
         ran: BTreeSet<(String, String)>,
+        /// The steps (indexes) already in `ran`.
+        seen: HashSet<usize>,
     }
 }
 
@@ -52,6 +55,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         severity: setup.severity,
         baseline: setup.baseline.cloned(),
         ran: BTreeSet::new(),
+        seen: HashSet::default(),
     }))
 }
 
@@ -60,10 +64,10 @@ impl Rule for MissingStep {
         if self.baseline.is_none() {
             return;
         }
-        // Cloned once per step, not per statement.
-        let key = (s.key.flow.clone(), s.key.step.clone());
-        if !self.ran.contains(&key) {
-            self.ran.insert(key);
+        // Cloned once per step, not per statement: a step is known by its
+        // index first.
+        if self.seen.insert(s.step) {
+            self.ran.insert((s.key.flow.clone(), s.key.step.clone()));
         }
     }
 

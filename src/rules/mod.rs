@@ -226,6 +226,12 @@ pub trait Rule: std::fmt::Debug + Send {
     /// rules before this one: a rule may leave to an earlier one what it
     /// reported (`repeated-query` the loops `n-plus-one` reported).
     fn finish(&mut self, out: &mut Vec<Finding>);
+    /// Connection `conn` ended: its statements have all been observed.
+    /// A rule drops or summarises what it kept for that connection, so that
+    /// its state stays bounded by the connections still open (issue 16).
+    fn connection_closed(&mut self, conn: u64) {
+        let _ = conn;
+    }
 }
 
 /// How many distinct parameter sets a rule tracks per fingerprint and step

@@ -68,6 +68,9 @@ documented_rule! {
         severity: Severity,
         settings: Settings,
         steps: HashMap<usize, StepState>,
+        /// Per connection: the steps that keep its latest SELECT
+        /// (`StepState::last_select`), dropped when it closes.
+        selected_in: HashMap<u64, HashSet<usize>>,
     }
 }
 
@@ -96,6 +99,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         severity: setup.severity,
         settings,
         steps: HashMap::new(),
+        selected_in: HashMap::new(),
     }))
 }
 
@@ -313,7 +317,9 @@ impl Rule for NPlusOne {
                 hash,
                 rows: s.event.rows,
             };
-            state.last_select.insert(s.conn, source);
+            if state.last_select.insert(s.conn, source).is_none() {
+                self.selected_in.entry(s.conn).or_default().insert(s.step);
+            }
             if let Some(rows) = s.event.rows {
                 while state
                     .sources
@@ -326,6 +332,14 @@ impl Rule for NPlusOne {
                     state.sources.remove(0);
                 }
                 state.sources.push(source);
+            }
+        }
+    }
+
+    fn connection_closed(&mut self, conn: u64) {
+        for step in self.selected_in.remove(&conn).unwrap_or_default() {
+            if let Some(state) = self.steps.get_mut(&step) {
+                state.last_select.remove(&conn);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! `non-atomic-write`: the writes of one step not sharing one transaction.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::units::{MAX_EXAMPLES, NoSettings, Tracker, failed, step_finding};
@@ -54,6 +54,10 @@ documented_rule! {
         /// (flow, step) → (offending runs, the first offending run's message
         /// and examples).
         found: BTreeMap<(String, String), (u64, String, Vec<String>)>,
+        /// Per connection: the steps it wrote in, so that its entries in
+        /// those steps' runs (`Run::last_unit`) go when it closes: a run of
+        /// a pgbench log's step sees every connection of the log.
+        wrote_in: HashMap<u64, HashSet<usize>>,
     }
 }
 
@@ -96,6 +100,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         tracker: Tracker::default(),
         current: HashMap::new(),
         found: BTreeMap::new(),
+        wrote_in: HashMap::new(),
     }))
 }
 
@@ -158,11 +163,15 @@ impl Rule for NonAtomicWrite {
         }
         match seen.unit {
             None => run.autocommit += 1,
-            Some(u) => {
-                if run.last_unit.insert(s.conn, u) != Some(u) {
+            Some(u) => match run.last_unit.insert(s.conn, u) {
+                Some(last) if last == u => {}
+                last => {
+                    if last.is_none() {
+                        self.wrote_in.entry(s.conn).or_default().insert(s.step);
+                    }
                     run.units += 1;
                 }
-            }
+            },
         }
         if run.examples.len() < MAX_EXAMPLES {
             let label = match seen.unit {
@@ -180,6 +189,15 @@ impl Rule for NonAtomicWrite {
                 }
             };
             run.examples.push(format!("[{label}] {}", s.example()));
+        }
+    }
+
+    fn connection_closed(&mut self, conn: u64) {
+        self.tracker.connection_closed(conn);
+        for step in self.wrote_in.remove(&conn).unwrap_or_default() {
+            if let Some(run) = self.current.get_mut(&step) {
+                run.last_unit.remove(&conn);
+            }
         }
     }
 

@@ -256,6 +256,10 @@ impl Rule for OpenTransaction {
         self.open.insert(s.conn, open);
     }
 
+    fn connection_closed(&mut self, conn: u64) {
+        self.tracker.connection_closed(conn);
+    }
+
     fn finish(&mut self, out: &mut Vec<Finding>) {
         let mut left: Vec<_> = self.open.drain().collect();
         left.sort_by_key(|(conn, _)| *conn);

@@ -140,6 +140,10 @@ impl Rule for PartialWriteOnFailure {
         }
     }
 
+    fn connection_closed(&mut self, conn: u64) {
+        self.tracker.connection_closed(conn);
+    }
+
     fn finish(&mut self, out: &mut Vec<Finding>) {
         let mut runs: Vec<(usize, Run)> = self.current.drain().collect();
         runs.sort_by_key(|(step, _)| *step);

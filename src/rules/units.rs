@@ -208,6 +208,12 @@ impl Tracker {
         seen
     }
 
+    /// Connection `conn` ended. A unit it left open stays: it is still
+    /// open when the trace ends, which is what `open-transaction` reports.
+    pub fn connection_closed(&mut self, conn: u64) {
+        self.implicitly_done.remove(&conn);
+    }
+
     /// Units still open at the end of the trace.
     pub fn finish(&mut self) -> Vec<Unit> {
         let mut open: Vec<Unit> = self.open.drain().map(|(_, u)| u).collect();

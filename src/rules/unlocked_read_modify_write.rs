@@ -226,6 +226,10 @@ impl Rule for UnlockedReadModifyWrite {
         }
     }
 
+    fn connection_closed(&mut self, conn: u64) {
+        self.reads.remove(&conn);
+    }
+
     fn finish(&mut self, out: &mut Vec<Finding>) {
         for ((flow, step, text), (hash, count, examples)) in &self.found {
             out.push(fingerprinted(step_finding(

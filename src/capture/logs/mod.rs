@@ -200,6 +200,10 @@ impl LogSummary {
 #[derive(Debug)]
 pub struct Sink {
     pub events: VecDeque<Event>,
+    /// Connections the log saw end, each with the number of events emitted
+    /// before its end: (events, connection).
+    closed: VecDeque<(u64, u64)>,
+    emitted: u64,
     pub summary: LogSummary,
     display: String,
 }
@@ -208,6 +212,8 @@ impl Sink {
     fn new(summary: LogSummary) -> Self {
         Self {
             events: VecDeque::new(),
+            closed: VecDeque::new(),
+            emitted: 0,
             display: summary.path.display().to_string(),
             summary,
         }
@@ -216,7 +222,14 @@ impl Sink {
     /// A statement found.
     pub fn emit(&mut self, event: Event) {
         self.summary.statements += 1;
+        self.emitted += 1;
         self.events.push_back(event);
+    }
+
+    /// Connection `conn` ended (a disconnection, a Quit): every event of it
+    /// has been emitted. The audit then drops what it kept for it.
+    pub fn closed(&mut self, conn: u64) {
+        self.closed.push_back((self.emitted, conn));
     }
 
     /// A line not understood, of a kind; the first of each kind is kept.
@@ -391,6 +404,8 @@ pub struct LogReader {
     done: bool,
     path: PathBuf,
     max_line: usize,
+    /// Events handed out so far.
+    returned: u64,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -442,7 +457,20 @@ impl LogReader {
             done: false,
             path: path.to_owned(),
             max_line: options.max_line,
+            returned: 0,
         })
+    }
+
+    /// A connection that ended before the events handed out so far went
+    /// on, if any: its statements have all been handed out.
+    pub fn take_closed(&mut self) -> Option<u64> {
+        match self.sink.closed.front() {
+            Some(&(before, conn)) if before <= self.returned => {
+                self.sink.closed.pop_front();
+                Some(conn)
+            }
+            _ => None,
+        }
     }
 
     /// The summary so far (complete once the iterator has ended).
@@ -493,6 +521,7 @@ impl Iterator for LogReader {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(e) = self.sink.events.pop_front() {
+                self.returned += 1;
                 return Some(Ok(e));
             }
             if self.done {

@@ -226,6 +226,9 @@ impl LineParser for MysqlGeneral {
             // no transaction); a reset or a change of user rolls back.
             "Quit" | "Connect" | "Change user" | "Reset Connection" => {
                 self.conns.remove(&e.id);
+                if e.command == "Quit" {
+                    sink.closed(e.id);
+                }
             }
             _ => {}
         }

@@ -293,6 +293,7 @@ impl PgSessions {
             } else if msg.starts_with("disconnection: ") {
                 self.release(r.session, sink);
                 self.sessions.remove(&r.session);
+                sink.closed(r.session);
             }
             return;
         };

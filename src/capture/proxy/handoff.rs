@@ -286,6 +286,10 @@ pub fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
 #[derive(Debug)]
 pub struct Observers {
     sessions: HashMap<u64, Session>,
+    /// Connections that closed, each with the number of statements of `out`
+    /// (see [`Self::handle`]) before its close: what the audit kept for
+    /// them can go once those are written.
+    pub closed: Vec<(usize, u64)>,
     stats: Arc<Stats>,
     epoch: Instant,
 }
@@ -294,6 +298,7 @@ impl Observers {
     pub fn new(stats: Arc<Stats>, epoch: Instant) -> Self {
         Observers {
             sessions: HashMap::new(),
+            closed: Vec::new(),
             stats,
             epoch,
         }
@@ -315,6 +320,7 @@ impl Observers {
                     }
                     if let Some(old) = self.sessions.insert(conn, session) {
                         self.end(old, at, false, out);
+                        self.closed.push((out.len(), conn));
                     }
                 }
                 FROM_CLIENT | FROM_SERVER => {
@@ -340,6 +346,7 @@ impl Observers {
                 CLOSED => {
                     if let Some(session) = self.sessions.remove(&conn) {
                         self.end(session, at, record.flags & BY_STOP != 0, out);
+                        self.closed.push((out.len(), conn));
                     }
                 }
                 _ => {}

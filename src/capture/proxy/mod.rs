@@ -34,7 +34,7 @@ mod values;
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use logger::{LogLines, log_to};
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
-pub use session::{FaultFn, FaultHook, rfc3339};
+pub use session::{FaultFn, FaultHook, Session, rfc3339};
 pub use steps::{Check, Seen, StepChecks, StepTracker};
 
 use std::net::SocketAddr;
@@ -49,7 +49,6 @@ use tokio::task::JoinSet;
 
 use crate::redact;
 use handoff::{Link, Outbox, SharedOutbox};
-use session::Session;
 
 /// Protocol codes of the packets that may open a connection.
 const SSL_REQUEST: u32 = 80_877_103;

@@ -194,6 +194,11 @@ impl Recorder {
 pub trait Sink: Send + 'static {
     fn event(&mut self, event: Event);
 
+    /// Connection `conn` closed: every statement of it went to [`Self::event`].
+    fn connection_closed(&mut self, conn: u64) {
+        let _ = conn;
+    }
+
     /// How the trace file shows bind values (`--params`).
     fn params(&self) -> crate::redact::ParamsMode {
         crate::redact::ParamsMode::Keep
@@ -234,9 +239,16 @@ pub fn start<S: Sink>(
             let mut done = Vec::new();
             // Whether the trace has lines not yet in the file, and since when.
             let (mut unflushed, mut flushed_at) = (false, Instant::now());
-            let mut write = |done: &mut Vec<Recorded>| -> Result<(), std::io::Error> {
+            let mut write = |done: &mut Vec<Recorded>,
+                             closed: &mut Vec<(usize, u64)>|
+             -> Result<(), std::io::Error> {
                 let mut step_ended = false;
-                for recorded in done.drain(..) {
+                // Each close after the statements that came before it.
+                let mut closed = closed.drain(..).peekable();
+                for (i, recorded) in done.drain(..).enumerate() {
+                    while let Some((_, conn)) = closed.next_if(|&(before, _)| before <= i) {
+                        sink.connection_closed(conn);
+                    }
                     let event = recorded.into_event();
                     if let Some(t) = trace.as_mut() {
                         t.write(&event)?;
@@ -245,6 +257,9 @@ pub fn start<S: Sink>(
                     }
                     sink.event(event);
                     Stats::add(&counts.recorded, 1);
+                }
+                for (_, conn) in closed {
+                    sink.connection_closed(conn);
                 }
                 if unflushed && (step_ended || flushed_at.elapsed() >= TRACE_FLUSH_EVERY) {
                     if let Some(t) = trace.as_mut() {
@@ -278,7 +293,7 @@ pub fn start<S: Sink>(
                     Err(TryRecvError::Empty) => {}
                     Err(TryRecvError::Disconnected) => statements_open = false,
                 }
-                write(&mut done)?;
+                write(&mut done, &mut observers.closed)?;
                 if idle {
                     if !batches_open && !statements_open {
                         break;
@@ -287,7 +302,7 @@ pub fn start<S: Sink>(
                 }
             }
             observers.finish(&mut done);
-            write(&mut done)?;
+            write(&mut done, &mut observers.closed)?;
             if let Some(mut t) = trace {
                 t.flush()?;
             }
