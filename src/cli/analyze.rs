@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::audit::Audit;
 use crate::capture::logs::{self, LogError, LogFormat, LogOptions, LogReader};
+use crate::capture::pipeline::{self, Feed};
 use crate::model::Event;
 use crate::report::Report;
 use crate::trace::{TraceError, TraceReader};
@@ -157,16 +158,9 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         };
         let bar = progress(path);
         let wrap_bar = bar.clone();
-        let input: Box<dyn BufRead> = logs::open(path, move |f| -> Box<dyn Read> {
-            match wrap_bar {
-                Some(b) => Box::new(b.wrap_read(f)),
-                None => Box::new(f),
-            }
-        })
-        .map_err(log_error)?;
         let offset = (index as u64) << CONN_RANGE_BITS;
         audit.begin_input(path.display().to_string());
-        let mut push = |mut event: Event, line: Option<u64>| {
+        let push = |mut event: Event, line: Option<u64>| {
             read += 1;
             if let Some(conn) = event.conn.as_mut() {
                 *conn = conn.wrapping_add(offset);
@@ -181,31 +175,15 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
                 None => audit.push(event),
             }
         };
-        if format == LogFormat::Jsonl {
-            if detected {
-                notes.push(format!("{}: read as jsonl (detected)", path.display()));
-            }
-            let mut reader = TraceReader::new(input, path);
-            while let Some(event) = reader.next() {
-                let event = event.map_err(|e| match e {
-                    TraceError::Io { path, source } => cannot_read(&path, &source),
-                    e => anyhow::anyhow!(
-                        "{e}\n  hint: every line of a trace is one JSON object with at least a \
-                         string field \"sql\" (see README, \"The trace file\"); fix or remove \
-                         that line"
-                    ),
-                })?;
-                push(event, Some(reader.line()));
-            }
-        } else {
-            let mut reader =
-                LogReader::new(input, path, format, detected, &options).map_err(log_error)?;
-            for event in reader.by_ref() {
-                // The log readers do not say where a statement's lines began.
-                push(event.map_err(log_error)?, None);
-            }
-            notes.extend(reader.summary().notes());
+        if format == LogFormat::Jsonl && detected {
+            notes.push(format!("{}: read as jsonl (detected)", path.display()));
         }
+        // The file is read on a thread of its own while this one audits.
+        let read_notes = pipeline::run(
+            |feed| read_file(path, format, detected, &options, wrap_bar, feed),
+            push,
+        )?;
+        notes.extend(read_notes);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -223,6 +201,50 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         review_schema(url, touched, config, baseline.as_ref(), &mut report)?;
     }
     Ok(report)
+}
+
+/// Reads one file into `feed`, on the reading thread: the events in order,
+/// then the reader's notes, or the error that stopped it.
+fn read_file(
+    path: &Path,
+    format: LogFormat,
+    detected: bool,
+    options: &LogOptions,
+    bar: Option<indicatif::ProgressBar>,
+    feed: &mut Feed,
+) -> anyhow::Result<Vec<String>> {
+    let input: Box<dyn BufRead> = logs::open(path, move |f| -> Box<dyn Read> {
+        match bar {
+            Some(b) => Box::new(b.wrap_read(f)),
+            None => Box::new(f),
+        }
+    })
+    .map_err(log_error)?;
+    if format == LogFormat::Jsonl {
+        let mut reader = TraceReader::new(input, path);
+        while let Some(event) = reader.next() {
+            let event = event.map_err(|e| match e {
+                TraceError::Io { path, source } => cannot_read(&path, &source),
+                e => anyhow::anyhow!(
+                    "{e}\n  hint: every line of a trace is one JSON object with at least a \
+                     string field \"sql\" (see README, \"The trace file\"); fix or remove \
+                     that line"
+                ),
+            })?;
+            if !feed.push(event, Some(reader.line())) {
+                break;
+            }
+        }
+        return Ok(Vec::new());
+    }
+    let mut reader = LogReader::new(input, path, format, detected, options).map_err(log_error)?;
+    for event in reader.by_ref() {
+        // The log readers do not say where a statement's lines began.
+        if !feed.push(event.map_err(log_error)?, None) {
+            break;
+        }
+    }
+    Ok(reader.summary().notes())
 }
 
 /// No statement in any file: exit 2 rather than a pass on nothing (issue 14).
