@@ -1,6 +1,8 @@
-//! Reading and auditing on two threads: one reads a file into events (the
-//! lines, their prefixes, parameters, JSON), the other audits them, so that
-//! `analyze` uses two cores where there are two.
+//! Reading and auditing on two threads: one reads a server log into events
+//! (its lines, their prefixes, messages and parameters), the other audits
+//! them, so that `analyze` uses two cores where there are two. (A trace file
+//! is read on the auditing thread: its events are cheap to read and dear to
+//! audit, and the hand-over measured slower than the reading it would move.)
 //!
 //! The reader hands its events over in batches through a bounded channel:
 //! per event, a channel costs more than the work it would move, and the

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::audit::Audit;
 use crate::capture::logs::{self, LogError, LogFormat, LogOptions, LogReader};
-use crate::capture::pipeline::{self, Feed};
+use crate::capture::pipeline;
 use crate::model::Event;
 use crate::report::Report;
 use crate::trace::{TraceError, TraceReader};
@@ -160,7 +160,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         let wrap_bar = bar.clone();
         let offset = (index as u64) << CONN_RANGE_BITS;
         audit.begin_input(path.display().to_string());
-        let push = |mut event: Event, line: Option<u64>| {
+        let mut push = |mut event: Event, line: Option<u64>| {
             read += 1;
             if let Some(conn) = event.conn.as_mut() {
                 *conn = conn.wrapping_add(offset);
@@ -178,11 +178,38 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         if format == LogFormat::Jsonl && detected {
             notes.push(format!("{}: read as jsonl (detected)", path.display()));
         }
-        // The file is read on a thread of its own while this one audits.
-        let read_notes = pipeline::run(
-            |feed| read_file(path, format, detected, &options, wrap_bar, feed),
-            push,
-        )?;
+        let read_notes = if format == LogFormat::Jsonl {
+            // A trace is read on this thread: its events are cheap to read
+            // and dear to audit, and handing them to another thread measured
+            // slower than reading them here (benches/analyze_stream.py).
+            read_file(
+                path,
+                format,
+                detected,
+                &options,
+                wrap_bar,
+                &mut |e, line| {
+                    push(e, line);
+                    true
+                },
+            )
+        } else {
+            // A server log is read on a thread of its own while this one
+            // audits: there, reading costs more than auditing.
+            pipeline::run(
+                |feed| {
+                    read_file(
+                        path,
+                        format,
+                        detected,
+                        &options,
+                        wrap_bar,
+                        &mut |e, line| feed.push(e, line),
+                    )
+                },
+                push,
+            )
+        }?;
         notes.extend(read_notes);
         if let Some(bar) = bar {
             bar.finish_and_clear();
@@ -203,15 +230,16 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
     Ok(report)
 }
 
-/// Reads one file into `feed`, on the reading thread: the events in order,
-/// then the reader's notes, or the error that stopped it.
+/// Reads one file, handing its events in order to `feed` (which says
+/// whether to go on), then returns the reader's notes, or the error that
+/// stopped it.
 fn read_file(
     path: &Path,
     format: LogFormat,
     detected: bool,
     options: &LogOptions,
     bar: Option<indicatif::ProgressBar>,
-    feed: &mut Feed,
+    feed: &mut dyn FnMut(Event, Option<u64>) -> bool,
 ) -> anyhow::Result<Vec<String>> {
     let input: Box<dyn BufRead> = logs::open(path, move |f| -> Box<dyn Read> {
         match bar {
@@ -231,7 +259,7 @@ fn read_file(
                      that line"
                 ),
             })?;
-            if !feed.push(event, Some(reader.line())) {
+            if !feed(event, Some(reader.line())) {
                 break;
             }
         }
@@ -240,7 +268,7 @@ fn read_file(
     let mut reader = LogReader::new(input, path, format, detected, options).map_err(log_error)?;
     for event in reader.by_ref() {
         // The log readers do not say where a statement's lines began.
-        if !feed.push(event.map_err(log_error)?, None) {
+        if !feed(event.map_err(log_error)?, None) {
             break;
         }
     }
