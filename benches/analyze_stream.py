@@ -121,6 +121,10 @@ def main():
         ok_mem = fa_peak / 1024 < 200
         print(f"target: under 10 s for 1,000,000 statements: {'PASS' if ok_time else 'FAIL'}")
         print(f"target: peak memory under 200 MB: {'PASS' if ok_mem else 'FAIL'}")
+        # The performance issue's goal, printed beside the target it does not
+        # replace (reading and auditing run on two threads: it needs two cores).
+        goal = args.statements < 1_000_000 or fa_time < 2
+        print(f"goal: under 2 s for 1,000,000 statements: {'met' if goal else 'not met'}")
         if report["summary"]["statements"] + report["summary"]["markers"] != n:
             print("FAIL: the report does not account for every statement")
             sys.exit(1)

@@ -5,5 +5,6 @@
 
 pub mod expanded;
 pub mod logs;
+pub mod pipeline;
 pub mod proxy;
 pub mod sqlite;

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::audit::Audit;
 use crate::capture::logs::{self, LogError, LogFormat, LogOptions, LogReader};
-use crate::model::Event;
+use crate::capture::pipeline::{self, Item};
 use crate::report::Report;
 use crate::trace::{TraceError, TraceReader};
 
@@ -157,59 +157,51 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         };
         let bar = progress(path);
         let wrap_bar = bar.clone();
-        let input: Box<dyn BufRead> = logs::open(path, move |f| -> Box<dyn Read> {
-            match wrap_bar {
-                Some(b) => Box::new(b.wrap_read(f)),
-                None => Box::new(f),
-            }
-        })
-        .map_err(log_error)?;
         let offset = (index as u64) << CONN_RANGE_BITS;
         audit.begin_input(path.display().to_string());
-        let mut push = |audit: &mut Audit, mut event: Event, line: Option<u64>| {
-            read += 1;
-            if let Some(conn) = event.conn.as_mut() {
-                *conn = conn.wrapping_add(offset);
-            } else if index > 0 {
-                event.conn = Some(offset);
-            }
-            if let Some(t) = touched.as_mut() {
-                t.observe(&event.sql);
-            }
-            match line {
-                Some(line) => audit.push_at(event, line),
-                None => audit.push(event),
-            }
-        };
-        if format == LogFormat::Jsonl {
-            if detected {
-                notes.push(format!("{}: read as jsonl (detected)", path.display()));
-            }
-            let mut reader = TraceReader::new(input, path);
-            while let Some(event) = reader.next() {
-                let event = event.map_err(|e| match e {
-                    TraceError::Io { path, source } => cannot_read(&path, &source),
-                    e => anyhow::anyhow!(
-                        "{e}\n  hint: every line of a trace is one JSON object with at least a \
-                         string field \"sql\" (see README, \"The trace file\"); fix or remove \
-                         that line"
-                    ),
-                })?;
-                push(&mut audit, event, Some(reader.line()));
-            }
-        } else {
-            let mut reader =
-                LogReader::new(input, path, format, detected, &options).map_err(log_error)?;
-            while let Some(event) = reader.next() {
-                // The log readers do not say where a statement's lines began.
-                push(&mut audit, event.map_err(log_error)?, None);
-                // A session the log saw end: what the audit kept for it goes.
-                while let Some(conn) = reader.take_closed() {
-                    audit.connection_closed(conn.wrapping_add(offset));
+        let mut take = |item: Item| match item {
+            Item::Event(mut event, line) => {
+                read += 1;
+                if let Some(conn) = event.conn.as_mut() {
+                    *conn = conn.wrapping_add(offset);
+                } else if index > 0 {
+                    event.conn = Some(offset);
+                }
+                if let Some(t) = touched.as_mut() {
+                    t.observe(&event.sql);
+                }
+                match line {
+                    Some(line) => audit.push_at(event, line),
+                    None => audit.push(event),
                 }
             }
-            notes.extend(reader.summary().notes());
+            // A session the log saw end: what the audit kept for it goes.
+            Item::Closed(conn) => audit.connection_closed(conn.wrapping_add(offset)),
+        };
+        if format == LogFormat::Jsonl && detected {
+            notes.push(format!("{}: read as jsonl (detected)", path.display()));
         }
+        let read_notes = if format == LogFormat::Jsonl {
+            // A trace is read on this thread: its events are cheap to read
+            // and dear to audit, and handing them to another thread measured
+            // slower than reading them here (benches/analyze_stream.py).
+            read_file(path, format, detected, &options, wrap_bar, &mut |item| {
+                take(item);
+                true
+            })
+        } else {
+            // A server log is read on a thread of its own while this one
+            // audits: there, reading costs more than auditing.
+            pipeline::run(
+                |feed| {
+                    read_file(path, format, detected, &options, wrap_bar, &mut |item| {
+                        feed.push(item)
+                    })
+                },
+                take,
+            )
+        }?;
+        notes.extend(read_notes);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -227,6 +219,57 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         review_schema(url, touched, config, baseline.as_ref(), &mut report)?;
     }
     Ok(report)
+}
+
+/// Reads one file, handing its events in order to `feed` (which says
+/// whether to go on), then returns the reader's notes, or the error that
+/// stopped it.
+fn read_file(
+    path: &Path,
+    format: LogFormat,
+    detected: bool,
+    options: &LogOptions,
+    bar: Option<indicatif::ProgressBar>,
+    feed: &mut dyn FnMut(Item) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let input: Box<dyn BufRead> = logs::open(path, move |f| -> Box<dyn Read> {
+        match bar {
+            Some(b) => Box::new(b.wrap_read(f)),
+            None => Box::new(f),
+        }
+    })
+    .map_err(log_error)?;
+    if format == LogFormat::Jsonl {
+        let mut reader = TraceReader::new(input, path);
+        while let Some(event) = reader.next() {
+            let event = event.map_err(|e| match e {
+                TraceError::Io { path, source } => cannot_read(&path, &source),
+                e => anyhow::anyhow!(
+                    "{e}\n  hint: every line of a trace is one JSON object with at least a \
+                     string field \"sql\" (see README, \"The trace file\"); fix or remove \
+                     that line"
+                ),
+            })?;
+            if !feed(Item::Event(event, Some(reader.line()))) {
+                break;
+            }
+        }
+        return Ok(Vec::new());
+    }
+    let mut reader = LogReader::new(input, path, format, detected, options).map_err(log_error)?;
+    while let Some(event) = reader.next() {
+        // The log readers do not say where a statement's lines began.
+        if !feed(Item::Event(event.map_err(log_error)?, None)) {
+            break;
+        }
+        // A session the log saw end, after its last statement.
+        while let Some(conn) = reader.take_closed() {
+            if !feed(Item::Closed(conn)) {
+                break;
+            }
+        }
+    }
+    Ok(reader.summary().notes())
 }
 
 /// No statement in any file: exit 2 rather than a pass on nothing (issue 14).

@@ -256,6 +256,42 @@ impl Sink {
     }
 }
 
+/// Where `needle` first occurs in `hay`, as `str::find` says. The readers
+/// look for short separators (`@`, `: `, ` = `) once or more per line, where
+/// the standard library's substring search spends more setting up than
+/// searching; `memchr` on the first byte is what they need.
+pub fn find(hay: &str, needle: &str) -> Option<usize> {
+    let h = hay.as_bytes();
+    let Some((&first, rest)) = needle.as_bytes().split_first() else {
+        return Some(0);
+    };
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(first, &h[from..]) {
+        let at = from + i;
+        // `first` begins a character (a str's first byte does), so `at` is
+        // a character boundary of `hay`.
+        if h[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// [`find`] as `str::split_once` with a string pattern.
+pub fn split_once<'a>(hay: &'a str, needle: &str) -> Option<(&'a str, &'a str)> {
+    find(hay, needle).map(|at| (&hay[..at], &hay[at + needle.len()..]))
+}
+
+/// A line's text: borrowed when it is valid UTF-8, which a log's lines all
+/// but always are (the check is much cheaper than the lossy conversion's).
+fn text(line: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(line) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    }
+}
+
 fn cut(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &text[..i]),
@@ -296,7 +332,9 @@ pub fn open(
             flate2::read::MultiGzDecoder::new(raw),
         ))
     } else {
-        Box::new(BufReader::with_capacity(1 << 16, raw))
+        // Large reads: fewer system calls, and fewer lines that cross the
+        // buffer's end (those are copied; the others are read in place).
+        Box::new(BufReader::with_capacity(1 << 18, raw))
     })
 }
 
@@ -479,6 +517,22 @@ impl LogReader {
     }
 
     fn read_more(&mut self) -> Result<(), LogError> {
+        // A line whole in the input's buffer is read where it lies; one that
+        // crosses the buffer's end, or an error, takes the general path.
+        if let Ok(chunk) = self.input.fill_buf()
+            && let Some(len) = memchr::memchr(b'\n', chunk)
+            && len <= self.max_line
+        {
+            let line = match chunk[..len].split_last() {
+                Some((b'\r', before)) => before,
+                _ => &chunk[..len],
+            };
+            self.line += 1;
+            self.sink.summary.lines += 1;
+            self.parser.line(&text(line), self.line, &mut self.sink);
+            self.input.consume(len + 1);
+            return Ok(());
+        }
         let end =
             lines::read_line(&mut self.input, &mut self.buf, self.max_line).map_err(|source| {
                 LogError::Io {
@@ -502,7 +556,7 @@ impl LogReader {
             self.parser.cut_line(&head, self.line, &mut self.sink);
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&self.buf);
+        let text = text(&self.buf);
         if end.newline {
             self.parser.line(&text, self.line, &mut self.sink);
         } else if !text.trim().is_empty() {
@@ -575,28 +629,34 @@ pub fn after_comments(sql: &str) -> &str {
 /// Transaction status after a statement, from its first words.
 pub fn next_txn(sql: &str, before: crate::model::TxnStatus) -> crate::model::TxnStatus {
     use crate::model::TxnStatus;
-    match first_word(sql).as_str() {
-        "begin" | "start" => TxnStatus::Open,
-        "commit" | "end" | "abort" => TxnStatus::Idle,
-        "rollback" => {
-            let lower = sql.to_ascii_lowercase();
-            let mut words = lower
-                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-                .filter(|w| !w.is_empty());
-            words.next();
-            match (words.next(), words.next()) {
-                (Some("to"), _) | (Some("work" | "transaction"), Some("to")) => {
-                    // ROLLBACK TO SAVEPOINT leaves the transaction open and usable.
-                    if before == TxnStatus::Failed {
-                        TxnStatus::Open
-                    } else {
-                        before
-                    }
+    // The first word compared in place: this runs once per statement, and
+    // most statements are not transaction control.
+    let rest = after_comments(sql).as_bytes();
+    let word = &rest[..rest.iter().take_while(|b| b.is_ascii_alphabetic()).count()];
+    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+    if is("begin") || is("start") {
+        TxnStatus::Open
+    } else if is("commit") || is("end") || is("abort") {
+        TxnStatus::Idle
+    } else if is("rollback") {
+        let lower = sql.to_ascii_lowercase();
+        let mut words = lower
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .filter(|w| !w.is_empty());
+        words.next();
+        match (words.next(), words.next()) {
+            (Some("to"), _) | (Some("work" | "transaction"), Some("to")) => {
+                // ROLLBACK TO SAVEPOINT leaves the transaction open and usable.
+                if before == TxnStatus::Failed {
+                    TxnStatus::Open
+                } else {
+                    before
                 }
-                _ => TxnStatus::Idle,
             }
+            _ => TxnStatus::Idle,
         }
-        _ => before,
+    } else {
+        before
     }
 }
 
@@ -616,6 +676,28 @@ mod tests {
             TxnStatus::Open
         );
         assert_eq!(next_txn("ROLLBACK", TxnStatus::Failed), TxnStatus::Idle);
+    }
+
+    #[test]
+    fn find_agrees_with_str_find() {
+        for hay in [
+            "",
+            "a",
+            "a@b",
+            "x = 1, $2 = 'é = '",
+            "éé: : x",
+            "  ms ms",
+            "aab",
+        ] {
+            for needle in ["", "@", " = ", ": ", ", $", " ms", "ab", "é", "zz"] {
+                assert_eq!(find(hay, needle), hay.find(needle), "{hay:?} {needle:?}");
+                assert_eq!(
+                    split_once(hay, needle),
+                    hay.split_once(needle),
+                    "{hay:?} {needle:?}"
+                );
+            }
+        }
     }
 
     #[test]

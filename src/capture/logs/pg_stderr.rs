@@ -149,7 +149,7 @@ impl Prefix {
                         _ => None,
                     };
                     let end = value_end(*e, line, pos, next)?;
-                    let value = line[pos..end].trim();
+                    let value = trim(&line[pos..end]);
                     match e {
                         b'm' | b't' | b'n' => f.ts = Some(value),
                         b'p' => f.pid = Some(value),
@@ -167,6 +167,15 @@ impl Prefix {
     }
 }
 
+/// `str::trim`, without its Unicode scan for the common value that starts
+/// and ends with a visible ASCII character (nothing to trim).
+fn trim(value: &str) -> &str {
+    match (value.as_bytes().first(), value.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => value,
+        _ => value.trim(),
+    }
+}
+
 /// Reads `SEVERITY:  ` at `pos`: returns where the message starts.
 fn severity(line: &str, pos: usize) -> Option<(usize, &str)> {
     let b = &line.as_bytes()[pos..];
@@ -181,11 +190,16 @@ fn severity(line: &str, pos: usize) -> Option<(usize, &str)> {
     Some((pos + n + 3, &line[pos..pos + n]))
 }
 
+/// How many bytes at the start of `rest` are `ok` (generic, so that the
+/// test is inlined: it runs on every byte of a prefix).
+fn span(rest: &[u8], ok: impl Fn(u8) -> bool) -> usize {
+    rest.iter().take_while(|&&c| ok(c)).count()
+}
+
 /// Where the value of escape `e` that starts at `pos` ends.
 fn value_end(e: u8, line: &str, pos: usize, next: Option<&str>) -> Option<usize> {
     let b = line.as_bytes();
     let rest = &b[pos..];
-    let span = |ok: &dyn Fn(u8) -> bool| rest.iter().take_while(|&&c| ok(c)).count();
     let zone = |at: usize| -> Option<usize> {
         // The zone after a time: `UTC`, `CET`, `+02`, `America/New_York`.
         if rest.get(at) != Some(&b' ') {
@@ -209,18 +223,18 @@ fn value_end(e: u8, line: &str, pos: usize, next: Option<&str>) -> Option<usize>
     match e {
         b'm' => (date(23) && rest[19] == b'.').then(|| zone(23)).flatten(),
         b't' | b's' => date(19).then(|| zone(19)).flatten(),
-        b'n' => Some(pos + span(&|c| c.is_ascii_digit() || c == b'.')).filter(|&e| e > pos),
-        b'p' | b'l' | b'x' | b'P' => Some(pos + span(&|c| c.is_ascii_digit())),
-        b'c' => Some(pos + span(&|c| c.is_ascii_hexdigit() || c == b'.')),
-        b'v' => Some(pos + span(&|c| c.is_ascii_digit() || c == b'/')),
+        b'n' => Some(pos + span(rest, |c| c.is_ascii_digit() || c == b'.')).filter(|&e| e > pos),
+        b'p' | b'l' | b'x' | b'P' => Some(pos + span(rest, |c| c.is_ascii_digit())),
+        b'c' => Some(pos + span(rest, |c| c.is_ascii_hexdigit() || c == b'.')),
+        b'v' => Some(pos + span(rest, |c| c.is_ascii_digit() || c == b'/')),
         b'e' => (rest.len() >= 5
             && rest[..5]
                 .iter()
                 .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()))
         .then_some(pos + 5),
         _ => match next {
-            Some(lit) => line[pos..].find(lit).map(|k| pos + k),
-            None => Some(pos + span(&|c| c != b' ')),
+            Some(lit) => super::find(&line[pos..], lit).map(|k| pos + k),
+            None => Some(pos + span(rest, |c| c != b' ')),
         },
     }
 }
