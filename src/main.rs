@@ -1,5 +1,5 @@
-/// mimalloc rather than the system allocator: `analyze` reads a server log
-/// on one thread and frees its events on another, where glibc's per-thread
+/// mimalloc rather than the system allocator: `analyze` reads its input on
+/// one thread and frees the events on another, where glibc's per-thread
 /// caches never refill and every allocation takes the slow path.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

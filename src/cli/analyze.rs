@@ -159,7 +159,7 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         let wrap_bar = bar.clone();
         let offset = (index as u64) << CONN_RANGE_BITS;
         audit.begin_input(path.display().to_string());
-        let mut take = |item: Item| match item {
+        let take = |item: Item| match item {
             Item::Event(mut event, line) => {
                 read += 1;
                 if let Some(conn) = event.conn.as_mut() {
@@ -181,26 +181,15 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         if format == LogFormat::Jsonl && detected {
             notes.push(format!("{}: read as jsonl (detected)", path.display()));
         }
-        let read_notes = if format == LogFormat::Jsonl {
-            // A trace is read on this thread: its events are cheap to read
-            // and dear to audit, and handing them to another thread measured
-            // slower than reading them here (benches/analyze_stream.py).
-            read_file(path, format, detected, &options, wrap_bar, &mut |item| {
-                take(item);
-                true
-            })
-        } else {
-            // A server log is read on a thread of its own while this one
-            // audits: there, reading costs more than auditing.
-            pipeline::run(
-                |feed| {
-                    read_file(path, format, detected, &options, wrap_bar, &mut |item| {
-                        feed.push(item)
-                    })
-                },
-                take,
-            )
-        }?;
+        // The file is read on a thread of its own while this one audits.
+        let read_notes = pipeline::run(
+            |feed| {
+                read_file(path, format, detected, &options, wrap_bar, &mut |item| {
+                    feed.push(item)
+                })
+            },
+            take,
+        )?;
         notes.extend(read_notes);
         if let Some(bar) = bar {
             bar.finish_and_clear();
