@@ -517,11 +517,16 @@ impl Attributor {
     }
 
     /// Connection `conn` ended: its markers, application name and last step
-    /// go. Statements it left waiting (a BEGIN with nothing after it) stay
-    /// until [`Self::finish`] releases them, as for an open connection.
-    pub fn connection_closed(&mut self, conn: u64) {
-        if self.conns.get(&conn).is_some_and(|c| c.pending.is_empty()) {
-            self.conns.remove(&conn);
+    /// go, and `true` says so. Statements it left waiting (a BEGIN with
+    /// nothing after it) stay until [`Self::finish`] releases them, as for an
+    /// open connection, and then the connection stays too: `false`.
+    pub fn connection_closed(&mut self, conn: u64) -> bool {
+        match self.conns.get(&conn) {
+            Some(c) if !c.pending.is_empty() => false,
+            _ => {
+                self.conns.remove(&conn);
+                true
+            }
         }
     }
 

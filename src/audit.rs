@@ -368,7 +368,12 @@ impl Audit {
     /// state is bounded by the connections still open, not by all the
     /// connections of the run.
     pub fn connection_closed(&mut self, conn: u64) {
-        self.attributor.connection_closed(conn);
+        // A statement the attribution still holds (a BEGIN with nothing
+        // after it) is counted at the end: until then the connection is
+        // kept whole, or that statement would count it a second time.
+        if !self.attributor.connection_closed(conn) {
+            return;
+        }
         self.mysql.remove(&conn);
         for step in self.conn_steps.remove(&conn).unwrap_or_default() {
             let counts = &mut self.steps[step];
@@ -606,6 +611,21 @@ mod tests {
             duration_us: Some(1000),
             ..Event::default()
         }
+    }
+
+    /// A connection that closes with a BEGIN still held by the attribution
+    /// (nothing came after it) is counted once, when the BEGIN is.
+    #[test]
+    fn a_connection_closed_after_a_bare_begin_counts_once() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let mut audit = Audit::new(&config).expect("audit");
+        audit.push(ev("SET flowaudit.step = 'checkout'", 1));
+        audit.push(ev("select stock from inventory where product_id = 1", 1));
+        audit.push(ev("BEGIN", 1));
+        audit.connection_closed(1);
+        let report = audit.finish();
+        let step = &report.flows[0].steps[0];
+        assert_eq!((step.name.as_str(), step.connections), ("checkout", 1));
     }
 
     /// Issue 16: a run of many short connections, each closed, keeps no
