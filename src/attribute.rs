@@ -379,6 +379,10 @@ struct Marks {
 #[derive(Debug, Default)]
 pub struct Attributor {
     run: Marks,
+    /// The latest markers of each application instance, for events that
+    /// name theirs ([`Event::instance`], race mode): instances run the flow
+    /// side by side, each its own run.
+    instance_runs: HashMap<u64, Marks>,
     markers: u64,
     conns: HashMap<u64, Conn>,
     seq: u64,
@@ -436,9 +440,13 @@ impl Attributor {
             conn.application_name = Some(caps[1].replace("''", "'"));
         }
 
+        let run = match event.instance {
+            Some(i) => self.instance_runs.entry(i).or_default(),
+            None => &mut self.run,
+        };
         if let Some(marker) = &marker {
             self.markers += 1;
-            for marks in [&mut self.run, &mut conn.marks] {
+            for marks in [&mut *run, &mut conn.marks] {
                 match marker {
                     Marker::Flow(flow) => marks.flow = Some(flow.clone()),
                     Marker::Step(step) => marks.step = Some(step.clone()),
@@ -447,9 +455,9 @@ impl Attributor {
             }
         }
         // The connection's own markers first; what it never set, the run's.
-        let marked_flow = conn.marks.flow.as_ref().or(self.run.flow.as_ref());
-        let marked_step = conn.marks.step.as_ref().or(self.run.step.as_ref());
-        let instance = conn.marks.instance.or(self.run.instance).unwrap_or(0);
+        let marked_flow = conn.marks.flow.as_ref().or(run.flow.as_ref());
+        let marked_step = conn.marks.step.as_ref().or(run.step.as_ref());
+        let instance = conn.marks.instance.or(run.instance).unwrap_or(0);
 
         let own_flow = event
             .flow
@@ -784,6 +792,38 @@ mod tests {
                 ("select 4", "shop", "own"),
                 ("select 5", "shop", "cart"),
                 ("select 6", "shop", "own"),
+            ]
+        );
+    }
+
+    /// Issue 19: instances of an application racing side by side each mark
+    /// their steps on a connection of their own; the pool's connections
+    /// follow the markers of their own instance, not the other's.
+    #[test]
+    fn unmarked_connections_follow_the_markers_of_their_own_instance() {
+        let of = |sql: &str, conn: u64, instance: u64| Event {
+            instance: Some(instance),
+            ..ev(sql, conn)
+        };
+        let got = run(vec![
+            of("SET flowaudit.step = 'checkout'", 10, 1),
+            of("SET flowaudit.step = 'browse'", 20, 2),
+            of("select 1", 1, 1),
+            of("select 2", 2, 2),
+            ev("select 3", 3),
+        ]);
+        let steps: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(sql, _, step, _)| (sql.as_str(), step.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("SET flowaudit.step = 'checkout'", "checkout"),
+                ("SET flowaudit.step = 'browse'", "browse"),
+                ("select 1", "checkout"),
+                ("select 2", "browse"),
+                ("select 3", UNATTRIBUTED),
             ]
         );
     }

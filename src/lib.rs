@@ -17,6 +17,7 @@ pub mod fault;
 pub mod fingerprint;
 pub mod invariants;
 pub mod model;
+pub mod race;
 pub mod redact;
 pub mod report;
 pub mod rules;

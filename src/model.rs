@@ -63,6 +63,13 @@ pub struct Event {
     /// (TCP connect, authentication, session start), when the source saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_us: Option<u64>,
+    /// Which instance of the application sent it, when several run at once
+    /// (`flowaudit run --race STEP --race-instances N`: 1 to N, as its
+    /// `FLOWAUDIT_INSTANCE`). Markers are scoped by it: a connection that
+    /// never set its own step follows the latest marker of its instance,
+    /// not of the whole run (issue 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u64>,
     /// The statement was still running when the proxy was stopped, and the
     /// stop cut it off (recorded with SQLSTATE 08006): its duration is the
     /// time up to the stop, and its connection and transaction ended with

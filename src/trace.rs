@@ -169,6 +169,7 @@ fn wrong_value(key: &str, value: &serde_json::Value, e: Option<&serde_json::Erro
         "sql" | "flow" | "step" | "source" | "application_name" => "a string",
         "ts" => "an RFC 3339 time, a string such as \"2026-01-02T03:04:05.123Z\"",
         "conn" => "a connection id, an integer ≥ 0",
+        "instance" => "an application instance, an integer ≥ 1",
         "rows" => "a row count, an integer ≥ 0",
         "duration_us" | "connect_us" => "microseconds, an integer ≥ 0",
         "txn" => "\"idle\", \"open\" or \"failed\"",
@@ -256,6 +257,7 @@ mod tests {
             source: Some("proxy".into()),
             application_name: Some("shop".into()),
             connect_us: Some(2100),
+            instance: Some(2),
             cut_by_stop: true,
             params_dropped: true,
             // In memory only: never written, so 0 comes back.

@@ -61,6 +61,75 @@ pub enum Command {
     Schema(schema::SchemaArgs),
 }
 
+/// Race mode, shared by `demo`, `proxy` and `run` (issue 19; see
+/// [`crate::race`]).
+#[derive(Debug, Clone, Args)]
+pub struct RaceArgs {
+    /// Run STEP in several instances at once and force the interleaving that
+    /// loses updates: a write of a row read without a lock waits until the
+    /// other instances have read it too. The report then shows `lost-update`
+    /// and the data invariants what it did to the data.
+    #[arg(long, value_name = "STEP")]
+    pub race: Option<String>,
+    /// How many instances of the step race (with `run`: how many copies of
+    /// the command run at once, each with FLOWAUDIT_INSTANCE=1..N).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::race::DEFAULT_INSTANCES as u16,
+        value_parser = clap::value_parser!(u16).range(2..=64),
+        requires = "race"
+    )]
+    pub race_instances: u16,
+    /// The longest a write is held waiting for the other instances, in
+    /// milliseconds; a hold that ends this way is noted in the report.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = crate::race::DEFAULT_TIMEOUT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..=600_000),
+        requires = "race"
+    )]
+    pub race_timeout: u64,
+}
+
+impl RaceArgs {
+    /// The race asked for, if any.
+    pub fn spec(&self) -> Option<crate::race::RaceSpec> {
+        self.race.as_ref().map(|step| crate::race::RaceSpec {
+            step: step.clone(),
+            instances: usize::from(self.race_instances),
+            timeout: std::time::Duration::from_millis(self.race_timeout),
+        })
+    }
+}
+
+/// The error when the race step never ran in two instances at once: the run
+/// proves nothing about a race (exit 2).
+pub(crate) fn race_missed(
+    spec: &crate::race::RaceSpec,
+    summary: &crate::race::RaceSummary,
+    report: &Report,
+) -> anyhow::Error {
+    let what = match summary.entered {
+        0 => format!("step {} never ran", spec.step),
+        1 => format!("only one connection ran step {}", spec.step),
+        n => format!(
+            "{n} connections ran step {}, but one after another, never two at once",
+            spec.step
+        ),
+    };
+    anyhow::anyhow!(
+        "--race {} did not race: {what}, so no interleaving was forced
+  steps that ran: {}
+           hint: name a step that the {} instances run at the same time (markers: SET \
+         flowaudit.step = '…'), and check that each instance reached it",
+        spec.step,
+        steps_that_ran(report),
+        spec.instances
+    )
+}
+
 /// Options shared by the commands that audit.
 #[derive(Debug, Clone, Args)]
 pub struct AuditArgs {
