@@ -313,8 +313,8 @@ impl Scheduler {
             Access::Other
         };
         let now = Instant::now();
-        let mut state = self.lock();
-        let state = &mut *state;
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let c = state.conns.entry(conn).or_default();
         if racing != c.in_step {
             c.in_step = racing;
@@ -359,6 +359,7 @@ impl Scheduler {
             }
             None => c.at_database = Some(now),
         }
+        drop(guard);
         self.wake();
         hold
     }
@@ -373,8 +374,8 @@ impl Scheduler {
 
     /// `conn` closed: it is in no step any more.
     pub fn closed(&self, conn: u64) {
-        let mut state = self.lock();
-        let state = &mut *state;
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if let Some(c) = state.conns.remove(&conn) {
             if c.in_step {
                 state.in_step -= 1;
@@ -390,7 +391,7 @@ impl Scheduler {
                 !readers.is_empty()
             });
         }
-        drop(state);
+        drop(guard);
         self.wake();
     }
 

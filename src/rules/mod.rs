@@ -11,6 +11,7 @@ pub mod config;
 mod commit_after_error;
 mod connection_churn;
 mod invariant_violated;
+mod lost_update;
 mod missing_step;
 mod n_plus_one;
 mod non_atomic_write;
@@ -50,6 +51,7 @@ pub static REGISTRY: &[&RuleMeta] = &[
     &open_transaction::META,
     &commit_after_error::META,
     &unlocked_read_modify_write::META,
+    &lost_update::META,
     &unbounded_write::META,
     &partial_write_on_failure::META,
     &invariant_violated::META,

@@ -305,6 +305,9 @@ pub struct KeyedWrite {
     pub keyed: Keyed,
     /// Every assignment is a plain value (no column on its right side).
     pub absolute: bool,
+    /// The assignments whose value is a bind value or a literal (behind
+    /// casts too): `SET stock = $1` gives `("stock", Param(0))`.
+    pub sets: Vec<(String, ValueRef)>,
 }
 
 /// What `UPDATE`/`DELETE` statements lack a WHERE: `Some(true)` when it has
@@ -610,7 +613,14 @@ pub fn keyed_write(sql: &str) -> Option<KeyedWrite> {
     let table = table_name(&u.table.relation)?;
     let mut ph = Placeholders { next: 0 };
     let mut absolute = true;
+    let mut sets = Vec::new();
     for a in &u.assignments {
+        let target = a.target.to_string();
+        let target = target.rsplit('.').next().unwrap_or(&target);
+        let mut probe = Placeholders { next: ph.next };
+        if let Some(v) = probe.value(&a.value) {
+            sets.push((target.trim_matches(['"', '`']).to_ascii_lowercase(), v));
+        }
         let mut refers_to_column = false;
         let _ = visit_expressions(&a.value, |e: &Expr| {
             if column(e).is_some() {
@@ -628,6 +638,7 @@ pub fn keyed_write(sql: &str) -> Option<KeyedWrite> {
     Some(KeyedWrite {
         keyed: Keyed { table, keys: out },
         absolute,
+        sets,
     })
 }
 
@@ -664,6 +675,30 @@ mod tests {
         );
         let w = keyed_write("update accounts set balance = 90 where id = 7").expect("keyed");
         assert_eq!(w.keyed.keys[0].1, ValueRef::Literal("7".into()));
+        assert_eq!(
+            w.sets,
+            vec![("balance".to_owned(), ValueRef::Literal("90".into()))]
+        );
+        let w = keyed_write(
+            "UPDATE products SET name = 'x', stock = $2::INTEGER, \"updated\" = now() WHERE id = $1",
+        )
+        .expect("keyed");
+        assert_eq!(
+            w.sets,
+            vec![
+                ("name".to_owned(), ValueRef::Literal("x".into())),
+                ("stock".to_owned(), ValueRef::Param(1)),
+            ]
+        );
+        let w = keyed_write("UPDATE t SET a = ?, b = ? WHERE id = ?").expect("keyed");
+        assert_eq!(
+            w.sets,
+            vec![
+                ("a".to_owned(), ValueRef::Param(0)),
+                ("b".to_owned(), ValueRef::Param(1))
+            ]
+        );
+        assert_eq!(w.keyed.keys[0].1, ValueRef::Param(2));
     }
 
     #[test]
