@@ -392,6 +392,10 @@ pub struct Attributor {
     fingerprints: HashMap<String, Fingerprint>,
 }
 
+/// The run number of the statements of application instance `i` that no
+/// marker numbered: `APP_INSTANCE_RUN | i`, apart from marker numbers.
+const APP_INSTANCE_RUN: u64 = 1 << 63;
+
 /// Statement texts whose fingerprints [`Attributor`] keeps.
 const FINGERPRINT_CACHE: usize = 4096;
 
@@ -457,7 +461,12 @@ impl Attributor {
         // The connection's own markers first; what it never set, the run's.
         let marked_flow = conn.marks.flow.as_ref().or(run.flow.as_ref());
         let marked_step = conn.marks.step.as_ref().or(run.step.as_ref());
-        let instance = conn.marks.instance.or(run.instance).unwrap_or(0);
+        // Without markers, each application instance is a run of its own.
+        let instance = conn
+            .marks
+            .instance
+            .or(run.instance)
+            .unwrap_or_else(|| event.instance.map_or(0, |i| APP_INSTANCE_RUN | i));
 
         let own_flow = event
             .flow
@@ -826,6 +835,29 @@ mod tests {
                 ("select 3", UNATTRIBUTED),
             ]
         );
+    }
+
+    /// Issue 19: without markers, each application instance is a run of its
+    /// own step, so that two racing checkouts are judged one by one.
+    #[test]
+    fn application_instances_without_markers_are_runs_of_their_own() {
+        let mut a = Attributor::new();
+        let mut out = Vec::new();
+        for (conn, instance) in [(1, Some(1)), (2, Some(2)), (3, None), (4, Some(1))] {
+            a.push(
+                Event {
+                    instance,
+                    step: Some("checkout".into()),
+                    ..ev("select 1", conn)
+                },
+                &mut out,
+            );
+        }
+        let runs: Vec<u64> = out.iter().map(|x| x.instance).collect();
+        assert_eq!(runs[0], runs[3], "one instance, one run");
+        assert_ne!(runs[0], runs[1]);
+        assert_eq!(runs[2], 0);
+        assert!(runs[0] != 0 && runs[1] != 0);
     }
 
     /// Issue 13, defect 6: a step's run (`instance`) changes with the markers
