@@ -30,6 +30,19 @@
 //! before SQLite records the error); the code that ran it can add the error
 //! with [`Capture::record_error`], as the demo does for an injected fault.
 //!
+//! In race mode ([`Capture::racing`], `flowaudit demo --race STEP`) the
+//! callback also drives the race's [`Scheduler`]: at `SQLITE_TRACE_STMT` it
+//! tells the scheduler what the connection is about to run and, when the
+//! scheduler holds that write, waits for the hold to end right there. The
+//! callback runs on the connection's own worker thread, at the statement's
+//! first opcode (`OP_Init`), before the statement has taken any lock: the
+//! wait delays exactly that connection's statement and nothing else, and
+//! the connection holds no lock that the others could wait for. The event
+//! is recorded when the wait ends, so the events are in the order the
+//! statements really ran. `SQLITE_TRACE_PROFILE` tells the scheduler the
+//! statement was answered and `SQLITE_TRACE_CLOSE` that the connection
+//! closed. Outside race mode nothing waits and nothing else changes.
+//!
 //! What is captured: everything the connection runs after [`Capture::install`],
 //! including the `BEGIN`/`COMMIT` sqlx issues for a transaction. The PRAGMAs
 //! sqlx runs while it opens a connection come before `after_connect`, where
@@ -65,6 +78,7 @@ use libsqlite3_sys::{
 use sqlx::sqlite::SqliteConnection;
 
 use crate::model::{Event, SqlError, TxnStatus};
+use crate::race::Scheduler;
 
 /// The `source` of every event this module produces.
 pub const SOURCE: &str = "sqlite";
@@ -77,6 +91,8 @@ static NEXT_KEY: AtomicUsize = AtomicUsize::new(1);
 struct Hook {
     state: Weak<Mutex<State>>,
     conn: u64,
+    /// The application instance whose statements the connection runs.
+    instance: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +104,8 @@ struct State {
     /// statement handle address).
     running: HashMap<(u64, usize), Running>,
     connections: u64,
+    /// The race's scheduler, in race mode.
+    race: Option<Arc<Scheduler>>,
 }
 
 #[derive(Debug)]
@@ -112,6 +130,15 @@ pub struct Capture {
 impl Capture {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A capture that also drives `scheduler` (race mode): writes it holds
+    /// wait in the trace callback, on their connection's own thread (see the
+    /// module documentation).
+    pub fn racing(scheduler: Arc<Scheduler>) -> Self {
+        let capture = Self::default();
+        lock(&capture.state).race = Some(scheduler);
+        capture
     }
 
     /// Names the flow of every statement from now on.
@@ -150,6 +177,17 @@ impl Capture {
     /// Hooks a connection: from now on every statement it runs is recorded.
     /// Meant for `SqlitePoolOptions::after_connect`.
     pub async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        self.install_for(conn, None).await
+    }
+
+    /// [`Self::install`] for a connection of one application instance: its
+    /// events carry `instance` ([`Event::instance`]), so that the audit
+    /// judges each instance's statements as a run of their own.
+    pub async fn install_for(
+        &self,
+        conn: &mut SqliteConnection,
+        instance: Option<u64>,
+    ) -> Result<(), sqlx::Error> {
         let mut handle = conn.lock_handle().await?;
         let db = handle.as_raw_handle();
         let id = {
@@ -163,6 +201,7 @@ impl Capture {
             Hook {
                 state: Arc::downgrade(&self.state),
                 conn: id,
+                instance,
             },
         );
         // SAFETY: the locked handle gives this thread exclusive use of the
@@ -190,35 +229,52 @@ unsafe extern "C" fn on_trace(
     let key = ctx as usize;
     let _ = catch_unwind(AssertUnwindSafe(|| {
         if kind == SQLITE_TRACE_CLOSE {
-            lock(&HOOKS).remove(&key);
+            let hook = lock(&HOOKS).remove(&key);
+            let race = hook
+                .and_then(|h| Some((h.state.upgrade()?, h.conn)))
+                .and_then(|(state, conn)| Some((lock(&state).race.clone()?, conn)));
+            if let Some((race, conn)) = race {
+                race.closed(conn);
+            }
             return;
         }
-        let (state, conn) = {
+        let (state, conn, instance) = {
             let hooks = lock(&HOOKS);
             let Some(hook) = hooks.get(&key) else { return };
             let Some(state) = hook.state.upgrade() else {
                 return;
             };
-            (state, hook.conn)
+            (state, hook.conn, hook.instance)
         };
         let stmt = p.cast::<sqlite3_stmt>();
         let running_key = (conn, stmt as usize);
-        let mut state = lock(&state);
+        let mut guard = lock(&state);
         match kind {
             SQLITE_TRACE_STMT => {
                 // SAFETY: for SQLITE_TRACE_STMT, P is the statement and X its
                 // text (or a trigger's comment), both valid during the call.
                 let started = unsafe { statement_started(stmt, x.cast::<c_char>().cast_const()) };
-                let Some((event, changes_before)) = started else {
+                let Some((mut event, changes_before)) = started else {
                     return;
                 };
-                let mut event = event;
                 event.conn = Some(conn);
-                event.flow = state.flow.clone();
-                event.step = state.step.clone();
-                let index = state.events.len();
-                state.events.push(event);
-                state.running.insert(
+                event.instance = instance;
+                event.flow = guard.flow.clone();
+                event.step = guard.step.clone();
+                if let Some(race) = guard.race.clone() {
+                    // Wait without the record locked: the other connections
+                    // record their statements meanwhile.
+                    drop(guard);
+                    let params = event.params.as_deref().unwrap_or_default();
+                    if let Some(hold) = race.before(conn, event.step.as_deref(), &event.sql, params)
+                    {
+                        race.wait_blocking(&hold);
+                    }
+                    guard = lock(&state);
+                }
+                let index = guard.events.len();
+                guard.events.push(event);
+                guard.running.insert(
                     running_key,
                     Running {
                         index,
@@ -230,12 +286,12 @@ unsafe extern "C" fn on_trace(
                 );
             }
             SQLITE_TRACE_ROW => {
-                if let Some(r) = state.running.get_mut(&running_key) {
+                if let Some(r) = guard.running.get_mut(&running_key) {
                     r.rows += 1;
                 }
             }
             SQLITE_TRACE_PROFILE => {
-                let Some(r) = state.running.remove(&running_key) else {
+                let Some(r) = guard.running.remove(&running_key) else {
                     return;
                 };
                 let elapsed = r.started.elapsed();
@@ -247,7 +303,7 @@ unsafe extern "C" fn on_trace(
                         sqlite3_total_changes64(sqlite3_db_handle(stmt)),
                     )
                 };
-                if let Some(event) = state.events.get_mut(r.index) {
+                if let Some(event) = guard.events.get_mut(r.index) {
                     event.duration_us =
                         Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
                     event.rows = Some(if returns_rows {
@@ -255,6 +311,10 @@ unsafe extern "C" fn on_trace(
                     } else {
                         u64::try_from(changes - r.changes_before).unwrap_or(0)
                     });
+                }
+                if let Some(race) = guard.race.clone() {
+                    drop(guard);
+                    race.answered(conn);
                 }
             }
             _ => {}
@@ -429,5 +489,111 @@ mod tests {
             conn.execute("SELECT 1").await.expect("runs unobserved");
             conn.close().await.expect("close");
         });
+    }
+
+    /// Race mode: the second connection's read goes in while the first
+    /// connection's write of the same row waits in the callback, and the
+    /// events come in the order the statements ran (issue 19).
+    #[test]
+    fn a_racing_capture_holds_the_write_until_the_other_instance_read_the_row() {
+        use crate::race::{RaceSpec, Scheduler};
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let scheduler = Arc::new(Scheduler::new(RaceSpec {
+            step: "checkout".into(),
+            instances: 2,
+            timeout: Duration::from_secs(10),
+        }));
+        let capture = Capture::racing(scheduler.clone());
+        let (events, stock) = block_on(async {
+            let options = SqliteConnectOptions::new()
+                .filename(dir.path().join("race.db"))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            let mut a = SqliteConnection::connect_with(&options)
+                .await
+                .expect("connection a");
+            let mut b = SqliteConnection::connect_with(&options)
+                .await
+                .expect("connection b");
+            capture.install_for(&mut a, Some(1)).await.expect("hook a");
+            capture.install_for(&mut b, Some(2)).await.expect("hook b");
+            a.execute("CREATE TABLE stock (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+                .await
+                .expect("create");
+            a.execute("INSERT INTO stock VALUES (7, 4)")
+                .await
+                .expect("seed");
+            capture.step("checkout");
+            async fn buy(conn: &mut SqliteConnection, delay: Duration) {
+                tokio::time::sleep(delay).await;
+                let n: i64 = sqlx::query_scalar("SELECT n FROM stock WHERE id = ?")
+                    .bind(7_i64)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .expect("read");
+                sqlx::query("UPDATE stock SET n = ? WHERE id = ?")
+                    .bind(n - 2)
+                    .bind(7_i64)
+                    .execute(&mut *conn)
+                    .await
+                    .expect("write");
+            }
+            // b reads well after a would have written, were a not held.
+            tokio::join!(
+                buy(&mut a, Duration::ZERO),
+                buy(&mut b, Duration::from_millis(100))
+            );
+            let stock: i64 = sqlx::query_scalar("SELECT n FROM stock WHERE id = 7")
+                .fetch_one(&mut a)
+                .await
+                .expect("stock");
+            a.close().await.expect("close a");
+            b.close().await.expect("close b");
+            (capture.events(), stock)
+        });
+        let racing: Vec<(u64, Option<u64>, &str)> = events
+            .iter()
+            .filter(|e| e.step.as_deref() == Some("checkout"))
+            .map(|e| {
+                (
+                    e.conn.unwrap_or(0),
+                    e.instance,
+                    e.sql.split(' ').next().unwrap_or_default(),
+                )
+            })
+            .collect();
+        // Both reads before either write (which of the two writes is
+        // recorded first once the hold ends is up to the threads).
+        assert_eq!(racing.len(), 4, "{events:#?}");
+        assert_eq!(
+            &racing[..2],
+            [(1, Some(1), "SELECT"), (2, Some(2), "SELECT")],
+            "{events:#?}"
+        );
+        let mut writes = racing[2..].to_vec();
+        writes.sort_unstable();
+        assert_eq!(
+            writes,
+            [(1, Some(1), "UPDATE"), (2, Some(2), "UPDATE")],
+            "{events:#?}"
+        );
+        // Both wrote 4 - 2: one update lost.
+        assert_eq!(stock, 2);
+        let summary = scheduler.summary();
+        assert_eq!(
+            (summary.entered, summary.concurrent, summary.held),
+            (2, 2, 1)
+        );
+        assert_eq!(summary.released_by_reads, 1);
+        assert!(summary.longest >= Duration::from_millis(50), "{summary:?}");
+        // The held write's time is its own, not the hold's.
+        let write = events
+            .iter()
+            .find(|e| e.conn == Some(1) && e.sql.starts_with("UPDATE"))
+            .expect("a's write");
+        assert!(write.duration_us.is_some_and(|us| us < 50_000), "{write:?}");
     }
 }
