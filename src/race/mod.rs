@@ -15,7 +15,9 @@
 //! A hold ends, whichever comes first:
 //!
 //! - **reads**: the other instances (`--race-instances` − 1 connections
-//!   besides the holder) have read the row, with or without a lock;
+//!   besides the holder) have read the row, with or without a lock, and
+//!   the database has answered those reads (a read seen on its way to the
+//!   database could still run after the write and read its value);
 //! - **lock wait**: every other connection in the step that has not read the
 //!   row is itself held, or has had a statement at the database for longer
 //!   than [`LOCK_WAIT`] (waiting for a lock the holder has, most likely: a
@@ -218,7 +220,29 @@ struct ConnState {
     unlocked_reads: HashSet<Row>,
     /// When its statement went to the database, until answered.
     at_database: Option<Instant>,
+    /// The row its statement at the database reads, until answered: the
+    /// read has been sent, not yet done (it may still see a held write).
+    reading: Option<Row>,
     held: bool,
+}
+
+/// How many connections besides `conn` have read `row`, their reads done:
+/// a read still at the database counts once answered, or it might run
+/// after the held write and read its value (the scheduler sees a statement
+/// before the database runs it).
+fn done_readers(state: &State, row: &Row, conn: u64) -> usize {
+    state.readers.get(row).map_or(0, |readers| {
+        readers
+            .iter()
+            .filter(|id| {
+                **id != conn
+                    && !state
+                        .conns
+                        .get(id)
+                        .is_some_and(|c| c.reading.as_ref() == Some(row))
+            })
+            .count()
+    })
 }
 
 #[derive(Debug, Default)]
@@ -316,6 +340,7 @@ impl Scheduler {
         let mut guard = self.lock();
         let state = &mut *guard;
         let c = state.conns.entry(conn).or_default();
+        c.reading = None;
         if racing != c.in_step {
             c.in_step = racing;
             if racing {
@@ -333,15 +358,13 @@ impl Scheduler {
                 if !locked && c.unlocked_reads.len() < READS_CAP {
                     c.unlocked_reads.insert(row.clone());
                 }
+                c.reading = Some(row.clone());
                 let readers = state.readers.entry(row).or_default();
                 readers.insert(conn);
                 None
             }
             Access::Write { row } if c.unlocked_reads.contains(&row) => {
-                let others = state
-                    .readers
-                    .get(&row)
-                    .map_or(0, |r| r.len() - usize::from(r.contains(&conn)));
+                let others = done_readers(state, &row, conn);
                 (others + 1 < self.spec.instances).then(|| Hold {
                     conn,
                     row,
@@ -368,6 +391,7 @@ impl Scheduler {
     pub fn answered(&self, conn: u64) {
         if let Some(c) = self.lock().conns.get_mut(&conn) {
             c.at_database = None;
+            c.reading = None;
         }
         self.wake();
     }
@@ -399,7 +423,7 @@ impl Scheduler {
     fn check(&self, hold: &Hold, now: Instant) -> Option<Release> {
         let state = self.lock();
         let readers = state.readers.get(&hold.row);
-        let others = readers.map_or(0, |r| r.len() - usize::from(r.contains(&hold.conn)));
+        let others = done_readers(&state, &hold.row, hold.conn);
         if others + 1 >= self.spec.instances {
             return Some(Release::Reads);
         }
@@ -650,6 +674,39 @@ mod tests {
         assert_eq!(t.join().expect("joined"), Release::LockWait);
     }
 
+    /// The scheduler sees a read before the database runs it: the held
+    /// write goes on once the read is answered, not when it is sent, or it
+    /// could run first and the read would see its value.
+    #[test]
+    fn a_hold_ends_when_the_others_read_is_answered() {
+        let s = scheduler();
+        s.before(1, Some("checkout"), READ, &p(&["7"]));
+        s.answered(1);
+        let hold = s
+            .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
+            .expect("held");
+        s.before(2, Some("checkout"), READ, &p(&["7"]));
+        assert_eq!(s.check(&hold, Instant::now()), None, "read sent, not done");
+        let other = s.clone();
+        let answer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            other.answered(2);
+        });
+        let started = Instant::now();
+        assert_eq!(s.wait_blocking(&hold), Release::Reads);
+        assert!(started.elapsed() >= Duration::from_millis(25));
+        answer.join().expect("answered");
+        // A second write by a reader whose read is still at the database
+        // waits too.
+        s.before(3, Some("checkout"), READ, &p(&["19"]));
+        s.answered(3);
+        s.before(2, Some("checkout"), READ, &p(&["19"]));
+        assert!(
+            s.before(3, Some("checkout"), WRITE, &p(&["8", "19"]))
+                .is_some()
+        );
+    }
+
     #[tokio::test]
     async fn the_async_wait_is_woken_by_the_read() {
         let s = scheduler();
@@ -661,6 +718,7 @@ mod tests {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             other.before(2, Some("checkout"), READ, &p(&["7"]));
+            other.answered(2);
         });
         assert_eq!(s.wait(&hold).await, Release::Reads);
     }
