@@ -260,6 +260,9 @@ struct State {
 #[derive(Debug)]
 pub struct Scheduler {
     spec: RaceSpec,
+    /// How long a statement at the database counts as a lock wait
+    /// ([`LOCK_WAIT`] unless [`Scheduler::with_lock_wait`] says otherwise).
+    lock_wait: Duration,
     state: Mutex<State>,
     changed: Condvar,
     notify: tokio::sync::Notify,
@@ -269,10 +272,21 @@ impl Scheduler {
     pub fn new(spec: RaceSpec) -> Self {
         Scheduler {
             spec,
+            lock_wait: LOCK_WAIT,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             notify: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Takes a statement at the database for longer than `lock_wait` as
+    /// waiting for a lock. For a database that reports its lock waits only
+    /// as time (SQLite's busy handler) where a statement can take long
+    /// without waiting for a lock (a busy machine), a longer wait than
+    /// [`LOCK_WAIT`] keeps a slow statement from ending a hold too early.
+    pub fn with_lock_wait(mut self, lock_wait: Duration) -> Self {
+        self.lock_wait = lock_wait;
+        self
     }
 
     pub fn spec(&self) -> &RaceSpec {
@@ -436,7 +450,7 @@ impl Scheduler {
             if *id == hold.conn || !c.in_step || readers.is_some_and(|r| r.contains(id)) {
                 continue;
             }
-            let waiting = c.held || c.at_database.is_some_and(|at| now - at >= LOCK_WAIT);
+            let waiting = c.held || c.at_database.is_some_and(|at| now - at >= self.lock_wait);
             if !waiting {
                 return (now >= hold.deadline).then_some(Release::Timeout);
             }
@@ -475,7 +489,7 @@ impl Scheduler {
                 return self.release(hold, how);
             }
             // Woken by any change; a lock wait shows by time passing.
-            let next = hold.deadline.min(now + LOCK_WAIT / 5);
+            let next = hold.deadline.min(now + self.lock_wait.min(LOCK_WAIT) / 5);
             let state = self.lock();
             let _ = self
                 .changed
@@ -490,7 +504,7 @@ impl Scheduler {
             if let Some(how) = self.check(hold, now) {
                 return self.release(hold, how);
             }
-            let next = hold.deadline.min(now + LOCK_WAIT / 5);
+            let next = hold.deadline.min(now + self.lock_wait.min(LOCK_WAIT) / 5);
             let notified = self.notify.notified();
             let _ = tokio::time::timeout(next.saturating_duration_since(now), notified).await;
         }
@@ -653,6 +667,41 @@ mod tests {
         let started = Instant::now();
         assert_eq!(s.wait_blocking(&hold), Release::LockWait);
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// A longer lock wait: a slow statement of the other instance (a busy
+    /// machine) does not end the hold; the other's read does.
+    #[test]
+    fn a_slow_statement_is_no_lock_wait_when_told_to_wait_longer() {
+        let s = Arc::new(
+            Scheduler::new(RaceSpec {
+                step: "checkout".into(),
+                instances: 2,
+                timeout: Duration::from_secs(5),
+            })
+            .with_lock_wait(Duration::from_secs(1)),
+        );
+        s.before(1, Some("checkout"), READ, &p(&["7"]));
+        s.before(
+            2,
+            Some("checkout"),
+            "UPDATE carts SET n = $1 WHERE id = $2",
+            &p(&["1", "3"]),
+        );
+        let hold = s
+            .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
+            .expect("held");
+        let other = s.clone();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            other.answered(2);
+            other.before(2, Some("checkout"), READ, &p(&["7"]));
+            other.answered(2);
+        });
+        let started = Instant::now();
+        assert_eq!(s.wait_blocking(&hold), Release::Reads);
+        assert!(started.elapsed() >= Duration::from_millis(140));
+        reader.join().expect("reader");
     }
 
     /// Two holders, each waiting for the other to read a row it will not
