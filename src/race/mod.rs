@@ -19,7 +19,7 @@
 //!   the database has answered those reads (a read seen on its way to the
 //!   database could still run after the write and read its value);
 //! - **lock wait**: every other connection in the step that has not read the
-//!   row is itself held, or has had a statement at the database for longer
+//!   row is itself held (and its own hold is not over), or has had a statement at the database for longer
 //!   than [`LOCK_WAIT`] (waiting for a lock the holder has, most likely: a
 //!   `FOR UPDATE` doing its job), so that holding on would deadlock;
 //! - **timeout**: `--race-timeout` (2 s by default) passed: the others never
@@ -223,7 +223,8 @@ struct ConnState {
     /// The row its statement at the database reads, until answered: the
     /// read has been sent, not yet done (it may still see a held write).
     reading: Option<Row>,
-    held: bool,
+    /// The row of its write being held.
+    held: Option<Row>,
 }
 
 /// How many connections besides `conn` have read `row`, their reads done:
@@ -390,8 +391,8 @@ impl Scheduler {
         };
         let c = state.conns.entry(conn).or_default();
         match &hold {
-            Some(_) => {
-                c.held = true;
+            Some(h) => {
+                c.held = Some(h.row.clone());
                 state.summary.held += 1;
             }
             None => c.at_database = Some(now),
@@ -450,7 +451,13 @@ impl Scheduler {
             if *id == hold.conn || !c.in_step || readers.is_some_and(|r| r.contains(id)) {
                 continue;
             }
-            let waiting = c.held || c.at_database.is_some_and(|at| now - at >= self.lock_wait);
+            // A hold that the reads already end is no wait: its thread has
+            // not yet woken to see it.
+            let held = c
+                .held
+                .as_ref()
+                .is_some_and(|row| done_readers(&state, row, *id) + 1 < self.spec.instances);
+            let waiting = held || c.at_database.is_some_and(|at| now - at >= self.lock_wait);
             if !waiting {
                 return (now >= hold.deadline).then_some(Release::Timeout);
             }
@@ -466,7 +473,7 @@ impl Scheduler {
         let now = Instant::now();
         let mut state = self.lock();
         if let Some(c) = state.conns.get_mut(&hold.conn) {
-            c.held = false;
+            c.held = None;
             c.at_database = Some(now);
         }
         let s = &mut state.summary;
@@ -667,6 +674,36 @@ mod tests {
         let started = Instant::now();
         assert_eq!(s.wait_blocking(&hold), Release::LockWait);
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// A holder whose hold the reads have ended, but whose thread has not
+    /// yet woken to go on, is not waiting: another hold does not end for it
+    /// as if the two waited for each other.
+    #[test]
+    fn a_hold_already_over_is_not_a_lock_wait() {
+        let s = scheduler();
+        s.before(1, Some("checkout"), READ, &p(&["7"]));
+        s.answered(1);
+        let first = s
+            .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
+            .expect("held");
+        s.before(2, Some("checkout"), READ, &p(&["7"]));
+        s.answered(2);
+        s.before(2, Some("checkout"), WRITE, &p(&["8", "7"]));
+        s.answered(2);
+        s.before(2, Some("checkout"), READ, &p(&["19"]));
+        s.answered(2);
+        let second = s
+            .before(2, Some("checkout"), WRITE, &p(&["8", "19"]))
+            .expect("held: connection 1 has not read product 19");
+        // Connection 1 is still marked held, its hold over (2 read 7).
+        assert_eq!(s.check(&first, Instant::now()), Some(Release::Reads));
+        assert_eq!(s.check(&second, Instant::now()), None);
+        assert_eq!(s.wait_blocking(&first), Release::Reads);
+        s.answered(1);
+        s.before(1, Some("checkout"), READ, &p(&["19"]));
+        s.answered(1);
+        assert_eq!(s.wait_blocking(&second), Release::Reads);
     }
 
     /// A longer lock wait: a slow statement of the other instance (a busy
