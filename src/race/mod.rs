@@ -237,10 +237,10 @@ fn done_readers(state: &State, row: &Row, conn: u64) -> usize {
             .iter()
             .filter(|id| {
                 **id != conn
-                    && !state
+                    && state
                         .conns
                         .get(id)
-                        .is_some_and(|c| c.reading.as_ref() == Some(row))
+                        .is_none_or(|c| c.reading.as_ref() != Some(row))
             })
             .count()
     })
