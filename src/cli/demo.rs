@@ -1,6 +1,8 @@
 //! `flowaudit demo`: run the bundled shop's journey on embedded SQLite,
 //! capture every statement in-process, and audit it. `--products N` sizes the
 //! catalogue, so that traces at two sizes can go to `flowaudit compare`.
+//! `--race checkout` runs several customers' checkouts at once and forces the
+//! interleaving that loses updates (issue 19, [`crate::race`]).
 
 use std::path::PathBuf;
 
@@ -14,7 +16,7 @@ use crate::invariants::Invariants;
 use crate::rules::RuleConfig;
 use crate::trace::TraceWriter;
 
-use super::{AuditArgs, FailOn};
+use super::{AuditArgs, FailOn, RaceArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -48,8 +50,14 @@ pub struct DemoArgs {
     /// step's first COMMIT with STEP:commit. SQLite runs a failing statement
     /// in its place; the report shows whether the step's writes rolled back
     /// together (partial-write-on-failure, invariant-violated).
-    #[arg(long, value_name = "STEP:N")]
+    #[arg(long, value_name = "STEP:N", conflicts_with = "race")]
     pub inject_fault: Option<FaultSpec>,
+    /// With --race checkout: that many customers register, fill their carts
+    /// with the same products and check out at the same time, on a database
+    /// file in WAL mode (--db, or a temporary one); the demo races only its
+    /// checkout.
+    #[command(flatten)]
+    pub race: RaceArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
 }
@@ -63,6 +71,7 @@ impl DemoArgs {
             products: usize::from(self.products),
             fault: self.inject_fault.clone(),
             invariants: Invariants::from_config(config),
+            race: self.race.spec(),
         }
     }
 }
@@ -91,6 +100,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         crate::demo::DemoError::Invariant(e) => anyhow::anyhow!(
             "{e}\n  hint: fix the invariant's query in that rule file (rules/README.md, \"[[invariant]]\")"
         ),
+        e @ crate::demo::DemoError::RaceStep { .. } => anyhow::anyhow!(
+            "{e}\n  hint: flowaudit demo --race checkout [--race-instances N]; to race another \
+             step, run your own application with flowaudit run --race STEP"
+        ),
         e => anyhow::anyhow!(
             "the demo shop failed: {e}\n  hint: with --db, check that PATH is a writable SQLite file"
         ),
@@ -113,6 +126,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         ));
     } else if let Some(spec) = &args.inject_fault {
         return Err(super::fault_missed(spec, &report));
+    }
+    if let (Some(spec), Some(summary)) = (args.race.spec(), &demo.race) {
+        if !summary.raced() {
+            return Err(super::race_missed(&spec, summary, &report));
+        }
+        report.notes.push(summary.note(&spec));
+        for (customer, checkout) in &demo.checkouts {
+            if let Err(why) = checkout {
+                report
+                    .notes
+                    .push(format!("customer {customer}'s checkout was refused: {why}"));
+            }
+        }
     }
     args.audit.emit_failing_on(&mut report, FailOn::Never)
 }

@@ -18,6 +18,11 @@
 //! Without `--db`, the database is a named in-memory database in shared-cache
 //! mode, so that the invariants' own read-only connection
 //! ([`Db::invariants_url`]) sees it.
+//!
+//! In race mode ([`Db::open_racing`]) the database is a file in WAL mode, so
+//! that connections really run at once (readers never wait, writers take
+//! turns), and each customer gets a pool of its own connection
+//! ([`Db::customer`]), captured as its own application instance.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -26,7 +31,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use sqlx::{Executor, Sqlite, Transaction};
 
 use super::DemoError;
@@ -40,6 +48,8 @@ static IN_MEMORY: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
+    /// How the pool's connections open, for [`Db::customer`].
+    options: SqliteConnectOptions,
     executed: Arc<AtomicU64>,
     url: String,
     capture: Option<Capture>,
@@ -89,25 +99,54 @@ impl Db {
             }
         };
         let options = options.foreign_keys(true);
-        let mut pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(0)
-            .idle_timeout(None)
-            .max_lifetime(None);
-        if let Some(capture) = capture {
-            let capture = capture.clone();
-            pool = pool.after_connect(move |conn, _meta| {
-                let capture = capture.clone();
-                Box::pin(async move { capture.install(conn).await })
-            });
-        }
+        let pool = connect(&options, max, capture, None).await?;
         Ok(Self {
-            pool: pool.connect_with(options).await?,
+            pool,
+            options,
             executed: Arc::new(AtomicU64::new(0)),
             url,
             capture: capture.cloned(),
             step: Arc::default(),
             fault: None,
+        })
+    }
+
+    /// Opens the shop's database at `path` for a race: in WAL mode, where
+    /// reads run while another connection writes and writes take turns
+    /// (waiting up to sqlx's busy timeout, 5 s, for the write lock), so
+    /// that the customers' checkouts really run at once. `synchronous =
+    /// NORMAL`, WAL's usual setting: a commit does not wait for the disk,
+    /// so that no write lasts long enough to look like a lock wait to the
+    /// scheduler ([`crate::race::LOCK_WAIT`]). This pool, of one
+    /// connection, creates and seeds the shop; the customers have their own
+    /// ([`Db::customer`]).
+    pub async fn open_racing(path: &Path, capture: Option<&Capture>) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = connect(&options, 1, capture, None).await?;
+        Ok(Self {
+            pool,
+            options,
+            executed: Arc::new(AtomicU64::new(0)),
+            url: format!("sqlite:{}", path.display()),
+            capture: capture.cloned(),
+            step: Arc::default(),
+            fault: None,
+        })
+    }
+
+    /// The shop as customer `instance` uses it: the same database and
+    /// statement count, through a pool of one connection of its own,
+    /// captured as application instance `instance` ([`crate::model::Event::instance`]).
+    pub async fn customer(&self, instance: u64) -> Result<Self, sqlx::Error> {
+        let pool = connect(&self.options, 1, self.capture.as_ref(), Some(instance)).await?;
+        Ok(Self {
+            pool,
+            ..self.clone()
         })
     }
 
@@ -201,7 +240,15 @@ impl Db {
     ) -> Result<Transaction<'c, Sqlite>, DemoError> {
         self.executed.fetch_add(1, Ordering::Relaxed);
         self.inject(conn, false).await?;
-        Ok(sqlx::Connection::begin(conn).await?)
+        // IMMEDIATE: the shop's transactions read, then write. A deferred
+        // BEGIN takes the write lock only at the first write, and in WAL mode
+        // that upgrade fails at once with SQLITE_BUSY (no busy timeout: it
+        // would deadlock) when another connection holds the lock, or has
+        // committed since this transaction's first read (its snapshot is
+        // stale: SQLITE_BUSY_SNAPSHOT). BEGIN IMMEDIATE takes the lock first,
+        // waiting for it within the busy timeout, so that concurrent
+        // checkouts take turns instead of failing (`demo --race`, issue 19).
+        Ok(sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?)
     }
 
     /// Commits; when the fault is this COMMIT, the failing statement runs in
@@ -256,6 +303,29 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A pool of up to `max` connections with `options`, each hooked to
+/// `capture` (as application `instance`) as it opens.
+async fn connect(
+    options: &SqliteConnectOptions,
+    max: u32,
+    capture: Option<&Capture>,
+    instance: Option<u64>,
+) -> Result<SqlitePool, sqlx::Error> {
+    let mut pool = SqlitePoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None);
+    if let Some(capture) = capture {
+        let capture = capture.clone();
+        pool = pool.after_connect(move |conn, _meta| {
+            let capture = capture.clone();
+            Box::pin(async move { capture.install_for(conn, instance).await })
+        });
+    }
+    pool.connect_with(options.clone()).await
 }
 
 /// The statements of a script: split at a `;` that ends a line, comment lines

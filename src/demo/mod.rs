@@ -23,6 +23,17 @@
 //! as [`SHOP_RULES`]). [`DemoSettings::fault`] makes one statement fail on
 //! purpose ([`crate::fault`]): the journey then stops at that step, and the
 //! report shows what the failure left behind.
+//!
+//! [`DemoSettings::race`] races the checkout (`flowaudit demo --race
+//! checkout`, issue 19): as many customers as the race has instances
+//! register, one of them browses, each puts the same products in a cart of
+//! their own, one after another, and then all of them check out at once,
+//! each on a connection of its own, on a database file in WAL mode. The
+//! capture drives the race's [`Scheduler`]: a customer's write of a stock
+//! row it read without a lock waits until the other customers have read
+//! that row too, so that the shipped checkout loses updates every time, and
+//! the fixed one shows that it does not. Only the checkout races: the demo
+//! runs the other steps one customer at a time ([`RACE_STEPS`]).
 
 pub mod auth;
 pub mod cart;
@@ -31,12 +42,14 @@ pub mod orders;
 pub mod products;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::capture::sqlite::Capture;
 use crate::fault::{FaultInjector, FaultSpec};
 use crate::invariants::{InvariantError, InvariantRunner, Invariants};
 use crate::model::{Event, Finding};
+use crate::race::{RaceSpec, RaceSummary, Scheduler};
 
 use self::db::Db;
 
@@ -66,6 +79,9 @@ pub const STEPS: [&str; 4] = ["register", "browse", "add_to_cart", "checkout"];
 /// What the shopper puts in the cart: (product id, quantity). Every catalogue
 /// of 4 or more products holds both (see `sql/shop/products.sql`).
 pub const CART: [(i64, i64); 2] = [(7, 2), (19, 2)];
+/// The steps the demo runs in several customers at once, which `--race` can
+/// name: the others run one customer at a time.
+pub const RACE_STEPS: [&str; 1] = ["checkout"];
 
 /// What the shopper puts in the cart from a catalogue of `products`: always
 /// two additions, so that the cart's steps run the same statements whatever
@@ -98,6 +114,15 @@ pub enum DemoError {
     Runtime(#[source] std::io::Error),
     #[error("{0}")]
     Invariant(#[from] InvariantError),
+    #[error(
+        "the demo cannot race step {step}: {why}; the step it can race: {}",
+        RACE_STEPS.join(", ")
+    )]
+    RaceStep { step: String, why: &'static str },
+    #[error("--race and --inject-fault cannot be combined: the demo races without faults")]
+    RaceWithFault,
+    #[error("cannot create the race's database file: {0}")]
+    RaceDatabase(#[source] std::io::Error),
 }
 
 pub type Result<T, E = DemoError> = std::result::Result<T, E>;
@@ -118,6 +143,9 @@ pub struct DemoSettings {
     pub fault: Option<FaultSpec>,
     /// The invariants to check after each step (none: no checks).
     pub invariants: Invariants,
+    /// Race this step in as many customers as it says (see the module
+    /// documentation); only a step of [`RACE_STEPS`].
+    pub race: Option<RaceSpec>,
 }
 
 impl Default for DemoSettings {
@@ -129,6 +157,7 @@ impl Default for DemoSettings {
             products: DEFAULT_PRODUCTS,
             fault: None,
             invariants: Invariants::default(),
+            race: None,
         }
     }
 }
@@ -150,8 +179,14 @@ pub struct DemoRun {
     pub step_times: Vec<(&'static str, Duration)>,
     /// Products the catalogue page listed.
     pub listed: usize,
-    /// The order, unless the journey stopped before it was placed.
+    /// The order, unless the journey stopped before it was placed (in a
+    /// race: the first customer's, if the shop took it).
     pub order: Option<orders::Order>,
+    /// In a race: each customer's checkout, by customer number (1 to N): the
+    /// order, or why the shop refused it (out of stock, say).
+    pub checkouts: Vec<(u64, Result<orders::Order, String>)>,
+    /// In a race: what the race did.
+    pub race: Option<RaceSummary>,
     /// Findings of the invariants checked after the steps.
     pub invariant_findings: Vec<Finding>,
     /// The injected fault, when it happened: the step it stopped and the
@@ -168,12 +203,88 @@ pub fn run(settings: &DemoSettings) -> Result<DemoRun> {
         .enable_all()
         .build()
         .map_err(DemoError::Runtime)?;
-    runtime.block_on(run_async(settings))
+    match &settings.race {
+        Some(spec) => {
+            check_race(spec, settings)?;
+            runtime.block_on(run_race(settings, spec))
+        }
+        None => runtime.block_on(run_async(settings)),
+    }
+}
+
+/// Whether the demo can race `spec`'s step with these settings.
+fn check_race(spec: &RaceSpec, settings: &DemoSettings) -> Result<()> {
+    if settings.fault.is_some() {
+        return Err(DemoError::RaceWithFault);
+    }
+    if !RACE_STEPS.contains(&spec.step.as_str()) {
+        let why = if STEPS.contains(&spec.step.as_str()) {
+            "it runs that step one customer at a time, never two at once"
+        } else {
+            "its journey has no such step (register, browse, add_to_cart, checkout)"
+        };
+        return Err(DemoError::RaceStep {
+            step: spec.step.clone(),
+            why,
+        });
+    }
+    Ok(())
 }
 
 async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
     let capture = settings.capture.then(Capture::new);
-    let mut db = Db::open(settings.db.as_deref(), capture.as_ref()).await?;
+    let db = Db::open(settings.db.as_deref(), capture.as_ref()).await?;
+    journey_run(settings, db, capture, None).await
+}
+
+/// How long a customer's statement runs before the scheduler takes it for
+/// a lock wait. The shop's held writes hold no lock (a write is held at its
+/// first opcode, in autocommit, before it takes one), so no hold can wait
+/// for a lock here; but SQLite shows a lock wait only as time, and on a busy
+/// machine any statement can take the default 50 ms, which would end holds
+/// early and lose fewer updates than the race forces. A second is beyond
+/// any statement of the shop, well within sqlx's 5 s busy timeout.
+const RACE_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// The race (see the module documentation): the database is `--db` or a
+/// file in a temporary directory (removed afterwards), in WAL mode.
+async fn run_race(settings: &DemoSettings, spec: &RaceSpec) -> Result<DemoRun> {
+    let scheduler = Arc::new(Scheduler::new(spec.clone()).with_lock_wait(RACE_LOCK_WAIT));
+    let capture = settings.capture.then(|| Capture::racing(scheduler.clone()));
+    let dir = match &settings.db {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().map_err(DemoError::RaceDatabase)?),
+    };
+    let path = match (&settings.db, &dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => dir.path().join("shop.db"),
+        (None, None) => unreachable!("a directory is made when no --db is given"),
+    };
+    let db = Db::open_racing(&path, capture.as_ref()).await?;
+    let race = Race {
+        scheduler,
+        customers: spec.instances,
+    };
+    let run = journey_run(settings, db, capture, Some(&race)).await?;
+    // The connections have closed; the directory may go.
+    drop(dir);
+    Ok(run)
+}
+
+/// The customers of a race and its scheduler.
+struct Race {
+    scheduler: Arc<Scheduler>,
+    customers: usize,
+}
+
+/// Sets the shop up on `db`, runs the journey (or the race's), checks the
+/// invariants, and closes the database.
+async fn journey_run(
+    settings: &DemoSettings,
+    mut db: Db,
+    capture: Option<Capture>,
+    race: Option<&Race>,
+) -> Result<DemoRun> {
     db.run_script(SCHEMA).await?;
     db.run_script(SEED).await?;
     // In range, checked by `run`.
@@ -209,10 +320,29 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
     let started = Instant::now();
     let items = cart_items(settings.products);
     let mut listed = 0;
-    let outcome = journey(&db, &mut steps, settings.fixed, &items, &mut listed).await;
+    let mut checkouts = Vec::new();
+    let outcome = match race {
+        None => journey(&db, &mut steps, settings.fixed, &items, &mut listed)
+            .await
+            .map(Some),
+        Some(race) => race_journey(
+            &db,
+            race.customers,
+            &mut steps,
+            settings.fixed,
+            &items,
+            &mut listed,
+        )
+        .await
+        .map(|done| {
+            checkouts = done;
+            checkouts.iter().find_map(|(_, c)| c.as_ref().ok().cloned())
+        }),
+    };
     let journey_time = started.elapsed();
     let (order, failure) = match outcome {
-        Ok(order) => (Some(order), None),
+        Ok(None) => (None, None),
+        Ok(Some(order)) => (Some(order), None),
         // The injected fault stops the journey at its step; that step's
         // invariants still run, on what it left behind.
         Err(e) if db.fault_fired() => {
@@ -239,6 +369,8 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
         step_times,
         listed,
         order,
+        checkouts,
+        race: race.map(|r| r.scheduler.summary()),
         invariant_findings,
         failure,
     })
@@ -326,4 +458,86 @@ async fn journey(
         )));
     }
     Ok(order)
+}
+
+/// The race's journey: `customers` customers register, the first browses,
+/// each fills a cart of their own with the same `items`, one after another;
+/// then all check out at once, each on a connection of its own. Returns
+/// each customer's checkout: the shop refusing one (out of stock) is an
+/// outcome of the race, not a failure of the demo.
+async fn race_journey(
+    db: &Db,
+    customers: usize,
+    steps: &mut Steps<'_>,
+    fixed: bool,
+    items: &[(i64, i64)],
+    listed: &mut usize,
+) -> Result<Vec<(u64, Result<orders::Order, String>)>> {
+    if let Some(c) = steps.capture {
+        c.flow(FLOW);
+    }
+    let mut shoppers = Vec::with_capacity(customers);
+    for n in (1..).take(customers) {
+        shoppers.push((n, db.customer(n).await?));
+    }
+
+    steps.start(STEPS[0]).await?;
+    let mut users = Vec::with_capacity(customers);
+    for (n, shop) in &shoppers {
+        let email = format!("customer{n}@test.com");
+        let name = format!("Customer {n}");
+        let new = auth::NewUser {
+            email: &email,
+            password: "Test123!",
+            full_name: &name,
+        };
+        users.push(auth::register(shop, &new).await?);
+    }
+
+    steps.start(STEPS[1]).await?;
+    if let Some((_, shop)) = shoppers.first() {
+        let catalogue = products::list_catalogue(shop, fixed).await?;
+        if catalogue.is_empty() {
+            return Err(DemoError::Rejected("no products available".into()));
+        }
+        *listed = catalogue.len();
+    }
+
+    steps.start(STEPS[2]).await?;
+    for ((_, shop), user) in shoppers.iter().zip(&users) {
+        if fixed {
+            cart::add_items(shop, user.id, items).await?;
+        } else {
+            for &(product_id, quantity) in items {
+                cart::add_item(shop, user.id, product_id, quantity).await?;
+            }
+        }
+    }
+
+    steps.start(STEPS[3]).await?;
+    // All at once: each future runs its statements on its customer's own
+    // connection (sqlx's worker thread), so the checkouts meet in the
+    // database, and the scheduler holds a write there while the others go on.
+    let done = futures_util::future::join_all(
+        shoppers
+            .iter()
+            .zip(&users)
+            .map(|((_, shop), user)| orders::checkout(shop, user.id, fixed)),
+    )
+    .await;
+    let mut checkouts = Vec::with_capacity(customers);
+    for ((n, _), outcome) in shoppers.iter().zip(done) {
+        checkouts.push((
+            *n,
+            match outcome {
+                Ok(order) => Ok(order),
+                Err(DemoError::Rejected(why)) => Err(why),
+                Err(e) => return Err(e),
+            },
+        ));
+    }
+    for (_, shop) in &shoppers {
+        shop.close().await;
+    }
+    Ok(checkouts)
 }
