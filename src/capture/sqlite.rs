@@ -546,6 +546,7 @@ mod tests {
                 buy(&mut a, Duration::ZERO),
                 buy(&mut b, Duration::from_millis(100))
             );
+            capture.step("after");
             let stock: i64 = sqlx::query_scalar("SELECT n FROM stock WHERE id = 7")
                 .fetch_one(&mut a)
                 .await
