@@ -26,7 +26,7 @@ pub struct DemoArgs {
     pub fixed: bool,
     /// Keep the shop's database in this SQLite file, to inspect it after the
     /// run; default: in memory. The shop's tables in it are dropped and
-    /// created afresh.
+    /// created afresh. With --race the file is put in WAL mode, and stays so.
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Products in the shop's catalogue, 1 to 10000: the first 24 are named,
@@ -52,10 +52,10 @@ pub struct DemoArgs {
     /// together (partial-write-on-failure, invariant-violated).
     #[arg(long, value_name = "STEP:N", conflicts_with = "race")]
     pub inject_fault: Option<FaultSpec>,
-    /// With --race checkout: that many customers register, fill their carts
-    /// with the same products and check out at the same time, on a database
-    /// file in WAL mode (--db, or a temporary one); the demo races only its
-    /// checkout.
+    /// `--race checkout`: as many customers as `--race-instances` register,
+    /// fill their carts with the same products and check out at the same
+    /// time, on a database file in WAL mode (`--db`, or a temporary one);
+    /// the demo races only its checkout.
     #[command(flatten)]
     pub race: RaceArgs,
     #[command(flatten)]

@@ -251,14 +251,13 @@ const RACE_LOCK_WAIT: Duration = Duration::from_secs(1);
 async fn run_race(settings: &DemoSettings, spec: &RaceSpec) -> Result<DemoRun> {
     let scheduler = Arc::new(Scheduler::new(spec.clone()).with_lock_wait(RACE_LOCK_WAIT));
     let capture = settings.capture.then(|| Capture::racing(scheduler.clone()));
-    let dir = match &settings.db {
-        Some(_) => None,
-        None => Some(tempfile::tempdir().map_err(DemoError::RaceDatabase)?),
-    };
-    let path = match (&settings.db, &dir) {
-        (Some(path), _) => path.clone(),
-        (None, Some(dir)) => dir.path().join("shop.db"),
-        (None, None) => unreachable!("a directory is made when no --db is given"),
+    let (dir, path) = match &settings.db {
+        Some(path) => (None, path.clone()),
+        None => {
+            let dir = tempfile::tempdir().map_err(DemoError::RaceDatabase)?;
+            let path = dir.path().join("shop.db");
+            (Some(dir), path)
+        }
     };
     let db = Db::open_racing(&path, capture.as_ref()).await?;
     let race = Race {
