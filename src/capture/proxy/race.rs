@@ -234,6 +234,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!waiting.is_finished());
         assert!(r.statement(21, Some(2), None, READ, &p(&["7"])).is_empty());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            !waiting.is_finished(),
+            "instance 2's read is not answered yet"
+        );
+        r.answered(21);
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("released by the read")
