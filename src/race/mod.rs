@@ -43,8 +43,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// (`--race-instances`).
 pub const DEFAULT_INSTANCES: usize = 2;
 /// A statement at the database for longer than this, while another
-/// connection's write is held, is taken as waiting for a lock.
-pub const LOCK_WAIT: Duration = Duration::from_millis(50);
+/// connection's write is held, is taken as waiting for a lock. Well above
+/// what a COMMIT takes on a loaded machine: at 50 ms, the other instance's
+/// statements (a COMMIT waiting for its fsync on a busy 2-core machine) ended
+/// holds 12 ms in as lock waits, before that instance read the row, and the
+/// race of the row was lost (tests/race_proxy.rs, issue 19).
+pub const LOCK_WAIT: Duration = Duration::from_millis(250);
 /// Statement texts whose keyed reading is remembered (parsing is the costly
 /// part); past it, texts are parsed every time.
 const PARSED_CAP: usize = 4096;
