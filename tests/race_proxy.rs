@@ -173,9 +173,6 @@ fn the_shipped_checkout_loses_an_update_in_every_race() {
                 run.stderr()
             );
         }
-        // Two orders of 2 each of products 7 (seeded 4) and 19 (seeded 5),
-        // and each product's stock decremented once: both races forced.
-        assert_eq!(orders_and_stock(&db), "2 2,3", "repetition {repetition}");
         let notes = run.notes();
         let note = notes
             .iter()
@@ -186,6 +183,9 @@ fn the_shipped_checkout_loses_an_update_in_every_race() {
                 && note.contains("0 by a lock wait in the database, 0 by the 2 s timeout"),
             "repetition {repetition}: {note}"
         );
+        // Two orders of 2 each of products 7 (seeded 4) and 19 (seeded 5),
+        // and each product's stock decremented once: both races forced.
+        assert_eq!(orders_and_stock(&db), "2 2,3", "repetition {repetition}");
         if repetition == 1 {
             // Every statement names its instance; each instance's ORM
             // connection followed its own instance's markers.
