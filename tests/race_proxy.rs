@@ -14,7 +14,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -344,4 +344,73 @@ fn an_instance_that_fails_is_reported_by_its_number() {
         "{:?}",
         run.notes()
     );
+}
+
+/// `proxy --race STEP`: one listener, and the instances are connections, as
+/// for an application whose own test runs the step concurrently; here two
+/// psql sessions that take one unit of product 7's stock (seeded 4), each
+/// computing the new stock from what it read. Without a lock, one unit is
+/// lost, every time; with `FOR UPDATE`, the second session waits for the
+/// first in the database, nothing is held, nothing is lost.
+#[test]
+fn proxy_race_makes_two_psql_sessions_lose_an_update_unless_they_lock() {
+    if !pg::available("race_proxy proxy --race") {
+        return;
+    }
+    let db = shop_db("race_psql");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (lock, stock, lost) in [("", "3", true), (" FOR UPDATE", "2", false)] {
+        reset(&db);
+        let script = dir.path().join("take.sql");
+        std::fs::write(
+            &script,
+            format!(
+                "SET flowaudit.step = 'checkout';\nBEGIN;\nSELECT stock - 1 AS left FROM \
+                 inventory WHERE product_id = 7{lock} \\gset\nUPDATE inventory SET stock = \
+                 :left WHERE product_id = 7;\nCOMMIT;\n"
+            ),
+        )
+        .expect("script");
+        let proxy = pg::ProxyProcess::start(&db.url(pg::PG_ADDR), &["--race", "checkout"]);
+        let script = script.to_str().expect("path");
+        let sessions: Vec<_> = (0..2)
+            .map(|_| {
+                pg::psql_command(
+                    &proxy.port(),
+                    &db.name,
+                    &["-v", "ON_ERROR_STOP=1", "-f", script],
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("psql starts")
+            })
+            .collect();
+        for mut session in sessions {
+            assert!(session.wait().expect("psql ends").success());
+        }
+        let stopped = proxy.stop();
+        assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
+        assert_eq!(
+            db.direct("SELECT stock FROM inventory WHERE product_id = 7"),
+            stock,
+            "lock: {lock:?}"
+        );
+        let rules: Vec<&str> = stopped.report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter_map(|f| f["rule"].as_str())
+            .collect();
+        assert_eq!(rules.contains(&"lost-update"), lost, "{lock:?}: {rules:?}");
+        let notes = stopped.report["notes"].to_string();
+        assert!(
+            notes.contains("2 connection(s) ran it, at most 2 at once")
+                && notes.contains("0 by the 2 s timeout"),
+            "{lock:?}: {notes}"
+        );
+        assert!(
+            stopped.trace.iter().all(|e| e.get("instance").is_none()),
+            "one listener: no instances"
+        );
+    }
 }
