@@ -183,6 +183,10 @@ fn the_shipped_checkout_loses_an_update_in_every_race() {
                 && note.contains("0 by a lock wait in the database, 0 by the 2 s timeout"),
             "repetition {repetition}: {note}"
         );
+        assert!(
+            !notes.iter().any(|n| n.contains("until the")),
+            "repetition {repetition}: a start of the step waited until the timeout: {notes:?}"
+        );
         // Two orders of 2 each of products 7 (seeded 4) and 19 (seeded 5),
         // and each product's stock decremented once: both races forced.
         assert_eq!(orders_and_stock(&db), "2 2,3", "repetition {repetition}");
