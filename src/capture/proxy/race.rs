@@ -7,9 +7,9 @@
 //! each instance (each application instance with `run`, whose markers count;
 //! each connection with `proxy`, whose markers do not, as they may come on a
 //! connection of their own) waits until `--race-instances` of them have
-//! reached the step, or the race timeout passed. Without it, instances of a
-//! short step that start a few milliseconds apart may never be in it at
-//! once, and the race would be left to luck.
+//! reached the step, or the race timeout passed; then it stays open.
+//! Without it, instances of a short step that start a few milliseconds apart
+//! may never be in it at once, and the race would be left to luck.
 //!
 //! Only in race mode does anything here run; it never reorders a
 //! connection's messages (a whole chunk waits).
@@ -41,12 +41,20 @@ enum Arrival {
     Conn(u64),
 }
 
+/// The start of the race: open once every instance has arrived (then it
+/// forgets who did, and lets everyone through), or at its timeout.
 #[derive(Debug, Default)]
 struct Barrier {
-    arrived: Mutex<HashSet<Arrival>>,
+    arrived: Mutex<Arrivals>,
     notify: tokio::sync::Notify,
     /// When the first arrival came: the barrier's deadline runs from it.
     first: Mutex<Option<Instant>>,
+}
+
+#[derive(Debug, Default)]
+struct Arrivals {
+    who: HashSet<Arrival>,
+    open: bool,
 }
 
 /// The race's shared state on the proxy: the scheduler, the steps of every
@@ -144,10 +152,12 @@ impl Race {
                 .arrived
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if !arrived.insert(who) {
+            if arrived.open || !arrived.who.insert(who) {
                 return None;
             }
-            if arrived.len() >= instances {
+            if arrived.who.len() >= instances {
+                arrived.open = true;
+                arrived.who = HashSet::default();
                 drop(arrived);
                 self.barrier.notify.notify_waiters();
                 return None;
@@ -158,12 +168,12 @@ impl Race {
         Some(Box::pin(async move {
             loop {
                 let notified = barrier.notify.notified();
-                let arrived = barrier
+                if barrier
                     .arrived
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .len();
-                if arrived >= instances {
+                    .open
+                {
                     return;
                 }
                 let now = Instant::now();
@@ -181,9 +191,13 @@ impl Race {
         self.scheduler.answered(conn);
     }
 
-    /// `conn` closed.
+    /// `conn` closed: the scheduler and the steps forget it.
     pub fn closed(&self, conn: u64) {
         self.scheduler.closed(conn);
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(conn);
     }
 }
 

@@ -218,6 +218,12 @@ impl StepTracker {
         }
     }
 
+    /// Connection `conn` closed: its own markers go with it (its instance's
+    /// run keeps what they set).
+    pub fn forget(&mut self, conn: u64) {
+        self.conns.remove(&conn);
+    }
+
     /// The steps still current when the run ends: each marking connection's
     /// latest, and each run's, once each, in a stable order.
     pub fn current(&self) -> Vec<(String, String)> {
