@@ -43,8 +43,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// (`--race-instances`).
 pub const DEFAULT_INSTANCES: usize = 2;
 /// A statement at the database for longer than this, while another
-/// connection's write is held, is taken as waiting for a lock.
-pub const LOCK_WAIT: Duration = Duration::from_millis(50);
+/// connection's write is held, is taken as waiting for a lock. Well above
+/// what a COMMIT takes on a loaded machine: at 50 ms, the other instance's
+/// statements (a COMMIT waiting for its fsync on a busy 2-core machine) ended
+/// holds 12 ms in as lock waits, before that instance read the row, and the
+/// race of the row was lost (tests/race_proxy.rs, issue 19).
+pub const LOCK_WAIT: Duration = Duration::from_millis(250);
 /// Statement texts whose keyed reading is remembered (parsing is the costly
 /// part); past it, texts are parsed every time.
 const PARSED_CAP: usize = 4096;
@@ -218,6 +222,9 @@ struct ConnState {
     unlocked_reads: HashSet<Row>,
     /// When its statement went to the database, until answered.
     at_database: Option<Instant>,
+    /// The row its statement at the database reads, until answered: a read
+    /// not yet answered may still see the held write, once released.
+    reading: Option<Row>,
     held: bool,
 }
 
@@ -333,15 +340,13 @@ impl Scheduler {
                 if !locked && c.unlocked_reads.len() < READS_CAP {
                     c.unlocked_reads.insert(row.clone());
                 }
+                c.reading = Some(row.clone());
                 let readers = state.readers.entry(row).or_default();
                 readers.insert(conn);
                 None
             }
             Access::Write { row } if c.unlocked_reads.contains(&row) => {
-                let others = state
-                    .readers
-                    .get(&row)
-                    .map_or(0, |r| r.len() - usize::from(r.contains(&conn)));
+                let others = read_by_others(state, &row, conn);
                 (others + 1 < self.spec.instances).then(|| Hold {
                     conn,
                     row,
@@ -368,6 +373,7 @@ impl Scheduler {
     pub fn answered(&self, conn: u64) {
         if let Some(c) = self.lock().conns.get_mut(&conn) {
             c.at_database = None;
+            c.reading = None;
         }
         self.wake();
     }
@@ -399,7 +405,7 @@ impl Scheduler {
     fn check(&self, hold: &Hold, now: Instant) -> Option<Release> {
         let state = self.lock();
         let readers = state.readers.get(&hold.row);
-        let others = readers.map_or(0, |r| r.len() - usize::from(r.contains(&hold.conn)));
+        let others = read_by_others(&state, &hold.row, hold.conn);
         if others + 1 >= self.spec.instances {
             return Some(Release::Reads);
         }
@@ -409,7 +415,9 @@ impl Scheduler {
         // each other.
         let mut stuck = 0;
         for (id, c) in &state.conns {
-            if *id == hold.conn || !c.in_step || readers.is_some_and(|r| r.contains(id)) {
+            let has_read =
+                readers.is_some_and(|r| r.contains(id)) && c.reading.as_ref() != Some(&hold.row);
+            if *id == hold.conn || !c.in_step || has_read {
                 continue;
             }
             let waiting = c.held || c.at_database.is_some_and(|at| now - at >= LOCK_WAIT);
@@ -476,6 +484,24 @@ impl Scheduler {
     pub fn summary(&self) -> RaceSummary {
         self.lock().summary.clone()
     }
+}
+
+/// The connections other than `conn` that read `row` in the step and have
+/// had the answer: a read still at the database is not yet a read of the old
+/// value, as the held write, released, could reach the row before it.
+fn read_by_others(state: &State, row: &Row, conn: u64) -> usize {
+    state.readers.get(row).map_or(0, |readers| {
+        readers
+            .iter()
+            .filter(|id| {
+                **id != conn
+                    && state
+                        .conns
+                        .get(id)
+                        .is_none_or(|c| c.reading.as_ref() != Some(row))
+            })
+            .count()
+    })
 }
 
 fn forget_reader(readers: &mut HashMap<Row, HashSet<u64>>, conn: u64, rows: Vec<Row>) {
@@ -658,11 +684,18 @@ mod tests {
             .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
             .expect("held");
         let other = s.clone();
+        let started = Instant::now();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             other.before(2, Some("checkout"), READ, &p(&["7"]));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            other.answered(2);
         });
         assert_eq!(s.wait(&hold).await, Release::Reads);
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "the read's answer ends the hold, not the read being sent"
+        );
     }
 
     #[test]
