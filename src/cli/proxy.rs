@@ -23,8 +23,8 @@ use crate::model::Finding;
 use crate::redact::ParamsMode;
 use crate::report::{CaptureStats, Report};
 
-use super::AuditArgs;
 use super::schema::review_schema;
+use super::{AuditArgs, RaceArgs};
 use crate::baseline::Baseline;
 use crate::rules::RuleConfig;
 use crate::schema::Touched;
@@ -88,6 +88,8 @@ pub struct CaptureArgs {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub startup_timeout: u64,
+    #[command(flatten)]
+    pub race: RaceArgs,
 }
 
 /// What became of the injected fault, for the report's notes.
@@ -184,6 +186,8 @@ pub struct Recording {
     fault: Option<(FaultSpec, Arc<Mutex<FaultOutcome>>)>,
     skip_invariants: bool,
     allow_empty: bool,
+    /// With --race: the race's state, shared by every connection.
+    race: Option<proxy::Race>,
 }
 
 impl CaptureArgs {
@@ -233,6 +237,10 @@ impl CaptureArgs {
                     .map(|spec| (spec, Arc::new(Mutex::new(FaultOutcome::default())))),
                 skip_invariants: self.skip_invariants,
                 allow_empty: self.allow_empty,
+                race: self
+                    .race
+                    .spec()
+                    .map(|spec| proxy::Race::new(Arc::new(crate::race::Scheduler::new(spec)))),
             },
         ))
     }
@@ -330,6 +338,11 @@ impl Recording {
             .map(|(spec, outcome)| fault_hook(spec.clone(), outcome.clone()))
     }
 
+    /// The race, with --race.
+    pub fn race(&self) -> Option<proxy::Race> {
+        self.race.clone()
+    }
+
     pub fn config(&self) -> &RuleConfig {
         &self.config
     }
@@ -421,6 +434,24 @@ impl Recording {
                 crate::fault::POSTGRES_SQLSTATE
             ));
         }
+        if let Some(race) = &self.race {
+            let spec = race.scheduler().spec();
+            let summary = race.scheduler().summary();
+            if !summary.raced() {
+                return Err(super::race_missed(spec, &summary, &report));
+            }
+            report.notes.push(summary.note(spec));
+            let late = race.barrier_timeouts();
+            if late > 0 {
+                report.notes.push(format!(
+                    "race on step {}: {} waited for the other instances until the {} s \
+                     timeout",
+                    spec.step,
+                    crate::rules::plural(late, "start of the step", "starts of the step"),
+                    spec.timeout.as_secs_f64()
+                ));
+            }
+        }
         if let Some(path) = &self.trace {
             report.inputs = vec![path.display().to_string()];
         }
@@ -444,6 +475,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
             .map(|p| {
                 p.with_fault(recording.fault_hook())
                     .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+                    .with_race(recording.race())
                     .with_startup_timeout(args.capture.startup_timeout())
             })
             .with_context(|| {

@@ -3,6 +3,10 @@
 //! `PGUSER`, `PGDATABASE` from the URL), and audit
 //! what it ran when it ends. The exit code is CMD's failure first (1), else
 //! the audit's.
+//!
+//! With `--race STEP --race-instances N`, CMD runs N times at once, each copy
+//! with `FLOWAUDIT_INSTANCE=K` (1 to N) and its own port of the proxy, so
+//! that every connection is known to be instance K's (issue 19).
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -42,7 +46,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let (recorder, recording) = args.capture.start(&args.audit)?;
     let runtime = super::proxy::runtime()?;
     let (log, log_lines) = stderr_log();
-    let (status, findings) = runtime.block_on(async {
+    let instances = args.capture.race.spec().map_or(1, |spec| spec.instances);
+    let (statuses, findings) = runtime.block_on(async {
         // Before CMD runs: a command that ran against no database proves
         // nothing, and may have done its other work all the same (issue 14).
         upstream.probe().await.map_err(|reason| {
@@ -66,43 +71,58 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
         let invariants =
             InvariantChecks::connect(recording.invariant_database(), recording.config()).await?;
-        let proxy = Proxy::bind(args.listen, upstream, recorder)
+        let mut proxy = Proxy::bind(args.listen, upstream, recorder)
             .await
             .map(|p| {
                 p.with_fault(recording.fault_hook())
                     .with_checks(invariants.as_ref().map(InvariantChecks::step_checks))
+                    .with_race(recording.race())
                     .with_startup_timeout(args.capture.startup_timeout())
             })
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = proxy.local_addr()?;
-        let database_url = url_through(&args.capture.upstream, addr).map_err(anyhow::Error::msg)?;
+        if args.capture.race.race.is_some() {
+            proxy = proxy
+                .with_instances(instances)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+        }
         let (program, rest) = args
             .command
             .split_first()
             .context("no command given after --")?;
-        let mut command = tokio::process::Command::new(program);
-        command
-            .args(rest)
-            .env("DATABASE_URL", &database_url)
-            .env("PGHOST", addr.ip().to_string())
-            .env("PGPORT", addr.port().to_string());
-        // libpq's other defaults, from the URL, so that `psql` alone connects
-        // where DATABASE_URL does (the password stays in DATABASE_URL only).
-        if let Ok(url) = url::Url::parse(&database_url) {
-            if !url.username().is_empty() {
-                command.env("PGUSER", percent_decode(url.username()));
+        let mut children = Vec::with_capacity(instances);
+        for (index, addr) in proxy.local_addrs()?.into_iter().enumerate() {
+            let database_url =
+                url_through(&args.capture.upstream, addr).map_err(anyhow::Error::msg)?;
+            let mut command = tokio::process::Command::new(program);
+            command
+                .args(rest)
+                .env("DATABASE_URL", &database_url)
+                .env("PGHOST", addr.ip().to_string())
+                .env("PGPORT", addr.port().to_string());
+            if args.capture.race.race.is_some() {
+                command.env("FLOWAUDIT_INSTANCE", (index + 1).to_string());
             }
-            let database = url.path().trim_start_matches('/');
-            if !database.is_empty() {
-                command.env("PGDATABASE", percent_decode(database));
+            // libpq's other defaults, from the URL, so that `psql` alone
+            // connects where DATABASE_URL does (the password stays in
+            // DATABASE_URL only).
+            if let Ok(url) = url::Url::parse(&database_url) {
+                if !url.username().is_empty() {
+                    command.env("PGUSER", percent_decode(url.username()));
+                }
+                let database = url.path().trim_start_matches('/');
+                if !database.is_empty() {
+                    command.env("PGDATABASE", percent_decode(database));
+                }
             }
+            let child = command.kill_on_drop(true).spawn().with_context(|| {
+                format!(
+                    "cannot run {}\n  hint: check that the command exists and is on PATH",
+                    program.to_string_lossy()
+                )
+            })?;
+            children.push(child);
         }
-        let mut child = command.kill_on_drop(true).spawn().with_context(|| {
-            format!(
-                "cannot run {}\n  hint: check that the command exists and is on PATH",
-                program.to_string_lossy()
-            )
-        })?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(proxy.serve(
             async {
@@ -111,24 +131,41 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             GRACE,
             log,
         ));
-        let status = wait_forwarding_signals(&mut child).await;
+        let statuses = wait_forwarding_signals(&mut children).await;
         let _ = stop_tx.send(());
         let _ = serving.await;
-        let status = status.context("cannot wait for the command")?;
+        let statuses = statuses.context("cannot wait for the command")?;
         let findings = match invariants {
             Some(checks) => checks.finish().await?,
             None => Vec::new(),
         };
-        anyhow::Ok((status, findings))
+        anyhow::Ok((statuses, findings))
     })?;
     // Whatever task is left goes with the runtime, and with it the last
     // handle on the writer's channel, so that the writer can finish.
     drop(runtime);
-    let say_status = || {
-        let name = args.command[0].to_string_lossy();
-        match status.code() {
-            Some(code) => eprintln!("flowaudit: {name} exited with status {code}"),
-            None => eprintln!("flowaudit: {name} was ended by a signal ({status})"),
+    // What became of each copy of the command that failed (with one copy:
+    // "CMD exited with status 1"; racing: "instance 2: CMD exited …").
+    let name = args.command[0].to_string_lossy();
+    let failures: Vec<String> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, status)| !status.success())
+        .map(|(index, status)| {
+            let who = if statuses.len() > 1 {
+                format!("instance {}: {name}", index + 1)
+            } else {
+                name.to_string()
+            };
+            match status.code() {
+                Some(code) => format!("{who} exited with status {code}"),
+                None => format!("{who} was ended by a signal ({status})"),
+            }
+        })
+        .collect();
+    let say_failures = || {
+        for failure in &failures {
+            eprintln!("flowaudit: {failure}");
         }
     };
     let mut report = match recording.finish(
@@ -138,16 +175,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         Ok(report) => report,
         Err(e) => {
             // Its failure may be why nothing came; the run is exit 2 still.
-            if !status.success() {
-                say_status();
-            }
+            say_failures();
             return Err(e);
         }
     };
     note_unprinted(&mut report, log_lines);
+    if statuses.len() > 1 {
+        report.notes.extend(failures.iter().cloned());
+    }
     let audit_code = args.audit.emit(&mut report)?;
-    if !status.success() {
-        say_status();
+    if !failures.is_empty() {
+        say_failures();
         return Ok(exit::FINDINGS);
     }
     Ok(audit_code)
@@ -159,30 +197,40 @@ fn percent_decode(text: &str) -> String {
         .into_owned()
 }
 
-/// Waits for the command; SIGINT and SIGTERM sent to flowaudit go on to it.
-/// A Ctrl-C typed at the terminal already reaches the command, which shares
-/// the terminal's foreground process group; it is not sent a second time.
+/// Waits for every copy of the command; SIGINT and SIGTERM sent to
+/// flowaudit go on to those still running. A Ctrl-C typed at the terminal
+/// already reaches them, as they share the terminal's foreground process
+/// group; it is not sent a second time.
 async fn wait_forwarding_signals(
-    child: &mut tokio::process::Child,
-) -> std::io::Result<std::process::ExitStatus> {
+    children: &mut [tokio::process::Child],
+) -> std::io::Result<Vec<std::process::ExitStatus>> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    loop {
-        let sig = tokio::select! {
-            status = child.wait() => return status,
-            _ = int.recv() => Signal::SIGINT,
-            _ = term.recv() => Signal::SIGTERM,
-        };
-        if sig == Signal::SIGINT && terminal_delivers_to_child() {
-            continue;
-        }
-        if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-            let _ = kill(Pid::from_raw(pid), sig);
+    let mut statuses = Vec::with_capacity(children.len());
+    for index in 0..children.len() {
+        loop {
+            let sig = tokio::select! {
+                status = children[index].wait() => {
+                    statuses.push(status?);
+                    break;
+                }
+                _ = int.recv() => Signal::SIGINT,
+                _ = term.recv() => Signal::SIGTERM,
+            };
+            if sig == Signal::SIGINT && terminal_delivers_to_child() {
+                continue;
+            }
+            for child in &children[index..] {
+                if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                    let _ = kill(Pid::from_raw(pid), sig);
+                }
+            }
         }
     }
+    Ok(statuses)
 }
 
 /// True when flowaudit's process group is the terminal's foreground group:

@@ -241,9 +241,10 @@ async fn run_async(settings: &DemoSettings) -> Result<DemoRun> {
 /// a lock wait. The shop's held writes hold no lock (a write is held at its
 /// first opcode, in autocommit, before it takes one), so no hold can wait
 /// for a lock here; but SQLite shows a lock wait only as time, and on a busy
-/// machine any statement can take the default 50 ms, which would end holds
-/// early and lose fewer updates than the race forces. A second is beyond
-/// any statement of the shop, well within sqlx's 5 s busy timeout.
+/// machine a statement can take the scheduler's default
+/// ([`crate::race::LOCK_WAIT`]), which would end holds early and lose fewer
+/// updates than the race forces. A second is beyond any statement of the
+/// shop, well within sqlx's 5 s busy timeout.
 const RACE_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// The race (see the module documentation): the database is `--db` or a

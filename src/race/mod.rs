@@ -16,12 +16,12 @@
 //!
 //! - **reads**: the other instances (`--race-instances` − 1 connections
 //!   besides the holder) have read the row, with or without a lock, and
-//!   the database has answered those reads (a read seen on its way to the
-//!   database could still run after the write and read its value);
+//!   the database has answered those reads;
 //! - **lock wait**: every other connection in the step that has not read the
-//!   row is itself held (and its own hold is not over), or has had a statement at the database for longer
-//!   than [`LOCK_WAIT`] (waiting for a lock the holder has, most likely: a
-//!   `FOR UPDATE` doing its job), so that holding on would deadlock;
+//!   row is itself held (and its own hold is not over), or has had a
+//!   statement at the database for longer than [`LOCK_WAIT`] (waiting for a
+//!   lock the holder has, most likely: a `FOR UPDATE` doing its job), so
+//!   that holding on would deadlock;
 //! - **timeout**: `--race-timeout` (2 s by default) passed: the others never
 //!   came, and the report says so.
 //!
@@ -45,8 +45,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// (`--race-instances`).
 pub const DEFAULT_INSTANCES: usize = 2;
 /// A statement at the database for longer than this, while another
-/// connection's write is held, is taken as waiting for a lock.
-pub const LOCK_WAIT: Duration = Duration::from_millis(50);
+/// connection's write is held, is taken as waiting for a lock. Well above
+/// what a COMMIT takes on a loaded machine: at 50 ms, the other instance's
+/// statements (a COMMIT waiting for its fsync on a busy 2-core machine) ended
+/// holds 12 ms in as lock waits, before that instance read the row, and the
+/// race of the row was lost (tests/race_proxy.rs, issue 19).
+pub const LOCK_WAIT: Duration = Duration::from_millis(250);
 /// Statement texts whose keyed reading is remembered (parsing is the costly
 /// part); past it, texts are parsed every time.
 const PARSED_CAP: usize = 4096;
@@ -220,30 +224,11 @@ struct ConnState {
     unlocked_reads: HashSet<Row>,
     /// When its statement went to the database, until answered.
     at_database: Option<Instant>,
-    /// The row its statement at the database reads, until answered: the
-    /// read has been sent, not yet done (it may still see a held write).
+    /// The row its statement at the database reads, until answered: a read
+    /// not yet answered may still see the held write, once released.
     reading: Option<Row>,
     /// The row of its write being held.
     held: Option<Row>,
-}
-
-/// How many connections besides `conn` have read `row`, their reads done:
-/// a read still at the database counts once answered, or it might run
-/// after the held write and read its value (the scheduler sees a statement
-/// before the database runs it).
-fn done_readers(state: &State, row: &Row, conn: u64) -> usize {
-    state.readers.get(row).map_or(0, |readers| {
-        readers
-            .iter()
-            .filter(|id| {
-                **id != conn
-                    && state
-                        .conns
-                        .get(id)
-                        .is_none_or(|c| c.reading.as_ref() != Some(row))
-            })
-            .count()
-    })
 }
 
 #[derive(Debug, Default)]
@@ -355,7 +340,6 @@ impl Scheduler {
         let mut guard = self.lock();
         let state = &mut *guard;
         let c = state.conns.entry(conn).or_default();
-        c.reading = None;
         if racing != c.in_step {
             c.in_step = racing;
             if racing {
@@ -379,7 +363,7 @@ impl Scheduler {
                 None
             }
             Access::Write { row } if c.unlocked_reads.contains(&row) => {
-                let others = done_readers(state, &row, conn);
+                let others = read_by_others(state, &row, conn);
                 (others + 1 < self.spec.instances).then(|| Hold {
                     conn,
                     row,
@@ -438,7 +422,7 @@ impl Scheduler {
     fn check(&self, hold: &Hold, now: Instant) -> Option<Release> {
         let state = self.lock();
         let readers = state.readers.get(&hold.row);
-        let others = done_readers(&state, &hold.row, hold.conn);
+        let others = read_by_others(&state, &hold.row, hold.conn);
         if others + 1 >= self.spec.instances {
             return Some(Release::Reads);
         }
@@ -448,7 +432,9 @@ impl Scheduler {
         // each other.
         let mut stuck = 0;
         for (id, c) in &state.conns {
-            if *id == hold.conn || !c.in_step || readers.is_some_and(|r| r.contains(id)) {
+            let has_read =
+                readers.is_some_and(|r| r.contains(id)) && c.reading.as_ref() != Some(&hold.row);
+            if *id == hold.conn || !c.in_step || has_read {
                 continue;
             }
             // A hold that the reads already end is no wait: its thread has
@@ -456,7 +442,7 @@ impl Scheduler {
             let held = c
                 .held
                 .as_ref()
-                .is_some_and(|row| done_readers(&state, row, *id) + 1 < self.spec.instances);
+                .is_some_and(|row| read_by_others(&state, row, *id) + 1 < self.spec.instances);
             let waiting = held || c.at_database.is_some_and(|at| now - at >= self.lock_wait);
             if !waiting {
                 return (now >= hold.deadline).then_some(Release::Timeout);
@@ -521,6 +507,24 @@ impl Scheduler {
     pub fn summary(&self) -> RaceSummary {
         self.lock().summary.clone()
     }
+}
+
+/// The connections other than `conn` that read `row` in the step and have
+/// had the answer: a read still at the database is not yet a read of the old
+/// value, as the held write, released, could reach the row before it.
+fn read_by_others(state: &State, row: &Row, conn: u64) -> usize {
+    state.readers.get(row).map_or(0, |readers| {
+        readers
+            .iter()
+            .filter(|id| {
+                **id != conn
+                    && state
+                        .conns
+                        .get(id)
+                        .is_none_or(|c| c.reading.as_ref() != Some(row))
+            })
+            .count()
+    })
 }
 
 fn forget_reader(readers: &mut HashMap<Row, HashSet<u64>>, conn: u64, rows: Vec<Row>) {
@@ -676,6 +680,39 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
+    /// The scheduler sees a read before the database runs it: the held
+    /// write goes on once the read is answered, not when it is sent, or it
+    /// could run first and the read would see its value.
+    #[test]
+    fn a_hold_ends_when_the_others_read_is_answered() {
+        let s = scheduler();
+        s.before(1, Some("checkout"), READ, &p(&["7"]));
+        s.answered(1);
+        let hold = s
+            .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
+            .expect("held");
+        s.before(2, Some("checkout"), READ, &p(&["7"]));
+        assert_eq!(s.check(&hold, Instant::now()), None, "read sent, not done");
+        let other = s.clone();
+        let answer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            other.answered(2);
+        });
+        let started = Instant::now();
+        assert_eq!(s.wait_blocking(&hold), Release::Reads);
+        assert!(started.elapsed() >= Duration::from_millis(25));
+        answer.join().expect("answered");
+        // A second write by a reader whose read is still at the database
+        // waits too.
+        s.before(3, Some("checkout"), READ, &p(&["19"]));
+        s.answered(3);
+        s.before(2, Some("checkout"), READ, &p(&["19"]));
+        assert!(
+            s.before(3, Some("checkout"), WRITE, &p(&["8", "19"]))
+                .is_some()
+        );
+    }
+
     /// A holder whose hold the reads have ended, but whose thread has not
     /// yet woken to go on, is not waiting: another hold does not end for it
     /// as if the two waited for each other.
@@ -760,39 +797,6 @@ mod tests {
         assert_eq!(t.join().expect("joined"), Release::LockWait);
     }
 
-    /// The scheduler sees a read before the database runs it: the held
-    /// write goes on once the read is answered, not when it is sent, or it
-    /// could run first and the read would see its value.
-    #[test]
-    fn a_hold_ends_when_the_others_read_is_answered() {
-        let s = scheduler();
-        s.before(1, Some("checkout"), READ, &p(&["7"]));
-        s.answered(1);
-        let hold = s
-            .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
-            .expect("held");
-        s.before(2, Some("checkout"), READ, &p(&["7"]));
-        assert_eq!(s.check(&hold, Instant::now()), None, "read sent, not done");
-        let other = s.clone();
-        let answer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(30));
-            other.answered(2);
-        });
-        let started = Instant::now();
-        assert_eq!(s.wait_blocking(&hold), Release::Reads);
-        assert!(started.elapsed() >= Duration::from_millis(25));
-        answer.join().expect("answered");
-        // A second write by a reader whose read is still at the database
-        // waits too.
-        s.before(3, Some("checkout"), READ, &p(&["19"]));
-        s.answered(3);
-        s.before(2, Some("checkout"), READ, &p(&["19"]));
-        assert!(
-            s.before(3, Some("checkout"), WRITE, &p(&["8", "19"]))
-                .is_some()
-        );
-    }
-
     #[tokio::test]
     async fn the_async_wait_is_woken_by_the_read() {
         let s = scheduler();
@@ -801,12 +805,18 @@ mod tests {
             .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
             .expect("held");
         let other = s.clone();
+        let started = Instant::now();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             other.before(2, Some("checkout"), READ, &p(&["7"]));
+            tokio::time::sleep(Duration::from_millis(20)).await;
             other.answered(2);
         });
         assert_eq!(s.wait(&hold).await, Release::Reads);
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "the read's answer ends the hold, not the read being sent"
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub static META: RuleMeta = RuleMeta {
 
 /// Rows followed at once; past it the record starts afresh (an update lost
 /// across the clearing is missed, never invented).
-const ROWS_CAP: usize = 16_384;
+const ROWS_CAP: usize = 4096;
+/// Tables a connection's reads in one step are remembered for.
+const TABLES_CAP: usize = 16;
 /// Connections whose read of one row is remembered.
 const READERS_CAP: usize = 64;
 /// Writes of one open transaction waiting for its COMMIT.
@@ -88,6 +90,9 @@ documented_rule! {
         /// The fingerprint text of each read kind, for the examples.
         read_texts: HashMap<u64, String>,
         rows: HashMap<u64, RowState>,
+        /// Per connection: its step, and the tables it read by key without
+        /// a lock in it (hashes of their names).
+        conn_tables: HashMap<u64, (usize, Vec<u64>)>,
         /// Writes of each connection's open transaction, in order.
         pending: HashMap<u64, Vec<Written>>,
         /// (flow, step, write fingerprint) → (hash, count, examples).
@@ -156,6 +161,7 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
         writes_by_fp: HashMap::new(),
         read_texts: HashMap::new(),
         rows: HashMap::new(),
+        conn_tables: HashMap::new(),
         pending: HashMap::new(),
         found: BTreeMap::new(),
     }))
@@ -171,6 +177,11 @@ fn row_hash(keyed: &super::units::Keyed, event: &Event) -> Option<u64> {
         combined = combined.wrapping_add(state.hash_one((col.as_str(), v.resolve(event)?)));
     }
     Some(combined)
+}
+
+fn table_hash(table: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(1).hash_one(table)
 }
 
 fn pairs(pairs: &[(String, ValueRef)], event: &Event) -> String {
@@ -222,6 +233,20 @@ impl LostUpdate {
             return;
         };
         let locked = read.locked;
+        if !locked {
+            let table = table_hash(&read.keyed.table);
+            let (step, tables) = self
+                .conn_tables
+                .entry(s.conn)
+                .or_insert_with(|| (s.step, Vec::new()));
+            if *step != s.step {
+                *step = s.step;
+                tables.clear();
+            }
+            if !tables.contains(&table) && tables.len() < TABLES_CAP {
+                tables.push(table);
+            }
+        }
         self.read_texts
             .entry(s.fingerprint.hash)
             .or_insert_with(|| s.fingerprint.text.clone());
@@ -248,14 +273,40 @@ impl LostUpdate {
     }
 
     fn write(&mut self, s: &Statement<'_>) {
-        let Some(write) = cached(
-            &mut self.writes_by_fp,
-            s.fingerprint.hash,
-            &s.event.sql,
-            super::units::keyed_write,
-            |w| &w.keyed.keys,
-        ) else {
+        let Some(shape) = self
+            .writes_by_fp
+            .entry(s.fingerprint.hash)
+            .or_insert_with(|| super::units::keyed_write(&s.event.sql))
+        else {
             return;
+        };
+        let fresh;
+        let write = if shape
+            .keyed
+            .keys
+            .iter()
+            .any(|(_, v)| matches!(v, ValueRef::Literal(_)))
+        {
+            // A key written inline differs from statement to statement, and
+            // parsing each is the cost of this rule. Only a computed write by
+            // a connection that read the table without a lock in its step
+            // can overwrite another's update; a relative write with an
+            // inline key is not followed (a computed write over it is missed).
+            let table = table_hash(&shape.keyed.table);
+            let read_it = self
+                .conn_tables
+                .get(&s.conn)
+                .is_some_and(|(step, tables)| *step == s.step && tables.contains(&table));
+            if !shape.absolute || !read_it {
+                return;
+            }
+            fresh = super::units::keyed_write(&s.event.sql);
+            match &fresh {
+                Some(w) => w,
+                None => return,
+            }
+        } else {
+            &*shape
         };
         let Some(row) = row_hash(&write.keyed, s.event) else {
             return;
@@ -405,6 +456,7 @@ impl Rule for LostUpdate {
     fn connection_closed(&mut self, conn: u64) {
         // What it had not committed, it never will.
         self.pending.remove(&conn);
+        self.conn_tables.remove(&conn);
     }
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
@@ -463,6 +515,52 @@ mod tests {
         );
         assert!(f[0].examples[1].starts_with("conn 1 wrote stock = '8'"));
         assert!(f[0].examples[2].contains("conn 1's update is lost"));
+    }
+
+    /// Values written inline (psycopg2, the simple query protocol).
+    #[test]
+    fn inline_keys_and_values_are_followed() {
+        let found = audit(
+            events(&[
+                (1, "SELECT stock FROM products WHERE id = 7", &[], Some(1)),
+                (2, "SELECT stock FROM products WHERE id = 7", &[], Some(1)),
+                (
+                    1,
+                    "UPDATE products SET stock = 8 WHERE id = 7",
+                    &[],
+                    Some(1),
+                ),
+                (
+                    2,
+                    "UPDATE products SET stock = 8 WHERE id = 7",
+                    &[],
+                    Some(1),
+                ),
+                (3, "SELECT stock FROM products WHERE id = 9", &[], Some(1)),
+                (4, "SELECT stock FROM products WHERE id = 9", &[], Some(1)),
+                (
+                    3,
+                    "UPDATE products SET stock = 8 WHERE id = 9",
+                    &[],
+                    Some(1),
+                ),
+                (
+                    4,
+                    "UPDATE products SET stock = 7 WHERE id = 9",
+                    &[],
+                    Some(1),
+                ),
+            ]),
+            "",
+        );
+        let f = fired(&found, "lost-update");
+        assert_eq!(f.len(), 1, "{found:#?}");
+        assert_eq!(f[0].count, 2);
+        assert!(
+            f[0].examples[2].contains("stock = '8'"),
+            "{:?}",
+            f[0].examples
+        );
     }
 
     #[test]

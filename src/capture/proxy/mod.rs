@@ -8,6 +8,7 @@
 //! - `messages`: reads the bodies the observer needs;
 //! - `session`: matches answers to requests and builds the events;
 //! - `split`: the statements of a multi-statement Query;
+//! - `race`: race mode, the statements held for the race's scheduler;
 //! - `values`: bind values in text form;
 //! - `recorder`: the bounded channel to the trace writer;
 //! - `logger`: messages about connections, on a thread of their own.
@@ -25,6 +26,7 @@ mod frame;
 mod handoff;
 mod logger;
 mod messages;
+mod race;
 mod recorder;
 mod session;
 mod split;
@@ -33,6 +35,7 @@ mod values;
 
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use logger::{LogLines, log_to};
+pub use race::Race;
 pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, Session, rfc3339};
 pub use steps::{Check, Seen, StepChecks, StepTracker};
@@ -160,11 +163,16 @@ pub type Log = Arc<dyn Fn(String) + Send + Sync>;
 /// A running proxy: accepts connections until told to stop.
 #[derive(Debug)]
 pub struct Proxy {
-    listener: TcpListener,
+    /// One listener, or one per application instance (see
+    /// [`Proxy::with_instances`]).
+    listeners: Vec<TcpListener>,
+    /// The listeners name the instance of whoever connects through them.
+    instances: bool,
     upstream: Upstream,
     recorder: Recorder,
     fault: Option<FaultHook>,
     checks: Option<StepChecks>,
+    race: Option<Race>,
     startup_timeout: Duration,
 }
 
@@ -175,13 +183,36 @@ impl Proxy {
         recorder: Recorder,
     ) -> std::io::Result<Proxy> {
         Ok(Proxy {
-            listener: TcpListener::bind(addr).await?,
+            listeners: vec![TcpListener::bind(addr).await?],
+            instances: false,
             upstream,
             recorder,
             fault: None,
             checks: None,
+            race: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         })
+    }
+
+    /// One listener per application instance, `n` in all: the first is the
+    /// one bound, the others on free ports of the same address. A
+    /// connection through the Kth is of instance K: its events say so, and
+    /// the steps it follows are its instance's (`run --race-instances N`).
+    pub async fn with_instances(mut self, n: usize) -> std::io::Result<Self> {
+        let ip = self.listeners[0].local_addr()?.ip();
+        while self.listeners.len() < n {
+            self.listeners
+                .push(TcpListener::bind(SocketAddr::new(ip, 0)).await?);
+        }
+        self.instances = true;
+        Ok(self)
+    }
+
+    /// Race mode: every statement goes to the race's scheduler before it is
+    /// sent, and waits when it says so. Only then does the relay delay traffic.
+    pub fn with_race(mut self, race: Option<Race>) -> Self {
+        self.race = race;
+        self
     }
 
     /// Closes a client that has not got through its startup and
@@ -205,8 +236,14 @@ impl Proxy {
         self
     }
 
+    /// The (first) listener's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].local_addr()
+    }
+
+    /// Every listener's address, instance 1's first.
+    pub fn local_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(TcpListener::local_addr).collect()
     }
 
     /// Serves until `stop` resolves, then waits up to `grace` for open
@@ -214,19 +251,21 @@ impl Proxy {
     /// when this returns, so the writer can finish.
     pub async fn serve(self, stop: impl Future<Output = ()>, grace: Duration, log: Log) {
         let Proxy {
-            listener,
+            listeners,
+            instances,
             upstream,
             recorder,
             fault,
             checks,
+            race,
             startup_timeout,
         } = self;
         let mut connections = JoinSet::new();
         let mut next_conn: u64 = 1;
         // Without faults or checks, connections hand their messages to the
         // writer through one outbox (see `handoff`), flushed now and then.
-        let outbox =
-            (fault.is_none() && checks.is_none()).then(|| Outbox::shared(recorder.clone()));
+        let outbox = (fault.is_none() && checks.is_none() && race.is_none())
+            .then(|| Outbox::shared(recorder.clone()));
         let flusher = outbox.clone().map(|outbox| {
             tokio::spawn(async move {
                 loop {
@@ -244,7 +283,7 @@ impl Proxy {
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                accepted = listener.accept() => match accepted {
+                (index, accepted) = accept_any(&listeners) => match accepted {
                     Ok((client, peer)) => {
                         short_of_descriptors = false;
                         let conn = next_conn;
@@ -254,9 +293,12 @@ impl Proxy {
                         let log = log.clone();
                         let fault = fault.clone();
                         let checks = checks.clone();
+                        let race = race.clone();
                         let outbox = outbox.clone();
+                        let instance = instances.then_some(index as u64 + 1);
                         connections.spawn(async move {
-                            let observing = Observing { recorder, fault, checks, outbox };
+                            let observing =
+                                Observing { recorder, fault, checks, race, instance, outbox };
                             let served =
                                 serve_client(client, conn, &upstream, observing, startup_timeout);
                             if let Err(message) = served.await {
@@ -280,7 +322,7 @@ impl Proxy {
                             // Polled once, here: no other task may take the
                             // descriptor just freed.
                             let mut cx = Context::from_waker(Waker::noop());
-                            let waiting = listener.poll_accept(&mut cx);
+                            let waiting = listeners[index].poll_accept(&mut cx);
                             spare = spare_descriptor();
                             match waiting {
                                 Poll::Ready(Ok((client, _))) => Some(client),
@@ -306,7 +348,7 @@ impl Proxy {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
-        drop(listener);
+        drop(listeners);
         // What the connections still running are cut off in from here on is
         // the stop's doing (issue 13, defect 11).
         recorder
@@ -347,7 +389,25 @@ struct Observing {
     recorder: Recorder,
     fault: Option<FaultHook>,
     checks: Option<StepChecks>,
+    race: Option<Race>,
+    /// The application instance of the listener it came through.
+    instance: Option<u64>,
     outbox: Option<SharedOutbox>,
+}
+
+/// The next connection on any of the listeners, with the listener's index.
+async fn accept_any(
+    listeners: &[TcpListener],
+) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for (index, listener) in listeners.iter().enumerate() {
+            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                return Poll::Ready((index, accepted));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// One client, from its first byte to its last.
@@ -362,6 +422,8 @@ async fn serve_client(
         recorder,
         fault,
         checks,
+        race,
+        instance,
         outbox,
     } = observing;
     let _ = client.set_nodelay(true);
@@ -399,7 +461,9 @@ async fn serve_client(
     let session = Arc::new(Mutex::new(SessionGuard(
         Session::new(conn, application_name, opened)
             .with_fault(fault)
-            .with_checks(checks),
+            .with_checks(checks)
+            .with_instance(instance)
+            .with_race(race),
         recorder,
     )));
     if rewriting {
@@ -662,7 +726,7 @@ enum Direction {
 
 /// Copies bytes both ways until either side closes, observing them on the
 /// relay: with step checks, whose statement must wait for the checks of the
-/// step before it. The client's bytes are observed before they are
+/// step before it, and in race mode, whose writes the race may hold. The client's bytes are observed before they are
 /// forwarded, so that an answer is never observed before its request; the
 /// server's are forwarded first.
 async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<SessionGuard>) {

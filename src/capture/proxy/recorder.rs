@@ -68,6 +68,8 @@ pub struct Recorded {
     pub connect_us: Option<u64>,
     /// Still running when the proxy's stop closed its connection.
     pub cut_by_stop: bool,
+    /// The application instance that sent it, when known.
+    pub instance: Option<u64>,
 }
 
 impl Recorded {
@@ -101,6 +103,7 @@ impl Recorded {
             application_name: self.application_name.map(|a| String::from(&*a)),
             connect_us: self.connect_us,
             cut_by_stop: self.cut_by_stop,
+            instance: self.instance,
             ..Event::default()
         }
     }
@@ -409,6 +412,7 @@ mod tests {
             application_name: None,
             connect_us: None,
             cut_by_stop: false,
+            instance: None,
         }
     }
 
@@ -493,6 +497,7 @@ mod tests {
                 application_name: None,
                 connect_us: None,
                 cut_by_stop: false,
+                instance: None,
             });
         }
         // Recording never waited for the stuck writer.

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::frame::Frame;
 use super::messages as msg;
+use super::race::{Race, Waits};
 use super::recorder::Recorded;
 use super::steps::{Check, StepChecks};
 use super::values::{self, mark_cut};
@@ -197,6 +198,13 @@ pub struct Session {
     checks: Option<StepChecks>,
     due: Vec<(String, String)>,
     injected: u32,
+    /// The application instance the connection belongs to, when known
+    /// (`run --race-instances N`: the listener it came through).
+    instance: Option<u64>,
+    /// Race mode: the scheduler, and what the client's latest statements
+    /// must wait for before they go on.
+    race: Option<Race>,
+    race_waits: Waits,
 }
 
 impl Session {
@@ -226,6 +234,9 @@ impl Session {
             checks: None,
             due: Vec::new(),
             injected: 0,
+            instance: None,
+            race: None,
+            race_waits: Waits::default(),
         }
     }
 
@@ -276,27 +287,60 @@ impl Session {
         self
     }
 
-    pub fn has_checks(&self) -> bool {
-        self.checks.is_some()
+    /// The application instance the connection belongs to (its events
+    /// carry it).
+    pub fn with_instance(mut self, instance: Option<u64>) -> Self {
+        self.instance = instance;
+        self
     }
 
-    /// The checks due before the statements just observed go on.
+    /// Race mode: statements go to the race's scheduler before they are sent.
+    pub fn with_race(mut self, race: Option<Race>) -> Self {
+        self.race = race;
+        self
+    }
+
+    /// Whether statements may have to wait before they go on (step checks,
+    /// race mode): see [`Self::due_checks`].
+    pub fn has_checks(&self) -> bool {
+        self.checks.is_some() || self.race.is_some()
+    }
+
+    /// The checks due before the statements just observed go on: the step
+    /// checks of the steps they ended, then what the race holds them for.
     pub fn due_checks(&mut self) -> Vec<Check> {
         let due = std::mem::take(&mut self.due);
-        match &self.checks {
+        let mut checks: Vec<Check> = match &self.checks {
             Some(checks) => due
                 .into_iter()
                 .map(|(flow, step)| checks.check(flow, step))
                 .collect(),
             None => Vec::new(),
-        }
+        };
+        checks.append(&mut self.race_waits.0);
+        checks
     }
 
-    /// Tells the step checks about a statement about to be sent.
-    fn step_check(&mut self, sql: &str) {
+    /// Tells the step checks and the race about a statement about to be sent.
+    fn step_check(&mut self, sql: &str, params: &[Option<String>]) {
         if let Some(checks) = &self.checks {
-            let ended = checks.see(self.conn, sql, self.application_name.as_deref());
+            let ended = checks.see(
+                self.conn,
+                self.instance,
+                sql,
+                self.application_name.as_deref(),
+            );
             self.due.extend(ended);
+        }
+        if let Some(race) = &self.race {
+            let waits = race.statement(
+                self.conn,
+                self.instance,
+                self.application_name.as_deref(),
+                sql,
+                params,
+            );
+            self.race_waits.0.extend(waits);
         }
     }
 
@@ -432,9 +476,9 @@ impl Session {
                         mark_cut(last, Some(missing.saturating_sub(1)));
                     }
                 }
-                if self.checks.is_some() {
+                if self.has_checks() {
                     for statement in &statements {
-                        self.step_check(statement);
+                        self.step_check(statement, &[]);
                     }
                 }
                 self.queue.push_back(Pending::Query {
@@ -532,8 +576,8 @@ impl Session {
                     sql: Arc::from(""),
                     params: Arc::default(),
                 });
-                if self.checks.is_some() {
-                    self.step_check(&portal.sql);
+                if self.has_checks() {
+                    self.step_check(&portal.sql, &portal.params);
                 }
                 let (sent, rows, txn) = match self.suspended.get(&*name) {
                     Some(s) if s.portal.id == portal.id => (s.sent, s.rows, Some(s.txn)),
@@ -582,6 +626,13 @@ impl Session {
 
     /// A whole message from the server.
     pub fn server_frame(&mut self, frame: Frame<'_>) {
+        if let Some(race) = &self.race
+            && matches!(frame.tag, b'C' | b'E' | b'Z')
+        {
+            // A statement completed, failed, or the server is ready: it no
+            // longer waits at the database (a lock wait shows by the lack).
+            race.answered(self.conn);
+        }
         if frame.truncated && !matches!(frame.tag, b'D' | b'd' | b'R' | b'K') {
             self.counts.undecoded += 1;
             return;
@@ -1131,6 +1182,7 @@ impl Session {
             application_name: self.application_name.clone(),
             connect_us,
             cut_by_stop: false,
+            instance: self.instance,
         }
     }
 
@@ -1138,6 +1190,9 @@ impl Session {
     /// as failed with a connection error (SQLSTATE 08006), so that none is
     /// lost; `by_stop` when the proxy's stop closed it, which they then say.
     pub fn close(&mut self, done: Instant, by_stop: bool) {
+        if let Some(race) = &self.race {
+            race.closed(self.conn);
+        }
         // Portals suspended had their answers: they ran, as far as they were read.
         self.end_all_suspended();
         let pending = std::mem::take(&mut self.queue);

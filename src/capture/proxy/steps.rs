@@ -40,18 +40,20 @@ impl StepChecks {
         }
     }
 
-    /// Follows a statement connection `conn` is about to send; the (flow,
-    /// step) pairs it ends.
+    /// Follows a statement connection `conn` (of application instance
+    /// `instance`, when known) is about to send; the (flow, step) pairs it
+    /// ends.
     pub fn see(
         &self,
         conn: u64,
+        instance: Option<u64>,
         sql: &str,
         application_name: Option<&str>,
     ) -> Vec<(String, String)> {
         self.tracker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .see(conn, sql, application_name)
+            .see_in(conn, instance, sql, application_name)
             .ended
     }
 
@@ -73,16 +75,31 @@ impl StepChecks {
 /// statement is sent. Markers follow the audit's rule (DESIGN.md, "Flow and
 /// step attribution"; issue 13, defect 6): a marker sets the flow or step of
 /// its own connection; a connection that never set one follows the latest
-/// marker of the run.
+/// marker of the run, or of its application instance when it is known to
+/// belong to one (`run --race-instances N`, issue 19: the instances run the
+/// same steps side by side, and an ORM's connections follow the markers its
+/// own instance sends on another connection), as `src/attribute.rs` does.
 #[derive(Debug, Default, Clone)]
 pub struct StepTracker {
-    /// The latest markers of the run, whoever sent them.
-    run: Marks,
-    /// Whether a connection following the run (one that never set its step)
-    /// ran a statement in the run's current step.
-    run_used: bool,
+    /// The latest markers of the run (`None`: connections of no known
+    /// instance) and of each instance, whoever sent them.
+    runs: HashMap<Option<u64>, Run>,
     /// What each connection's own markers set.
-    conns: HashMap<u64, Marks>,
+    conns: HashMap<u64, Conn>,
+}
+
+/// The latest markers of a run, and whether a connection following it (one
+/// that never set its step) ran a statement in its current step.
+#[derive(Debug, Default, Clone)]
+struct Run {
+    marks: Marks,
+    used: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Conn {
+    marks: Marks,
+    instance: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -105,50 +122,72 @@ pub struct Seen {
 }
 
 impl StepTracker {
-    /// The (flow, step) of a connection: what it set itself, else the run's.
-    fn of(&self, conn: u64) -> Option<(String, String)> {
-        let own = self.conns.get(&conn);
+    fn run(&self, instance: Option<u64>) -> Option<&Marks> {
+        self.runs.get(&instance).map(|r| &r.marks)
+    }
+
+    /// The (flow, step) of a connection: what it set itself, else its run's.
+    fn of(&self, conn: u64, instance: Option<u64>) -> Option<(String, String)> {
+        let own = self.conns.get(&conn).map(|c| &c.marks);
+        let run = self.run(instance);
         let step = own
             .and_then(|m| m.step.as_ref())
-            .or(self.run.step.as_ref())?;
+            .or(run.and_then(|m| m.step.as_ref()))?;
         let flow = own
             .and_then(|m| m.flow.as_ref())
-            .or(self.run.flow.as_ref())
+            .or(run.and_then(|m| m.flow.as_ref()))
             .map_or(crate::model::UNATTRIBUTED, String::as_str);
         Some((flow.to_owned(), step.clone()))
     }
 
-    fn run_step(&self) -> Option<(String, String)> {
-        let flow = self
-            .run
-            .flow
-            .as_deref()
-            .unwrap_or(crate::model::UNATTRIBUTED);
-        self.run.step.clone().map(|s| (flow.to_owned(), s))
+    fn run_step(&self, instance: Option<u64>) -> Option<(String, String)> {
+        let run = self.run(instance)?;
+        let flow = run.flow.as_deref().unwrap_or(crate::model::UNATTRIBUTED);
+        run.step.clone().map(|s| (flow.to_owned(), s))
     }
 
     /// Follows one statement that connection `conn`, whose `application_name`
     /// is given, is about to send.
     pub fn see(&mut self, conn: u64, sql: &str, application_name: Option<&str>) -> Seen {
+        self.see_in(conn, None, sql, application_name)
+    }
+
+    /// [`Self::see`] for a connection of application instance `instance`
+    /// (`None`: not known), whose markers move that instance's run.
+    pub fn see_in(
+        &mut self,
+        conn: u64,
+        instance: Option<u64>,
+        sql: &str,
+        application_name: Option<&str>,
+    ) -> Seen {
         if let Some(marker) = parse_marker(sql) {
-            let had_own_step = self.conns.get(&conn).is_some_and(|m| m.step.is_some());
-            let own_before = self.of(conn).filter(|_| had_own_step);
-            let run_before = self.run_step().filter(|_| self.run_used);
+            let had_own_step = self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.marks.step.is_some());
+            let own_before = self.of(conn, instance).filter(|_| had_own_step);
+            let run_used = self.runs.get(&instance).is_some_and(|r| r.used);
+            let run_before = self.run_step(instance).filter(|_| run_used);
+            let run = self.runs.entry(instance).or_default();
             let own = self.conns.entry(conn).or_default();
-            for marks in [&mut self.run, own] {
+            own.instance = instance;
+            for marks in [&mut run.marks, &mut own.marks] {
                 match &marker {
                     Marker::Flow(flow) => marks.flow = Some(flow.clone()),
                     Marker::Step(step) => marks.step = Some(step.clone()),
                 }
             }
-            let own_after = self.of(conn);
-            let run_after = self.run_step();
+            let own_after = self.of(conn, instance);
+            let run_after = self.run_step(instance);
             let mut ended = Vec::new();
             if let Some(b) = own_before.filter(|b| Some(b) != own_after.as_ref()) {
                 ended.push(b);
             }
             if let Some(b) = run_before.filter(|b| Some(b) != run_after.as_ref()) {
-                self.run_used = false;
+                if let Some(run) = self.runs.get_mut(&instance) {
+                    run.used = false;
+                }
                 if !ended.contains(&b) {
                     ended.push(b);
                 }
@@ -159,13 +198,16 @@ impl StepTracker {
                 ended,
             };
         }
-        let own_step = self.conns.get(&conn).and_then(|m| m.step.clone());
+        let own_step = self.conns.get(&conn).and_then(|c| c.marks.step.clone());
+        let run_step = self.run(instance).and_then(|m| m.step.clone());
         let step = match parse_tags(sql).step() {
             Some(tagged) => Some(tagged),
             None if own_step.is_some() => own_step,
-            None if self.run.step.is_some() => {
-                self.run_used = true;
-                self.run.step.clone()
+            None if run_step.is_some() => {
+                if let Some(run) = self.runs.get_mut(&instance) {
+                    run.used = true;
+                }
+                run_step
             }
             None => application_name.map(str::to_owned),
         };
@@ -176,16 +218,24 @@ impl StepTracker {
         }
     }
 
+    /// Connection `conn` closed: its own markers go with it (its instance's
+    /// run keeps what they set).
+    pub fn forget(&mut self, conn: u64) {
+        self.conns.remove(&conn);
+    }
+
     /// The steps still current when the run ends: each marking connection's
-    /// latest, and the run's, once each, in a stable order.
+    /// latest, and each run's, once each, in a stable order.
     pub fn current(&self) -> Vec<(String, String)> {
         let mut ids: Vec<u64> = self.conns.keys().copied().collect();
         ids.sort_unstable();
+        let mut runs: Vec<Option<u64>> = self.runs.keys().copied().collect();
+        runs.sort_unstable();
         let mut current: Vec<(String, String)> = Vec::new();
         for key in ids
             .into_iter()
-            .filter_map(|id| self.of(id))
-            .chain(self.run_step())
+            .filter_map(|id| self.of(id, self.conns.get(&id).and_then(|c| c.instance)))
+            .chain(runs.into_iter().filter_map(|i| self.run_step(i)))
         {
             if !current.contains(&key) {
                 current.push(key);
@@ -272,5 +322,32 @@ mod tests {
         let s = t.see(2, "SET flowaudit.step = 'own'", None);
         assert_eq!(s.ended, vec![pair("(unattributed)", "cart")]);
         assert_eq!(t.see(1, "select 3", None).step.as_deref(), Some("own"));
+    }
+
+    /// Issue 19: instances racing side by side each send their markers on a
+    /// connection of their own; an ORM connection that never marks follows
+    /// the markers of its own instance, not the other's (as the audit does,
+    /// `src/attribute.rs`).
+    #[test]
+    fn unmarked_connections_follow_the_markers_of_their_own_instance() {
+        let mut t = StepTracker::default();
+        t.see_in(1, Some(1), "SET flowaudit.step = 'add_to_cart'", None);
+        t.see_in(2, Some(2), "SET flowaudit.step = 'register'", None);
+        let step =
+            |t: &mut StepTracker, conn, instance| t.see_in(conn, instance, "select 1", None).step;
+        assert_eq!(step(&mut t, 3, Some(1)).as_deref(), Some("add_to_cart"));
+        assert_eq!(step(&mut t, 4, Some(2)).as_deref(), Some("register"));
+        assert_eq!(step(&mut t, 5, None), None, "no marker of its run");
+        let s = t.see_in(2, Some(2), "SET flowaudit.step = 'checkout'", None);
+        assert_eq!(s.ended, vec![pair("(unattributed)", "register")]);
+        assert_eq!(step(&mut t, 4, Some(2)).as_deref(), Some("checkout"));
+        assert_eq!(step(&mut t, 3, Some(1)).as_deref(), Some("add_to_cart"));
+        assert_eq!(
+            t.current(),
+            vec![
+                pair("(unattributed)", "add_to_cart"),
+                pair("(unattributed)", "checkout")
+            ]
+        );
     }
 }

@@ -57,7 +57,11 @@ from sqlalchemy.orm import (
     relationship,
 )
 
-EMAIL = "corpus@example.com"
+# Racing instances (`flowaudit run --race checkout --race-instances N` sets
+# FLOWAUDIT_INSTANCE=1..N) buy the same products, each as a user of its own,
+# and so with a cart of its own; without it, the corpus's one user.
+INSTANCE = os.environ.get("FLOWAUDIT_INSTANCE")
+EMAIL = f"corpus+{INSTANCE}@example.com" if INSTANCE else "corpus@example.com"
 CART_LINES = [(7, 2), (19, 2)]  # (product id, quantity)
 STEPS = ("register", "browse", "add_to_cart", "checkout")
 
