@@ -49,8 +49,12 @@ documented_rule! {
     pub struct NonAtomicWrite {
         severity: Severity,
         tracker: Tracker,
-        /// Per step: the current run's writes.
-        current: HashMap<usize, Run>,
+        /// Per step: the writes of its runs still open, oldest first (at
+        /// most [`RUNS_OPEN`]). Runs of a step that race (`--race`, or
+        /// requests marked per connection) interleave, so each is followed
+        /// apart; a run is judged when the step's later runs push it out,
+        /// or at the end.
+        current: HashMap<usize, Vec<Run>>,
         /// (flow, step) → (offending runs, the first offending run's message
         /// and examples).
         found: BTreeMap<(String, String), (u64, String, Vec<String>)>,
@@ -60,6 +64,9 @@ documented_rule! {
         wrote_in: HashMap<u64, HashSet<usize>>,
     }
 }
+
+/// Runs of one step followed at once.
+const RUNS_OPEN: usize = 16;
 
 #[derive(Debug)]
 struct Run {
@@ -138,25 +145,32 @@ impl Rule for NonAtomicWrite {
         if !s.fingerprint.kind.is_write() || failed(s.event) {
             return;
         }
-        if self
-            .current
-            .get(&s.step)
-            .is_some_and(|r| r.instance != s.instance)
-            && let Some(old) = self.current.remove(&s.step)
-        {
-            self.judge(old);
-        }
-        let run = self.current.entry(s.step).or_insert_with(|| Run {
-            instance: s.instance,
-            key: (s.key.flow.clone(), s.key.step.clone()),
-            writes: 0,
-            autocommit: 0,
-            units: 0,
-            last_unit: HashMap::new(),
-            numbered: Vec::new(),
-            tables: BTreeSet::new(),
-            examples: Vec::new(),
-        });
+        let runs = self.current.entry(s.step).or_default();
+        let at = match runs.iter().position(|r| r.instance == s.instance) {
+            Some(at) => at,
+            None => {
+                if runs.len() >= RUNS_OPEN {
+                    let oldest = runs.remove(0);
+                    self.judge(oldest);
+                }
+                let runs = self.current.entry(s.step).or_default();
+                runs.push(Run {
+                    instance: s.instance,
+                    key: (s.key.flow.clone(), s.key.step.clone()),
+                    writes: 0,
+                    autocommit: 0,
+                    units: 0,
+                    last_unit: HashMap::new(),
+                    numbered: Vec::new(),
+                    tables: BTreeSet::new(),
+                    examples: Vec::new(),
+                });
+                runs.len() - 1
+            }
+        };
+        let Some(run) = self.current.get_mut(&s.step).and_then(|r| r.get_mut(at)) else {
+            return;
+        };
         run.writes += 1;
         if run.tables.len() < 2 {
             run.tables.insert(target(&s.fingerprint.text));
@@ -195,16 +209,16 @@ impl Rule for NonAtomicWrite {
     fn connection_closed(&mut self, conn: u64) {
         self.tracker.connection_closed(conn);
         for step in self.wrote_in.remove(&conn).unwrap_or_default() {
-            if let Some(run) = self.current.get_mut(&step) {
+            for run in self.current.get_mut(&step).into_iter().flatten() {
                 run.last_unit.remove(&conn);
             }
         }
     }
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
-        let mut runs: Vec<(usize, Run)> = self.current.drain().collect();
-        runs.sort_by_key(|(step, _)| *step);
-        for (_, run) in runs {
+        let mut steps: Vec<(usize, Vec<Run>)> = self.current.drain().collect();
+        steps.sort_by_key(|(step, _)| *step);
+        for run in steps.into_iter().flat_map(|(_, runs)| runs) {
             self.judge(run);
         }
         for (key, (count, message, examples)) in &self.found {
@@ -235,6 +249,51 @@ impl Rule for NonAtomicWrite {
 mod tests {
     use crate::model::Event;
     use crate::rules::testing::{audit, events, fired};
+
+    /// Issue 19: two racing instances of a step interleave their writes;
+    /// each run is judged whole, so the finding does not depend on how they
+    /// interleaved.
+    #[test]
+    fn interleaved_runs_of_a_step_are_judged_apart() {
+        let writes = [
+            (1, "INSERT INTO orders (user_id) VALUES ($1)"),
+            (2, "INSERT INTO orders (user_id) VALUES ($1)"),
+            (1, "UPDATE inventory SET stock = $1 WHERE product_id = $2"),
+            (1, "DELETE FROM cart_items WHERE cart_id = $1"),
+            (2, "UPDATE inventory SET stock = $1 WHERE product_id = $2"),
+            (2, "DELETE FROM cart_items WHERE cart_id = $1"),
+        ];
+        let messages = |order: &[usize]| {
+            let events: Vec<Event> = order
+                .iter()
+                .map(|&i| {
+                    let (instance, sql) = writes[i];
+                    Event {
+                        sql: sql.to_owned(),
+                        conn: Some(instance),
+                        instance: Some(instance),
+                        step: Some("checkout".into()),
+                        ..Event::default()
+                    }
+                })
+                .collect();
+            let found = audit(events, "");
+            fired(&found, "non-atomic-write")
+                .iter()
+                .map(|f| f.message.clone())
+                .collect::<Vec<_>>()
+        };
+        let one_by_one = messages(&[0, 2, 3, 1, 4, 5]);
+        assert_eq!(
+            one_by_one,
+            [
+                "3 writes do not share one transaction: 3 in autocommit (and in 1 more run of the \
+              step)"
+            ]
+        );
+        assert_eq!(messages(&[0, 1, 2, 3, 4, 5]), one_by_one);
+        assert_eq!(messages(&[0, 1, 4, 2, 5, 3]), one_by_one);
+    }
 
     #[test]
     fn fires_on_autocommit_writes_and_on_several_commits() {
