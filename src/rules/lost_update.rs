@@ -393,7 +393,7 @@ impl LostUpdate {
             ))
             .or_insert_with(|| (shown.fingerprint_hash, 0, Vec::new()));
         entry.1 += 1;
-        if entry.2.len() + 3 > MAX_EXAMPLES {
+        if entry.2.len() + 4 > MAX_EXAMPLES {
             return;
         }
         let (this, that) = (who(w.conn, w.instance), who(last.conn, last.instance));
@@ -403,28 +403,36 @@ impl LostUpdate {
                 .cloned()
                 .unwrap_or_default()
         };
-        let read_by_both = match other {
-            Some(o) if o.fingerprint == read.fingerprint => {
-                format!("{this} and {that} both read it: {}", text(&read))
-            }
-            Some(o) => format!(
-                "{that} read it: {}; {this} read it: {}",
-                text(&o),
-                text(&read)
+        // First the whole story on one line (the table shows the first
+        // example), then the reads and the two writes.
+        let (earlier_values, earlier_write) = match &last.shown {
+            Some(earlier) => (
+                format!(" {}", earlier.values),
+                format!("{that} wrote: {}", earlier.example),
             ),
-            None => format!("{this} read it: {}", text(&read)),
+            None => (
+                String::new(),
+                format!("{that} wrote it (a relative update)"),
+            ),
         };
-        entry.2.push(format!("row {}: {read_by_both}", shown.row));
-        let earlier = match &last.shown {
-            Some(earlier) => format!("{that} wrote {}: {}", earlier.values, earlier.example),
-            None => format!("{that} wrote it"),
-        };
-        entry.2.push(earlier);
         entry.2.push(format!(
-            "{this} then wrote {}, computed from its read before {that}'s write took effect: \
-             {}; the row keeps {this}'s value, {that}'s update is lost",
-            shown.values, shown.example
+            "row {}: {that} and {this} read it, {that} wrote{earlier_values}, then {this} \
+             wrote {} computed from its earlier read: {that}'s update is lost",
+            shown.row, shown.values
         ));
+        entry.2.push(match other {
+            Some(o) if o.fingerprint != read.fingerprint => {
+                format!(
+                    "read: {}  -- by {that}; {}  -- by {this}",
+                    text(&o),
+                    text(&read)
+                )
+            }
+            Some(_) => format!("read: {}  -- by {that} and {this}", text(&read)),
+            None => format!("read: {}  -- by {this}", text(&read)),
+        });
+        entry.2.push(earlier_write);
+        entry.2.push(format!("{this} wrote: {}", shown.example));
     }
 }
 
@@ -508,13 +516,17 @@ mod tests {
         assert_eq!(f.len(), 1, "{found:#?}");
         assert_eq!(f[0].count, 1);
         assert_eq!(f[0].severity, crate::model::Severity::Error);
-        assert!(
-            f[0].examples[0].starts_with("row products(id = '7'): conn 2 and conn 1 both read"),
-            "{:?}",
-            f[0].examples
+        assert_eq!(
+            f[0].examples,
+            [
+                "row products(id = '7'): conn 1 and conn 2 read it, conn 1 wrote stock = '8', \
+                 then conn 2 wrote stock = '8' computed from its earlier read: conn 1's update \
+                 is lost",
+                "read: select stock from products where id = ?  -- by conn 1 and conn 2",
+                "conn 1 wrote: UPDATE products SET stock = $1 WHERE id = $2  -- params: '8', '7'",
+                "conn 2 wrote: UPDATE products SET stock = $1 WHERE id = $2  -- params: '8', '7'",
+            ]
         );
-        assert!(f[0].examples[1].starts_with("conn 1 wrote stock = '8'"));
-        assert!(f[0].examples[2].contains("conn 1's update is lost"));
     }
 
     /// Values written inline (psycopg2, the simple query protocol).
@@ -557,7 +569,12 @@ mod tests {
         assert_eq!(f.len(), 1, "{found:#?}");
         assert_eq!(f[0].count, 2);
         assert!(
-            f[0].examples[2].contains("stock = '8'"),
+            f[0].examples[0].contains("then conn 2 wrote stock = '8'"),
+            "{:?}",
+            f[0].examples
+        );
+        assert!(
+            f[0].examples[4].contains("then conn 4 wrote stock = '7'"),
             "{:?}",
             f[0].examples
         );
@@ -698,6 +715,13 @@ mod tests {
         );
         let f = fired(&found, "lost-update");
         assert_eq!(f.len(), 1, "{found:#?}");
-        assert_eq!(f[0].examples[1], "conn 2 wrote it");
+        assert_eq!(f[0].examples[2], "conn 2 wrote it (a relative update)");
+        assert!(
+            f[0].examples[0].starts_with(
+                "row products(id = '7'): conn 2 and conn 1 read it, conn 2 wrote, then"
+            ),
+            "{:?}",
+            f[0].examples
+        );
     }
 }
