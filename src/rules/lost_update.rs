@@ -192,10 +192,12 @@ fn pairs(pairs: &[(String, ValueRef)], event: &Event) -> String {
         .join(", ")
 }
 
-fn who(conn: u64, instance: Option<u64>) -> String {
-    match instance {
-        Some(i) => format!("instance {i} (conn {conn})"),
-        None => format!("conn {conn}"),
+/// The two sessions by their application instances when they differ,
+/// else by their connections.
+fn who(this: &Written, that: &Written) -> (String, String) {
+    match (this.instance, that.instance) {
+        (Some(a), Some(b)) if a != b => (format!("instance {a}"), format!("instance {b}")),
+        _ => (format!("conn {}", this.conn), format!("conn {}", that.conn)),
     }
 }
 
@@ -396,7 +398,7 @@ impl LostUpdate {
         if entry.2.len() + 4 > MAX_EXAMPLES {
             return;
         }
-        let (this, that) = (who(w.conn, w.instance), who(last.conn, last.instance));
+        let (this, that) = who(w, last);
         let text = |r: &Read| {
             self.read_texts
                 .get(&r.fingerprint)
@@ -405,19 +407,21 @@ impl LostUpdate {
         };
         // First the whole story on one line (the table shows the first
         // example), then the reads and the two writes.
-        let (earlier_values, earlier_write) = match &last.shown {
+        let (overwritten, earlier_write) = match &last.shown {
             Some(earlier) => (
-                format!(" {}", earlier.values),
+                format!(
+                    "{that}'s {}, both computed from the same read",
+                    earlier.values
+                ),
                 format!("{that} wrote: {}", earlier.example),
             ),
             None => (
-                String::new(),
+                format!("{that}'s relative update, from a read before it"),
                 format!("{that} wrote it (a relative update)"),
             ),
         };
         entry.2.push(format!(
-            "row {}: {that} and {this} read it, {that} wrote{earlier_values}, then {this} \
-             wrote {} computed from its earlier read: {that}'s update is lost",
+            "{}: {this} wrote {} over {overwritten}",
             shown.row, shown.values
         ));
         entry.2.push(match other {
@@ -519,13 +523,33 @@ mod tests {
         assert_eq!(
             f[0].examples,
             [
-                "row products(id = '7'): conn 1 and conn 2 read it, conn 1 wrote stock = '8', \
-                 then conn 2 wrote stock = '8' computed from its earlier read: conn 1's update \
-                 is lost",
+                "products(id = '7'): conn 2 wrote stock = '8' over conn 1's stock = '8', both \
+                 computed from the same read",
                 "read: select stock from products where id = ?  -- by conn 1 and conn 2",
                 "conn 1 wrote: UPDATE products SET stock = $1 WHERE id = $2  -- params: '8', '7'",
                 "conn 2 wrote: UPDATE products SET stock = $1 WHERE id = $2  -- params: '8', '7'",
             ]
+        );
+    }
+
+    /// Racing application instances are named by their numbers.
+    #[test]
+    fn instances_are_named_by_number() {
+        let mut race = events(&[
+            (3, READ, &["7"], Some(1)),
+            (4, READ, &["7"], Some(1)),
+            (3, WRITE, &["2", "7"], Some(1)),
+            (4, WRITE, &["2", "7"], Some(1)),
+        ]);
+        for (e, instance) in race.iter_mut().zip([1, 2, 1, 2]) {
+            e.instance = Some(instance);
+        }
+        let found = audit(race, "");
+        let f = fired(&found, "lost-update");
+        assert_eq!(
+            f[0].examples[0],
+            "products(id = '7'): instance 2 wrote stock = '2' over instance 1's stock = '2', both \
+             computed from the same read"
         );
     }
 
@@ -569,12 +593,12 @@ mod tests {
         assert_eq!(f.len(), 1, "{found:#?}");
         assert_eq!(f[0].count, 2);
         assert!(
-            f[0].examples[0].contains("then conn 2 wrote stock = '8'"),
+            f[0].examples[0].contains("conn 2 wrote stock = '8' over conn 1's stock = '8'"),
             "{:?}",
             f[0].examples
         );
         assert!(
-            f[0].examples[4].contains("then conn 4 wrote stock = '7'"),
+            f[0].examples[4].contains("conn 4 wrote stock = '7' over conn 3's stock = '8'"),
             "{:?}",
             f[0].examples
         );
@@ -718,7 +742,7 @@ mod tests {
         assert_eq!(f[0].examples[2], "conn 2 wrote it (a relative update)");
         assert!(
             f[0].examples[0].starts_with(
-                "row products(id = '7'): conn 2 and conn 1 read it, conn 2 wrote, then"
+                "products(id = '7'): conn 1 wrote stock = '8' over conn 2's relative update"
             ),
             "{:?}",
             f[0].examples
