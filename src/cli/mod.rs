@@ -72,7 +72,9 @@ pub struct RaceArgs {
     #[arg(long, value_name = "STEP")]
     pub race: Option<String>,
     /// How many instances of the step race (with `run`: how many copies of
-    /// the command run at once, each with FLOWAUDIT_INSTANCE=1..N).
+    /// the command run at once, each with FLOWAUDIT_INSTANCE=1..N and a
+    /// proxy port of its own). Through the proxy, the step's first statement
+    /// waits until N instances have reached the step (or the timeout).
     #[arg(
         long,
         value_name = "N",
@@ -106,7 +108,6 @@ impl RaceArgs {
 
 /// The error when the race step never ran in two instances at once: the run
 /// proves nothing about a race (exit 2).
-#[allow(dead_code)] // used by demo, proxy and run (issue 19), landing next
 pub(crate) fn race_missed(
     spec: &crate::race::RaceSpec,
     summary: &crate::race::RaceSummary,
