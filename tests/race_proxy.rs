@@ -420,3 +420,66 @@ fn proxy_race_makes_two_psql_sessions_lose_an_update_unless_they_lock() {
         );
     }
 }
+
+/// A lock wait in the database ends a hold rather than deadlock: each psql
+/// session locks product 19 first (`FOR UPDATE`), then reads product 7
+/// without a lock and writes it back. The session that got the lock has its
+/// write of 7 held for the other's read of 7; the other waits in the
+/// database for the lock on 19 and never reads 7 before the first commits.
+/// The hold ends as a lock wait, the first commits and closes, the second
+/// goes on and reads the new stock (its own write held, if the first has
+/// closed by then, only until the scheduler sees that nobody is left in the
+/// step): nothing lost, no timeout.
+#[test]
+fn a_lock_wait_in_the_database_ends_a_hold() {
+    if !pg::available("race_proxy lock wait") {
+        return;
+    }
+    let db = shop_db("race_lock_wait");
+    let dir = tempfile::tempdir().expect("tempdir");
+    reset(&db);
+    let script = dir.path().join("take.sql");
+    std::fs::write(
+        &script,
+        "SET flowaudit.step = 'checkout';\nBEGIN;\nSELECT 1 FROM inventory WHERE product_id = \
+         19 FOR UPDATE;\nSELECT stock - 1 AS left FROM inventory WHERE product_id = 7 \
+         \\gset\nUPDATE inventory SET stock = :left WHERE product_id = 7;\nCOMMIT;\n",
+    )
+    .expect("script");
+    let proxy = pg::ProxyProcess::start(&db.url(pg::PG_ADDR), &["--race", "checkout"]);
+    let script = script.to_str().expect("path");
+    let started = Instant::now();
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            pg::psql_command(
+                &proxy.port(),
+                &db.name,
+                &["-v", "ON_ERROR_STOP=1", "-f", script],
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql starts")
+        })
+        .collect();
+    for mut session in sessions {
+        assert!(session.wait().expect("psql ends").success());
+    }
+    let took = started.elapsed();
+    let stopped = proxy.stop();
+    assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
+    assert_eq!(
+        db.direct("SELECT stock FROM inventory WHERE product_id = 7"),
+        "2",
+        "both units taken"
+    );
+    let notes = stopped.report["notes"].to_string();
+    assert!(
+        notes.contains("1 by a lock wait in the database")
+            && notes.contains("0 by the 2 s timeout"),
+        "{notes}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the hold ended at the lock wait, not at the timeout: {took:?}"
+    );
+}

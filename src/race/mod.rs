@@ -161,6 +161,10 @@ pub enum Release {
     Reads,
     /// The others were held or waiting at the database (a lock wait).
     LockWait,
+    /// Every instance came to the step, and none of the others is still in
+    /// it without having read the row: nobody is left to wait for (they
+    /// finished the step, or closed, before this write).
+    Gone,
     /// The timeout passed first.
     Timeout,
 }
@@ -185,6 +189,7 @@ pub struct RaceSummary {
     /// Writes held, and how their holds ended.
     pub held: u64,
     pub released_by_reads: u64,
+    pub released_by_gone: u64,
     pub released_by_lock_wait: u64,
     pub released_by_timeout: u64,
     /// The longest hold.
@@ -196,13 +201,15 @@ impl RaceSummary {
     pub fn note(&self, spec: &RaceSpec) -> String {
         format!(
             "race on step {}: {} connection(s) ran it, at most {} at once; {} write(s) held \
-             until the other instances read their row ({} released by their reads, {} by a \
-             lock wait in the database, {} by the {} s timeout; longest hold {} ms)",
+             until the other instances read their row ({} released by their reads, {} as no \
+             other instance was left in the step, {} by a lock wait in the database, {} by the \
+             {} s timeout; longest hold {} ms)",
             spec.step,
             self.entered,
             self.concurrent,
             self.held,
             self.released_by_reads,
+            self.released_by_gone,
             self.released_by_lock_wait,
             self.released_by_timeout,
             spec.timeout.as_secs_f64(),
@@ -452,6 +459,11 @@ impl Scheduler {
         if stuck > 0 && others + stuck + 1 >= self.spec.instances {
             return Some(Release::LockWait);
         }
+        if stuck == 0 && state.summary.entered >= self.spec.instances {
+            // Every instance came, and no other is in the step unread: the
+            // others finished it (or closed) before this write.
+            return Some(Release::Gone);
+        }
         (now >= hold.deadline).then_some(Release::Timeout)
     }
 
@@ -465,6 +477,7 @@ impl Scheduler {
         let s = &mut state.summary;
         match how {
             Release::Reads => s.released_by_reads += 1,
+            Release::Gone => s.released_by_gone += 1,
             Release::LockWait => s.released_by_lock_wait += 1,
             Release::Timeout => s.released_by_timeout += 1,
         }
@@ -658,6 +671,26 @@ mod tests {
         let summary = s.summary();
         assert_eq!(summary.released_by_timeout, 1);
         assert!(!summary.raced(), "only one connection ran the step");
+    }
+
+    /// The other instance finished the step (or closed) before this write:
+    /// nobody is left to wait for.
+    #[test]
+    fn a_hold_ends_when_no_other_instance_is_left_in_the_step() {
+        let s = scheduler();
+        s.before(2, Some("checkout"), "SELECT 1", &[]);
+        s.answered(2);
+        s.before(2, Some("browse"), "SELECT 1", &[]);
+        s.answered(2);
+        s.before(1, Some("checkout"), READ, &p(&["7"]));
+        s.answered(1);
+        let hold = s
+            .before(1, Some("checkout"), WRITE, &p(&["8", "7"]))
+            .expect("held");
+        let started = Instant::now();
+        assert_eq!(s.wait_blocking(&hold), Release::Gone);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(s.summary().released_by_gone, 1);
     }
 
     /// The other instance is blocked in the database (on a lock the holder
