@@ -96,7 +96,7 @@ fn shipped_race_loses_updates(customers: usize) {
         let text = examples(lost);
         for (product, _) in CART {
             assert!(
-                text.contains(&format!("row inventory(product_id = '{product}')")),
+                text.contains(&format!("inventory(product_id = '{product}')")),
                 "run {run}: {text}"
             );
         }

@@ -101,8 +101,9 @@ documented_rule! {
 }
 
 /// A finding in the making: the write fingerprint's hash, the updates lost,
-/// the examples.
-type Found = (u64, u64, Vec<String>);
+/// the examples, and the rows they show (each row's first loss only, so that
+/// the examples name as many rows as they can).
+type Found = (u64, u64, Vec<String>, Vec<u64>);
 
 /// What is known of one row.
 #[derive(Debug, Default)]
@@ -393,11 +394,12 @@ impl LostUpdate {
                 shown.step.clone(),
                 shown.fingerprint.clone(),
             ))
-            .or_insert_with(|| (shown.fingerprint_hash, 0, Vec::new()));
+            .or_insert_with(|| (shown.fingerprint_hash, 0, Vec::new(), Vec::new()));
         entry.1 += 1;
-        if entry.2.len() + 4 > MAX_EXAMPLES {
+        if entry.2.len() + 4 > MAX_EXAMPLES || entry.3.contains(&w.row) {
             return;
         }
+        entry.3.push(w.row);
         let (this, that) = who(w, last);
         let text = |r: &Read| {
             self.read_texts
@@ -472,7 +474,7 @@ impl Rule for LostUpdate {
     }
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
-        for ((flow, step, text), (hash, count, examples)) in &self.found {
+        for ((flow, step, text), (hash, count, examples, _)) in &self.found {
             out.push(fingerprinted(
                 step_finding(
                     &META,
