@@ -377,24 +377,7 @@ fn proxy_race_makes_two_psql_sessions_lose_an_update_unless_they_lock() {
             ),
         )
         .expect("script");
-        let proxy = pg::ProxyProcess::start(&db.url(pg::PG_ADDR), &["--race", "checkout"]);
-        let script = script.to_str().expect("path");
-        let sessions: Vec<_> = (0..2)
-            .map(|_| {
-                pg::psql_command(
-                    &proxy.port(),
-                    &db.name,
-                    &["-v", "ON_ERROR_STOP=1", "-f", script],
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("psql starts")
-            })
-            .collect();
-        for mut session in sessions {
-            assert!(session.wait().expect("psql ends").success());
-        }
-        let stopped = proxy.stop();
+        let (stopped, _) = two_psql_sessions(&db, &script);
         assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
         assert_eq!(
             db.direct("SELECT stock FROM inventory WHERE product_id = 7"),
@@ -419,6 +402,31 @@ fn proxy_race_makes_two_psql_sessions_lose_an_update_unless_they_lock() {
             "one listener: no instances"
         );
     }
+}
+
+/// Two psql sessions run `script` at once through `proxy --race checkout`;
+/// what the proxy reported, and how long the sessions took.
+fn two_psql_sessions(db: &TestDb, script: &Path) -> (pg::Stopped, Duration) {
+    let proxy = pg::ProxyProcess::start(&db.url(pg::PG_ADDR), &["--race", "checkout"]);
+    let script = script.to_str().expect("path");
+    let started = Instant::now();
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            pg::psql_command(
+                &proxy.port(),
+                &db.name,
+                &["-v", "ON_ERROR_STOP=1", "-f", script],
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql starts")
+        })
+        .collect();
+    for mut session in sessions {
+        assert!(session.wait().expect("psql ends").success());
+    }
+    let took = started.elapsed();
+    (proxy.stop(), took)
 }
 
 /// A lock wait in the database ends a hold rather than deadlock: each psql
@@ -446,26 +454,7 @@ fn a_lock_wait_in_the_database_ends_a_hold() {
          \\gset\nUPDATE inventory SET stock = :left WHERE product_id = 7;\nCOMMIT;\n",
     )
     .expect("script");
-    let proxy = pg::ProxyProcess::start(&db.url(pg::PG_ADDR), &["--race", "checkout"]);
-    let script = script.to_str().expect("path");
-    let started = Instant::now();
-    let sessions: Vec<_> = (0..2)
-        .map(|_| {
-            pg::psql_command(
-                &proxy.port(),
-                &db.name,
-                &["-v", "ON_ERROR_STOP=1", "-f", script],
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("psql starts")
-        })
-        .collect();
-    for mut session in sessions {
-        assert!(session.wait().expect("psql ends").success());
-    }
-    let took = started.elapsed();
-    let stopped = proxy.stop();
+    let (stopped, took) = two_psql_sessions(&db, &script);
     assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
     assert_eq!(
         db.direct("SELECT stock FROM inventory WHERE product_id = 7"),

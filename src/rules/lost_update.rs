@@ -623,12 +623,9 @@ mod tests {
         assert!(fired(&found, "lost-update").is_empty(), "{found:#?}");
     }
 
-    /// In a transaction the write takes effect at COMMIT: a read before it
-    /// saw the old value even when it ran after the UPDATE (READ
-    /// COMMITTED); after the COMMIT, the new one.
-    #[test]
-    fn writes_take_effect_at_commit() {
-        let txn = |conn: u64, sql: &'static str, params: &[&str], open: bool| Event {
+    /// A statement of `conn`, with the transaction status it started in.
+    fn at(conn: u64, sql: &str, params: &[&str], open: bool) -> Event {
+        Event {
             sql: sql.to_owned(),
             conn: Some(conn),
             params: (!params.is_empty())
@@ -639,23 +636,30 @@ mod tests {
                 TxnStatus::Idle
             }),
             ..Event::default()
-        };
+        }
+    }
+
+    /// In a transaction the write takes effect at COMMIT: a read before it
+    /// saw the old value even when it ran after the UPDATE (READ
+    /// COMMITTED); after the COMMIT, the new one.
+    #[test]
+    fn writes_take_effect_at_commit() {
         let race = |reads_b_after_commit: bool| {
             let mut e = vec![
-                txn(1, "BEGIN", &[], false),
-                txn(1, READ, &["7"], true),
-                txn(1, WRITE, &["8", "7"], true),
+                at(1, "BEGIN", &[], false),
+                at(1, READ, &["7"], true),
+                at(1, WRITE, &["8", "7"], true),
             ];
-            let b_read = vec![txn(2, "BEGIN", &[], false), txn(2, READ, &["7"], true)];
+            let b_read = vec![at(2, "BEGIN", &[], false), at(2, READ, &["7"], true)];
             if reads_b_after_commit {
-                e.push(txn(1, "COMMIT", &[], true));
+                e.push(at(1, "COMMIT", &[], true));
                 e.extend(b_read);
             } else {
                 e.extend(b_read);
-                e.push(txn(1, "COMMIT", &[], true));
+                e.push(at(1, "COMMIT", &[], true));
             }
-            e.push(txn(2, WRITE, &["8", "7"], true));
-            e.push(txn(2, "COMMIT", &[], true));
+            e.push(at(2, WRITE, &["8", "7"], true));
+            e.push(at(2, "COMMIT", &[], true));
             audit(e, "")
         };
         let found = race(false);
@@ -666,26 +670,14 @@ mod tests {
 
     #[test]
     fn a_rolled_back_write_loses_nothing() {
-        let ev = |conn: u64, sql: &str, params: &[&str], open: bool| Event {
-            sql: sql.to_owned(),
-            conn: Some(conn),
-            params: (!params.is_empty())
-                .then(|| params.iter().map(|p| Some((*p).to_owned())).collect()),
-            txn: Some(if open {
-                TxnStatus::Open
-            } else {
-                TxnStatus::Idle
-            }),
-            ..Event::default()
-        };
         let found = audit(
             vec![
-                ev(1, "BEGIN", &[], false),
-                ev(1, READ, &["7"], true),
-                ev(2, READ, &["7"], false),
-                ev(1, WRITE, &["8", "7"], true),
-                ev(1, "ROLLBACK", &[], true),
-                ev(2, WRITE, &["8", "7"], false),
+                at(1, "BEGIN", &[], false),
+                at(1, READ, &["7"], true),
+                at(2, READ, &["7"], false),
+                at(1, WRITE, &["8", "7"], true),
+                at(1, "ROLLBACK", &[], true),
+                at(2, WRITE, &["8", "7"], false),
             ],
             "",
         );
