@@ -1274,7 +1274,11 @@ mod tests {
                 "select ';' ; select `a;b` -- x;\n; # y;\n select 'it''s;\\';'",
                 true
             ),
-            vec!["select ';'", "select `a;b` -- x;", "# y;\n select 'it''s;\\';'"]
+            vec![
+                "select ';'",
+                "select `a;b` -- x;",
+                "# y;\n select 'it''s;\\';'"
+            ]
         );
         assert_eq!(
             statements("select 1; select 2", false),
