@@ -1,0 +1,682 @@
+//! Real MySQL clients through `flowaudit proxy --upstream mysql://…` in front
+//! of the machine's MariaDB (issue 17): the `mariadb` command-line client,
+//! PyMySQL, mysql2 from Node and sqlx. Each test switches MariaDB's general
+//! query log on for its run and checks that the proxy recorded, connection by
+//! connection and in order, the statements the server logged, and then what
+//! only the proxy can know: bind values, row counts, errors with their
+//! SQLSTATE and the transaction status from the server's status flags.
+//!
+//! Needs MariaDB on 127.0.0.1:3306 with the `mariadb` client, and for the
+//! driver tests the client corpus (`bash tests/corpus/setup.sh`: PyMySQL in
+//! tests/corpus/.venv, mysql2 in tests/corpus/node/node_modules). Without
+//! them a test says why and skips, except with CI=true, where it fails.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::mysql::{
+    self, GENERAL_LOG, MARIADB_ADDR, TestDb, logged_statements, only, text, traced_statements,
+    with_sql,
+};
+use support::pg::{ProxyProcess, Stopped};
+use support::server_logs::{GeneralLog, only_connections};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn upstream() -> String {
+    format!("mysql://{MARIADB_ADDR}")
+}
+
+/// The `mariadb` client on `port` (TCP), database `db`.
+fn mariadb(port: &str, db: &str) -> Command {
+    let mut c = Command::new("mariadb");
+    c.args([
+        "--protocol=tcp",
+        "-h",
+        "127.0.0.1",
+        "-P",
+        port,
+        "-u",
+        "root",
+    ])
+    .arg(db);
+    c
+}
+
+/// The general log's text for the connections that opened `db`.
+fn logged(general: GeneralLog, db: &str) -> String {
+    only_connections(&general.into_text(), db)
+}
+
+/// The proxy recorded what the server ran: the same statements, connection
+/// by connection, in order.
+fn assert_same_statements(stopped: &Stopped, log: &str) {
+    let traced = traced_statements(&stopped.trace);
+    let logged = logged_statements(log);
+    assert_eq!(
+        traced, logged,
+        "the proxy's statements (left) are not the general log's (right)\n\
+         general log:\n{log}\ntrace:\n{}\nproxy stderr:\n{}",
+        stopped.trace_text, stopped.stderr
+    );
+    for e in &stopped.trace {
+        assert_eq!(e["source"], "mysql-proxy", "{e}");
+        assert!(
+            matches!(e["txn"].as_str(), Some("idle" | "open")),
+            "every statement carries the server's transaction status: {e}"
+        );
+    }
+}
+
+/// The corpus's Python with PyMySQL, or why it cannot run.
+fn corpus_python(what: &str) -> Option<PathBuf> {
+    let python = Path::new(ROOT).join("tests/corpus/.venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    mysql::skip(
+        what,
+        "the corpus venv is missing (run tests/corpus/setup.sh)",
+    );
+    None
+}
+
+/// The corpus's mysql2 module, or why it cannot run.
+fn corpus_mysql2(what: &str) -> Option<PathBuf> {
+    let module = Path::new(ROOT).join("tests/corpus/node/node_modules/mysql2");
+    if module.exists() && Command::new("node").arg("--version").output().is_ok() {
+        return Some(module);
+    }
+    mysql::skip(
+        what,
+        "node or the corpus's mysql2 is missing (run tests/corpus/setup.sh)",
+    );
+    None
+}
+
+/// The `mariadb` client interactive (on a terminal that `script` gives it),
+/// reading `input`: what it sends when a person types, its own set-up
+/// queries (`select @@version_comment limit 1`, the completion tables'
+/// `show databases`, `show tables`) included.
+fn interactive(port: &str, db: &str, input: &Path) -> Output {
+    let line = format!("mariadb --protocol=tcp -h 127.0.0.1 -P {port} -u root --force {db}");
+    Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .stdin(std::fs::File::open(input).expect("input"))
+        .output()
+        .expect("script runs the mariadb client")
+}
+
+/// The general log reads as the statements a trace records.
+#[test]
+fn the_general_log_reads_as_each_connections_statements() {
+    assert!(mysql::fills(
+        "insert into t values (?, ?)",
+        "insert into t values (1, 'a')"
+    ));
+    assert!(mysql::fills("select ? + ?", "select 1 + 2"));
+    assert!(!mysql::fills("select ? from t", "select 1 from u"));
+    assert!(!mysql::fills("select 1", "select 12"));
+    let log = "Time\t\t    Id Command\tArgument\n\
+               261130 22:07:59\t    32 Connect\troot@127.0.0.1 on d using TCP/IP\n\
+               \t\t    32 Query\tselect 1\n\
+               \t\t    33 Connect\troot@127.0.0.1 on d using TCP/IP\n\
+               \t\t    32 Prepare\tselect id\nfrom t where id = ?\n\
+               \t\t    32 Execute\tselect id\nfrom t where id = 7\n\
+               \t\t    32 Init DB\td\n\
+               \t\t    33 Field List\tt \n\
+               \t\t    33 Query\tselect 2\n\
+               \t\t    32 Quit\t\n";
+    assert_eq!(
+        logged_statements(log),
+        [
+            vec!["select 1", "select id\nfrom t where id = ?", "USE `d`"],
+            vec!["select 2"]
+        ]
+    );
+}
+
+/// The `mariadb` client: several statements on one line, a duplicate key
+/// inside a transaction that goes on and commits (`--force`), its own
+/// set-up queries when interactive, and `LOAD DATA LOCAL INFILE`.
+#[test]
+fn mariadb_client_statements_errors_and_load_data() {
+    if !mysql::available("the mariadb client through the proxy") {
+        return;
+    }
+    let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new("cli");
+    db.direct("create table t (id int primary key, name varchar(20))");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, "1,one\n2,two\n3,three\n").expect("csv");
+    let input = dir.path().join("typed.sql");
+    std::fs::write(
+        &input,
+        "select 1 as a; select 2 as b;\n\
+         begin;\n\
+         insert into t values (11, 'x');\n\
+         insert into t values (11, 'dup');\n\
+         insert into t values (12, 'y');\n\
+         commit;\n",
+    )
+    .expect("input");
+
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let port = proxy.port();
+    let general = GeneralLog::start();
+    let batch = mariadb(&port, &db.name)
+        .args(["-e", "select 1; select 2"])
+        .output()
+        .expect("mariadb runs");
+    let typed = interactive(&port, &db.name, &input);
+    let load = mariadb(&port, &db.name)
+        .args(["--local-infile=1", "-e"])
+        .arg(format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE t FIELDS TERMINATED BY ','",
+            csv.display()
+        ))
+        .output()
+        .expect("mariadb runs");
+    let log = logged(general, &db.name);
+    let stopped = proxy.stop();
+
+    assert!(batch.status.success(), "{}", text(&batch));
+    assert_eq!(String::from_utf8_lossy(&batch.stdout), "1\n1\n2\n2\n");
+    let typed_out = String::from_utf8_lossy(&typed.stdout);
+    assert!(
+        typed_out.contains("Duplicate entry '11'"),
+        "the client saw the duplicate key: {}",
+        text(&typed)
+    );
+    assert!(load.status.success(), "{}", text(&load));
+    assert_eq!(
+        db.direct("select group_concat(id order by id) from t"),
+        "1,2,3,11,12",
+        "the loaded rows and the transaction's two inserts are in the table"
+    );
+    assert_same_statements(&stopped, &log);
+
+    let trace = &stopped.trace;
+    // -e "select 1; select 2": the client sends the two statements one by one.
+    assert_eq!(only(trace, "select 1")["rows"], 1);
+    assert_eq!(only(trace, "select 2")["rows"], 1);
+    // Interactive: the client's own set-up queries come first.
+    let version = only(trace, "select @@version_comment limit 1");
+    assert_eq!(version["txn"], "idle");
+    assert_eq!(only(trace, "select 1 as a")["rows"], 1);
+    assert_eq!(only(trace, "begin")["txn"], "idle");
+    assert_eq!(only(trace, "insert into t values (11, 'x')")["txn"], "open");
+    assert_eq!(only(trace, "insert into t values (11, 'x')")["rows"], 1);
+    let dup = only(trace, "insert into t values (11, 'dup')");
+    assert_eq!(dup["txn"], "open", "{dup}");
+    assert_eq!(dup["error"]["code"], "23000", "{dup}");
+    assert!(
+        dup["error"].to_string().contains("1062"),
+        "the server's error number (ER_DUP_ENTRY) is recorded: {dup}"
+    );
+    assert!(
+        dup["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Duplicate entry '11'")),
+        "{dup}"
+    );
+    let after = only(trace, "insert into t values (12, 'y')");
+    assert_eq!(
+        after["txn"], "open",
+        "InnoDB keeps the transaction: {after}"
+    );
+    assert!(after.get("error").is_none_or(Value::is_null), "{after}");
+    let commit = only(trace, "commit");
+    assert_eq!(commit["txn"], "open", "{commit}");
+    assert!(commit.get("error").is_none_or(Value::is_null), "{commit}");
+    // LOAD DATA LOCAL INFILE: the server asked for the file, the client sent
+    // it, the OK after it counts the rows.
+    let loaded = with_sql(trace, "LOAD DATA LOCAL INFILE");
+    assert_eq!(loaded.len(), 1, "{}", stopped.trace_text);
+    assert_eq!(loaded[0]["rows"], 3, "{}", loaded[0]);
+    assert!(loaded[0].get("error").is_none_or(Value::is_null));
+}
+
+/// PyMySQL as it comes: autocommit off, so InnoDB opens a transaction with
+/// the first statement and COMMIT ends it; executemany() sends one multi-row
+/// INSERT; %s parameters are interpolated by the client.
+#[test]
+fn pymysql_autocommit_off_executemany_and_inline_values() {
+    if !mysql::available("PyMySQL through the proxy") {
+        return;
+    }
+    let Some(python) = corpus_python("PyMySQL through the proxy") else {
+        return;
+    };
+    let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new("pymysql");
+    db.direct("create table items (id int primary key, name varchar(20), price double)");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let general = GeneralLog::start();
+    let script = r#"
+import os, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="root",
+                    database=os.environ["DB"])
+cur = c.cursor()
+cur.execute("insert into items (id, name, price) values (%s, %s, %s)", (1, "it's", 2.5))
+cur.executemany("insert into items (id, name, price) values (%s, %s, %s)",
+                [(2, "b", 1), (3, "c", None)])
+cur.execute("select name from items where id = %s and name <> %s", (1, "x"))
+assert cur.fetchall() == (("it's",),)
+c.commit()
+cur.execute("select count(*) from items")
+assert cur.fetchone() == (3,)
+c.commit()
+c.close()
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("PORT", proxy.port())
+        .env("DB", &db.name)
+        .output()
+        .expect("python runs");
+    let log = logged(general, &db.name);
+    let stopped = proxy.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_same_statements(&stopped, &log);
+
+    let trace = &stopped.trace;
+    let first = only(
+        trace,
+        "insert into items (id, name, price) values (1,'it\\'s',2.5)",
+    );
+    assert_eq!(
+        first["txn"], "idle",
+        "the first statement opens it: {first}"
+    );
+    assert_eq!(first["rows"], 1);
+    assert!(first["params"].is_null(), "values inline: {first}");
+    let many = only(
+        trace,
+        "insert into items (id, name, price) values (2,'b',1),(3,'c',NULL)",
+    );
+    assert_eq!(many["txn"], "open", "{many}");
+    assert_eq!(many["rows"], 2, "{many}");
+    let select = only(trace, "select name from items where id = 1 and name <> 'x'");
+    assert_eq!(
+        (&select["txn"], &select["rows"]),
+        (&json!("open"), &json!(1))
+    );
+    let commits = with_sql(trace, "COMMIT");
+    assert_eq!(commits.len(), 2, "{}", stopped.trace_text);
+    assert!(commits.iter().all(|c| c["txn"] == "open"), "{commits:?}");
+    let count = only(trace, "select count(*) from items");
+    assert_eq!(count["txn"], "idle", "after COMMIT: {count}");
+    // Every statement between the first insert and the first COMMIT is in
+    // the transaction the insert opened.
+    let from = trace.iter().position(|e| e == first).expect("first");
+    let to = trace.iter().position(|e| e == commits[0]).expect("commit");
+    for e in &trace[from + 1..=to] {
+        assert_eq!(e["txn"], "open", "{e}");
+    }
+}
+
+/// mysql2's execute(): server-side prepared statements, the values bound in
+/// the binary protocol, decoded by their types.
+#[test]
+fn mysql2_execute_records_prepared_text_and_bound_values() {
+    if !mysql::available("mysql2 through the proxy") {
+        return;
+    }
+    let Some(module) = corpus_mysql2("mysql2 through the proxy") else {
+        return;
+    };
+    let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new("mysql2");
+    db.direct(
+        "create table t2 (id int primary key, big bigint, amount decimal(10,2), \
+         name varchar(40), note varchar(10), day date, at datetime(3), raw blob, ratio double)",
+    );
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let general = GeneralLog::start();
+    let script = r#"
+const mysql = require(process.env.MYSQL2 + '/promise');
+(async () => {
+  const c = await mysql.createConnection({host: '127.0.0.1', port: Number(process.env.PORT),
+                                          user: 'root', database: process.env.DB});
+  const insert = 'insert into t2 values (?, ?, ?, ?, ?, ?, ?, ?, ?)';
+  const [a] = await c.execute(insert, [7, 9007199254740993n, '12.34', 'café', null, '2026-11-30',
+    new Date(Date.UTC(2026, 10, 30, 12, 34, 56, 789)), Buffer.from([0xde, 0xad, 0xbe, 0xef]), 0.25]);
+  const [b] = await c.execute(insert, [8, -1, '-0.50', '', 'n', null, null, Buffer.alloc(0), -1.5]);
+  const [rows] = await c.execute('select id, amount, name from t2 where id > ? and ratio < ? order by id',
+                                 [1, 100.5]);
+  console.log(JSON.stringify([a.affectedRows, b.affectedRows, rows]));
+  await c.end();
+})().catch(e => { console.error(e); process.exit(1); });
+"#;
+    let out = Command::new("node")
+        .args(["-e", script])
+        .env("MYSQL2", &module)
+        .env("PORT", proxy.port())
+        .env("DB", &db.name)
+        .env("TZ", "UTC")
+        .output()
+        .expect("node runs");
+    let log = logged(general, &db.name);
+    let stopped = proxy.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"[1,1,[{"id":7,"amount":"12.34","name":"café"},{"id":8,"amount":"-0.50","name":""}]]"#
+    );
+    assert_same_statements(&stopped, &log);
+
+    let trace = &stopped.trace;
+    let inserts = with_sql(trace, "insert into t2 values (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    assert_eq!(inserts.len(), 2, "{}", stopped.trace_text);
+    assert_eq!(
+        inserts[0]["params"],
+        json!([
+            "7",
+            "9007199254740993",
+            "12.34",
+            "café",
+            null,
+            "2026-11-30",
+            "2026-11-30 12:34:56.789000",
+            "0xdeadbeef",
+            "0.25"
+        ]),
+        "{}",
+        inserts[0]
+    );
+    assert_eq!(
+        inserts[1]["params"],
+        json!(["8", "-1", "-0.50", "", "n", null, null, "0x", "-1.5"]),
+        "{}",
+        inserts[1]
+    );
+    assert!(inserts.iter().all(|e| e["rows"] == 1));
+    let select = only(
+        trace,
+        "select id, amount, name from t2 where id > ? and ratio < ? order by id",
+    );
+    assert_eq!(select["params"], json!(["1", "100.5"]), "{select}");
+    assert_eq!(select["rows"], 2, "{select}");
+    // The server's own record of the values: each one the proxy decoded is
+    // in the general log's Execute line.
+    let executes: Vec<String> = mysql::entries(&log)
+        .into_iter()
+        .filter(|e| e.command == "Execute")
+        .map(|e| e.argument)
+        .collect();
+    for (event, executed) in inserts.iter().chain([&select]).zip(&executes) {
+        for p in event["params"].as_array().expect("params") {
+            if let Some(p) = p.as_str().filter(|p| !p.starts_with("0x")) {
+                assert!(
+                    executed.contains(p),
+                    "{p:?} is not in the server's {executed:?}"
+                );
+            }
+        }
+    }
+}
+
+/// sqlx's MySQL driver in this process: values bound in the binary protocol,
+/// a transaction from `pool.begin()` committed, the transaction status exact.
+#[test]
+fn sqlx_binds_and_transaction_states() {
+    if !mysql::available("sqlx through the proxy") {
+        return;
+    }
+    let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new("sqlx");
+    db.direct(
+        "create table things (id bigint primary key, small smallint, n int, ratio double, \
+         ok bool, name text, at datetime(6), day date, raw blob, note text)",
+    );
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let url = db.url(&proxy.addr.to_string());
+    let general = GeneralLog::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let counted: i64 = runtime.block_on(async {
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("connect through the proxy");
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 25)
+            .and_then(|d| d.and_hms_micro_opt(14, 50, 44, 500_000))
+            .expect("time");
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 2, 28).expect("date");
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query(
+            "insert into things (id, small, n, ratio, ok, name, at, day, raw, note) \
+             values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(9_000_000_000_i64)
+        .bind(7_i16)
+        .bind(-42_i32)
+        .bind(0.25_f64)
+        .bind(true)
+        .bind("café")
+        .bind(at)
+        .bind(day)
+        .bind(vec![0xde_u8, 0xad])
+        .bind(Option::<String>::None)
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+        sqlx::query("update things set n = n + ? where id = ?")
+            .bind(2_u32)
+            .bind(9_000_000_000_i64)
+            .execute(&mut *tx)
+            .await
+            .expect("update");
+        tx.commit().await.expect("commit");
+        let n: i64 = sqlx::query_scalar("select count(*) from things where n = ?")
+            .bind(-40_i32)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        n
+    });
+    let log = logged(general, &db.name);
+    let stopped = proxy.stop();
+    assert_eq!(
+        counted, 1,
+        "the transaction committed its insert and update"
+    );
+    assert_same_statements(&stopped, &log);
+
+    let trace = &stopped.trace;
+    let insert = only(
+        trace,
+        "insert into things (id, small, n, ratio, ok, name, at, day, raw, note) \
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    assert_eq!(
+        insert["params"],
+        json!([
+            "9000000000",
+            "7",
+            "-42",
+            "0.25",
+            "1",
+            "café",
+            "2026-11-25 14:50:44.500000",
+            "2026-02-28",
+            "0xdead",
+            null
+        ]),
+        "{insert}"
+    );
+    assert_eq!(
+        (&insert["txn"], &insert["rows"]),
+        (&json!("open"), &json!(1))
+    );
+    let update = only(trace, "update things set n = n + ? where id = ?");
+    assert_eq!(update["params"], json!(["2", "9000000000"]), "{update}");
+    assert_eq!(
+        (&update["txn"], &update["rows"]),
+        (&json!("open"), &json!(1))
+    );
+    let begin = trace
+        .iter()
+        .position(|e| e["sql"] == "BEGIN")
+        .unwrap_or_else(|| panic!("a BEGIN in {}", stopped.trace_text));
+    assert_eq!(trace[begin]["txn"], "idle");
+    assert_eq!(only(trace, "COMMIT")["txn"], "open");
+    let count = only(trace, "select count(*) from things where n = ?");
+    assert_eq!(count["txn"], "idle", "after COMMIT: {count}");
+    assert_eq!(count["params"], json!(["-40"]));
+    assert_eq!(count["rows"], 1);
+    // Before BEGIN (sqlx's connection set-up) nothing is in a transaction.
+    for e in &trace[..begin] {
+        assert_eq!(e["txn"], "idle", "{e}");
+    }
+}
+
+/// A client killed while the server runs its statement: the statement is
+/// recorded with an error, and the proxy serves the next client.
+#[test]
+fn a_client_killed_mid_statement_is_recorded_and_the_proxy_serves_on() {
+    if !mysql::available("a killed client") {
+        return;
+    }
+    let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new("kill");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let port = proxy.port();
+    let general = GeneralLog::start();
+    let started = Instant::now();
+    let mut sleeper = mariadb(&port, &db.name)
+        .args(["-e", "SELECT SLEEP(3)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mariadb starts");
+    std::thread::sleep(Duration::from_millis(700));
+    sleeper.kill().expect("kill the client");
+    let _ = sleeper.wait();
+    let next = mariadb(&port, &db.name)
+        .args(["-N", "-e", "select 'still here'"])
+        .output()
+        .expect("mariadb runs");
+    // The server finishes the sleep on its own: let it, so that the proxy's
+    // stop cuts nothing.
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(started.elapsed()) + Duration::from_millis(500),
+    );
+    let log = logged(general, &db.name);
+    let stopped = proxy.stop();
+    assert_eq!(
+        String::from_utf8_lossy(&next.stdout).trim(),
+        "still here",
+        "{}",
+        text(&next)
+    );
+    assert_same_statements(&stopped, &log);
+    let sleep = only(&stopped.trace, "SELECT SLEEP(3)");
+    assert!(
+        sleep["error"]["code"].is_string() && sleep["error"]["message"].is_string(),
+        "the killed client's statement is recorded with an error: {sleep}"
+    );
+    assert_eq!(only(&stopped.trace, "select 'still here'")["rows"], 1);
+}
+
+/// An upstream nobody listens on: the client gets a MySQL error naming the
+/// address, and the proxy goes on answering.
+#[test]
+fn an_unreachable_upstream_is_a_mysql_error_naming_the_address() {
+    if !mysql::available("an unreachable upstream") {
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    // --allow-empty: nothing reaches this upstream.
+    let proxy = ProxyProcess::start(&format!("mysql://{addr}"), &["--allow-empty"]);
+    for _ in 0..2 {
+        let out = mariadb(&proxy.port(), "test")
+            .args(["-e", "select 1"])
+            .output()
+            .expect("mariadb runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            stderr.starts_with("ERROR ") && stderr.contains(&addr),
+            "a MySQL error naming {addr}: {stderr}"
+        );
+    }
+    let stopped = proxy.stop();
+    assert!(stopped.trace.is_empty(), "{}", stopped.trace_text);
+    assert!(stopped.stderr.contains(&addr), "{}", stopped.stderr);
+}
+
+/// Clients that require TLS: the proxy offers none (it clears the
+/// capability in the server's greeting), so they stop with their own clear
+/// error, and the proxy says on its stderr why the connection ended.
+#[test]
+fn clients_that_require_tls_fail_with_a_clear_message() {
+    if !mysql::available("clients that require TLS") {
+        return;
+    }
+    let Some(python) = corpus_python("clients that require TLS") else {
+        return;
+    };
+    let db = TestDb::new("tls");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let port = proxy.port();
+    for flag in ["--ssl", "--ssl-verify-server-cert"] {
+        let out = mariadb(&port, &db.name)
+            .args([flag, "-e", "select 1"])
+            .output()
+            .expect("mariadb runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {}", text(&out));
+        assert!(
+            stderr.contains("SSL is required, but the server does not support it"),
+            "{flag}: {stderr}"
+        );
+    }
+    let script = r#"
+import os, pymysql
+try:
+    pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="root",
+                    ssl={"ca": "/etc/ssl/certs/ca-certificates.crt"})
+except pymysql.err.OperationalError as e:
+    print(e.args[0], e.args[1])
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("PORT", &port)
+        .output()
+        .expect("python runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2026 SSL is required but the server doesn't support it",
+        "{}",
+        text(&out)
+    );
+    let plain = mariadb(&port, &db.name)
+        .args(["-N", "-e", "select 'plain'"])
+        .output()
+        .expect("mariadb runs");
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "plain");
+    let stopped = proxy.stop();
+    assert_eq!(
+        traced_statements(&stopped.trace),
+        [["select 'plain'"]],
+        "nothing of the TLS clients is recorded"
+    );
+    assert!(
+        stopped.stderr.contains("TLS"),
+        "the proxy says the client wanted TLS: {}",
+        stopped.stderr
+    );
+}
