@@ -148,6 +148,12 @@ fn mariadb_client_statements_errors_and_load_data() {
     if !mysql::available("the mariadb client through the proxy") {
         return;
     }
+    if Command::new("script").arg("--version").output().is_err() {
+        return mysql::skip(
+            "the mariadb client through the proxy",
+            "script (util-linux) is not installed: the interactive client needs a terminal",
+        );
+    }
     let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
     let db = TestDb::new("cli");
     db.direct("create table t (id int primary key, name varchar(20))");
