@@ -264,21 +264,37 @@ fn pymysql_autocommit_off_executemany_and_inline_values() {
     db.direct("create table items (id int primary key, name varchar(20), price double)");
     let proxy = ProxyProcess::start(&upstream(), &[]);
     let general = GeneralLog::start();
+    // After each statement the script asks the server whether a transaction
+    // is open (@@in_transaction): the truth the trace is held to. (PyMySQL's
+    // own server_status is updated by OK packets only, not by the EOF that
+    // ends a result set.)
     let script = r#"
-import os, pymysql
+import json, os, pymysql
 c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="root",
                     database=os.environ["DB"])
+seen = []
+def after():
+    probe = c.cursor()
+    probe.execute("select @@in_transaction")
+    seen.append(probe.fetchone()[0])
 cur = c.cursor()
 cur.execute("insert into items (id, name, price) values (%s, %s, %s)", (1, "it's", 2.5))
+after()
 cur.executemany("insert into items (id, name, price) values (%s, %s, %s)",
                 [(2, "b", 1), (3, "c", None)])
+after()
 cur.execute("select name from items where id = %s and name <> %s", (1, "x"))
 assert cur.fetchall() == (("it's",),)
+after()
 c.commit()
+after()
 cur.execute("select count(*) from items")
 assert cur.fetchone() == (3,)
+after()
 c.commit()
+after()
 c.close()
+print(json.dumps(seen))
 "#;
     let out = Command::new(&python)
         .args(["-c", script])
@@ -290,40 +306,52 @@ c.close()
     let stopped = proxy.stop();
     assert!(out.status.success(), "{}", text(&out));
     assert_same_statements(&stopped, &log);
+    let in_trans: Vec<u8> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
 
     let trace = &stopped.trace;
+    // Connecting: PyMySQL's own settings, before any transaction.
+    assert_eq!(only(trace, "SET AUTOCOMMIT = 0")["txn"], "idle");
     let first = only(
         trace,
-        "insert into items (id, name, price) values (1,'it\\'s',2.5)",
-    );
-    assert_eq!(
-        first["txn"], "idle",
-        "the first statement opens it: {first}"
+        "insert into items (id, name, price) values (1, 'it\\'s', 2.5e0)",
     );
     assert_eq!(first["rows"], 1);
     assert!(first["params"].is_null(), "values inline: {first}");
     let many = only(
         trace,
-        "insert into items (id, name, price) values (2,'b',1),(3,'c',NULL)",
+        "insert into items (id, name, price) values (2, 'b', 1),(3, 'c', NULL)",
     );
-    assert_eq!(many["txn"], "open", "{many}");
-    assert_eq!(many["rows"], 2, "{many}");
+    assert_eq!(many["rows"], 2, "one multi-row INSERT: {many}");
     let select = only(trace, "select name from items where id = 1 and name <> 'x'");
-    assert_eq!(
-        (&select["txn"], &select["rows"]),
-        (&json!("open"), &json!(1))
-    );
-    let commits = with_sql(trace, "COMMIT");
-    assert_eq!(commits.len(), 2, "{}", stopped.trace_text);
-    assert!(commits.iter().all(|c| c["txn"] == "open"), "{commits:?}");
+    assert_eq!(select["rows"], 1);
     let count = only(trace, "select count(*) from items");
-    assert_eq!(count["txn"], "idle", "after COMMIT: {count}");
-    // Every statement between the first insert and the first COMMIT is in
-    // the transaction the insert opened.
-    let from = trace.iter().position(|e| e == first).expect("first");
-    let to = trace.iter().position(|e| e == commits[0]).expect("commit");
-    for e in &trace[from + 1..=to] {
-        assert_eq!(e["txn"], "open", "{e}");
+    assert_eq!(count["rows"], 1);
+    let commits: Vec<&Value> = trace.iter().filter(|e| e["sql"] == "COMMIT").collect();
+    assert_eq!(commits.len(), 2, "{}", stopped.trace_text);
+    // Each statement is labelled with the transaction it ran in: the one
+    // the server had after it (the insert opened one implicitly), and for
+    // COMMIT the one it ended.
+    let status = |open: u8| if open == 1 { "open" } else { "idle" };
+    let expected = [
+        (first, status(in_trans[0])),
+        (many, status(in_trans[1])),
+        (select, status(in_trans[2])),
+        (commits[0], status(in_trans[2])),
+        (count, status(in_trans[4])),
+        (commits[1], status(in_trans[4])),
+    ];
+    for (event, txn) in expected {
+        assert_eq!(
+            event["txn"], txn,
+            "{event}; the server's IN_TRANS after each: {in_trans:?}"
+        );
+    }
+    // What that is on MariaDB 10.11 with InnoDB: the first insert opens the
+    // transaction, COMMIT ends it, the SELECT after it opens the next.
+    assert_eq!(in_trans, [1, 1, 1, 0, 1, 0]);
+    for probe in with_sql(trace, "select @@in_transaction") {
+        assert_eq!(probe["rows"], 1, "{probe}");
     }
 }
 
@@ -477,7 +505,7 @@ fn sqlx_binds_and_transaction_states() {
         .await
         .expect("insert");
         sqlx::query("update things set n = n + ? where id = ?")
-            .bind(2_u32)
+            .bind(2_i32)
             .bind(9_000_000_000_i64)
             .execute(&mut *tx)
             .await
@@ -638,18 +666,29 @@ fn clients_that_require_tls_fail_with_a_clear_message() {
     let db = TestDb::new("tls");
     let proxy = ProxyProcess::start(&upstream(), &[]);
     let port = proxy.port();
-    for flag in ["--ssl", "--ssl-verify-server-cert"] {
-        let out = mariadb(&port, &db.name)
-            .args([flag, "-e", "select 1"])
-            .output()
-            .expect("mariadb runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{flag}: {}", text(&out));
-        assert!(
-            stderr.contains("SSL is required, but the server does not support it"),
-            "{flag}: {stderr}"
-        );
-    }
+    // --ssl only prefers TLS: without it offered, the client goes on in
+    // plain text, as it does with a server that has none.
+    let preferred = mariadb(&port, &db.name)
+        .args(["--ssl", "-N", "-e", "select 'preferred'"])
+        .output()
+        .expect("mariadb runs");
+    assert_eq!(
+        String::from_utf8_lossy(&preferred.stdout).trim(),
+        "preferred",
+        "{}",
+        text(&preferred)
+    );
+    let required = mariadb(&port, &db.name)
+        .args(["--ssl-verify-server-cert", "-e", "select 'required'"])
+        .output()
+        .expect("mariadb runs");
+    assert!(!required.status.success(), "{}", text(&required));
+    assert!(
+        String::from_utf8_lossy(&required.stderr)
+            .contains("SSL is required, but the server does not support it"),
+        "{}",
+        text(&required)
+    );
     let script = r#"
 import os, pymysql
 try:
@@ -677,8 +716,8 @@ except pymysql.err.OperationalError as e:
     let stopped = proxy.stop();
     assert_eq!(
         traced_statements(&stopped.trace),
-        [["select 'plain'"]],
-        "nothing of the TLS clients is recorded"
+        [["select 'preferred'"], ["select 'plain'"]],
+        "nothing of the clients that require TLS is recorded"
     );
     assert!(
         stopped.stderr.contains("TLS"),

@@ -199,24 +199,23 @@ pub fn fills(template: &str, executed: &str) -> bool {
 }
 
 /// A trace's statements per connection (`conn`), connections in the order
-/// of their first statement.
+/// of their first statement's start (`ts`): a trace is written as
+/// statements complete.
 pub fn traced_statements(trace: &[Value]) -> Vec<Vec<String>> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_conn: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_conn: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for e in trace {
-        let conn = e["conn"].to_string();
-        if !order.contains(&conn) {
-            order.push(conn.clone());
+        let ts = e["ts"].as_str().unwrap_or_default().to_owned();
+        let (first, statements) = by_conn
+            .entry(e["conn"].to_string())
+            .or_insert_with(|| (ts.clone(), Vec::new()));
+        if ts < *first {
+            *first = ts;
         }
-        by_conn
-            .entry(conn)
-            .or_default()
-            .push(e["sql"].as_str().unwrap_or_default().to_owned());
+        statements.push(e["sql"].as_str().unwrap_or_default().to_owned());
     }
-    order
-        .into_iter()
-        .map(|c| by_conn.remove(&c).unwrap_or_default())
-        .collect()
+    let mut conns: Vec<(String, Vec<String>)> = by_conn.into_values().collect();
+    conns.sort_by(|a, b| a.0.cmp(&b.0));
+    conns.into_iter().map(|(_, s)| s).collect()
 }
 
 /// The events of a trace whose SQL contains `needle`.
