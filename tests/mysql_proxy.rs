@@ -55,8 +55,13 @@ fn logged(general: GeneralLog, db: &str) -> String {
 /// The proxy recorded what the server ran: the same statements, connection
 /// by connection, in order.
 fn assert_same_statements(stopped: &Stopped, log: &str) {
+    assert_statements(stopped, log, logged_statements(log));
+}
+
+/// The proxy recorded `logged`, the statements the server ran as read from
+/// its general log `log`.
+fn assert_statements(stopped: &Stopped, log: &str, logged: Vec<Vec<String>>) {
     let traced = traced_statements(&stopped.trace);
-    let logged = logged_statements(log);
     assert_eq!(
         traced, logged,
         "the proxy's statements (left) are not the general log's (right)\n\
@@ -164,6 +169,9 @@ fn mariadb_client_statements_errors_and_load_data() {
     std::fs::write(
         &input,
         "select 1 as a; select 2 as b;\n\
+         delimiter //\n\
+         select 3 as c; select 4 as d //\n\
+         delimiter ;\n\
          begin;\n\
          insert into t values (11, 'x');\n\
          insert into t values (11, 'dup');\n\
@@ -183,7 +191,8 @@ fn mariadb_client_statements_errors_and_load_data() {
     let load = mariadb(&port, &db.name)
         .args(["--local-infile=1", "-e"])
         .arg(format!(
-            "LOAD DATA LOCAL INFILE '{}' INTO TABLE t FIELDS TERMINATED BY ','",
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE t FIELDS TERMINATED BY ','; \
+             select 'after load'",
             csv.display()
         ))
         .output()
@@ -205,9 +214,24 @@ fn mariadb_client_statements_errors_and_load_data() {
         "1,2,3,11,12",
         "the loaded rows and the transaction's two inserts are in the table"
     );
-    assert_same_statements(&stopped, &log);
+    // With another delimiter, the client sends "select 3 as c; select 4 as
+    // d" as one COM_QUERY (it asks for CLIENT_MULTI_STATEMENTS): one entry in
+    // the general log, two statements and two result sets on the server.
+    let multi = "select 3 as c; select 4 as d";
+    let mut expected = logged_statements(&log);
+    let split = expected
+        .iter_mut()
+        .find_map(|c| Some((c.iter().position(|s| s == multi)?, c)))
+        .unwrap_or_else(|| panic!("one Query of {multi:?} in the general log:\n{log}"));
+    split.1.splice(
+        split.0..=split.0,
+        ["select 3 as c".into(), "select 4 as d".into()],
+    );
+    assert_statements(&stopped, &log, expected);
 
     let trace = &stopped.trace;
+    assert_eq!(only(trace, "select 3 as c")["rows"], 1);
+    assert_eq!(only(trace, "select 4 as d")["rows"], 1);
     // -e "select 1; select 2": the client sends the two statements one by one.
     assert_eq!(only(trace, "select 1")["rows"], 1);
     assert_eq!(only(trace, "select 2")["rows"], 1);
@@ -246,6 +270,7 @@ fn mariadb_client_statements_errors_and_load_data() {
     assert_eq!(loaded.len(), 1, "{}", stopped.trace_text);
     assert_eq!(loaded[0]["rows"], 3, "{}", loaded[0]);
     assert!(loaded[0].get("error").is_none_or(Value::is_null));
+    assert_eq!(only(trace, "select 'after load'")["rows"], 1);
 }
 
 /// PyMySQL as it comes: autocommit off, so InnoDB opens a transaction with
