@@ -166,9 +166,12 @@ fn mariadb_client_statements_errors_and_load_data() {
     let csv = dir.path().join("t.csv");
     std::fs::write(&csv, "1,one\n2,two\n3,three\n").expect("csv");
     let input = dir.path().join("typed.sql");
+    // `use` is the client's own command: it sends COM_INIT_DB.
     std::fs::write(
         &input,
-        "select 1 as a; select 2 as b;\n\
+        format!(
+            "select 1 as a; select 2 as b;\n\
+         use {}\n\
          delimiter //\n\
          select 3 as c; select 4 as d //\n\
          delimiter ;\n\
@@ -177,6 +180,8 @@ fn mariadb_client_statements_errors_and_load_data() {
          insert into t values (11, 'dup');\n\
          insert into t values (12, 'y');\n\
          commit;\n",
+            db.name
+        ),
     )
     .expect("input");
 
@@ -230,6 +235,8 @@ fn mariadb_client_statements_errors_and_load_data() {
     assert_statements(&stopped, &log, expected);
 
     let trace = &stopped.trace;
+    let init_db = only(trace, &format!("USE `{}`", db.name));
+    assert!(init_db.get("error").is_none_or(Value::is_null), "{init_db}");
     assert_eq!(only(trace, "select 3 as c")["rows"], 1);
     assert_eq!(only(trace, "select 4 as d")["rows"], 1);
     // -e "select 1; select 2": the client sends the two statements one by one.
@@ -492,7 +499,8 @@ fn sqlx_binds_and_transaction_states() {
     let db = TestDb::new("sqlx");
     db.direct(
         "create table things (id bigint primary key, small smallint, n int, ratio double, \
-         ok bool, name text, at datetime(6), day date, raw blob, note text)",
+         ok bool, name text, at datetime(6), day date, raw blob, note text, \
+         big bigint unsigned, real_ float, span time(6))",
     );
     let proxy = ProxyProcess::start(&upstream(), &[]);
     let url = db.url(&proxy.addr.to_string());
@@ -536,6 +544,17 @@ fn sqlx_binds_and_transaction_states() {
             .await
             .expect("update");
         tx.commit().await.expect("commit");
+        let span = chrono::NaiveTime::from_hms_micro_opt(13, 45, 7, 250_000).expect("time");
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("insert into things (id, big, real_, span) values (?, ?, ?, ?)")
+            .bind(1_i64)
+            .bind(u64::MAX)
+            .bind(1.5_f32)
+            .bind(span)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        tx.rollback().await.expect("rollback");
         let n: i64 = sqlx::query_scalar("select count(*) from things where n = ?")
             .bind(-40_i32)
             .fetch_one(&pool)
@@ -590,6 +609,20 @@ fn sqlx_binds_and_transaction_states() {
         .unwrap_or_else(|| panic!("a BEGIN in {}", stopped.trace_text));
     assert_eq!(trace[begin]["txn"], "idle");
     assert_eq!(only(trace, "COMMIT")["txn"], "open");
+    let rolled_back = only(
+        trace,
+        "insert into things (id, big, real_, span) values (?, ?, ?, ?)",
+    );
+    assert_eq!(
+        rolled_back["params"],
+        json!(["1", "18446744073709551615", "1.5", "13:45:07.250000"]),
+        "{rolled_back}"
+    );
+    assert_eq!(rolled_back["txn"], "open");
+    assert_eq!(only(trace, "ROLLBACK")["txn"], "open");
+    let begins: Vec<&Value> = trace.iter().filter(|e| e["sql"] == "BEGIN").collect();
+    assert_eq!(begins.len(), 2, "{}", stopped.trace_text);
+    assert!(begins.iter().all(|e| e["txn"] == "idle"), "{begins:?}");
     let count = only(trace, "select count(*) from things where n = ?");
     assert_eq!(count["txn"], "idle", "after COMMIT: {count}");
     assert_eq!(count["params"], json!(["-40"]));
