@@ -174,6 +174,7 @@ fn mariadb_client_statements_errors_and_load_data() {
          use {}\n\
          delimiter //\n\
          select 3 as c; select 4 as d //\n\
+         select 5 as e; select * from missing; select 6 as f //\n\
          delimiter ;\n\
          begin;\n\
          insert into t values (11, 'x');\n\
@@ -221,17 +222,26 @@ fn mariadb_client_statements_errors_and_load_data() {
     );
     // With another delimiter, the client sends "select 3 as c; select 4 as
     // d" as one COM_QUERY (it asks for CLIENT_MULTI_STATEMENTS): one entry in
-    // the general log, two statements and two result sets on the server.
-    let multi = "select 3 as c; select 4 as d";
+    // the general log, two statements and two result sets on the server. In
+    // the next, the error of the second statement ends the text: the third
+    // never runs.
     let mut expected = logged_statements(&log);
-    let split = expected
-        .iter_mut()
-        .find_map(|c| Some((c.iter().position(|s| s == multi)?, c)))
-        .unwrap_or_else(|| panic!("one Query of {multi:?} in the general log:\n{log}"));
-    split.1.splice(
-        split.0..=split.0,
-        ["select 3 as c".into(), "select 4 as d".into()],
-    );
+    for (multi, ran) in [
+        (
+            "select 3 as c; select 4 as d",
+            &["select 3 as c", "select 4 as d"][..],
+        ),
+        (
+            "select 5 as e; select * from missing; select 6 as f",
+            &["select 5 as e", "select * from missing"][..],
+        ),
+    ] {
+        let (at, conn) = expected
+            .iter_mut()
+            .find_map(|c| Some((c.iter().position(|s| s == multi)?, c)))
+            .unwrap_or_else(|| panic!("one Query of {multi:?} in the general log:\n{log}"));
+        conn.splice(at..=at, ran.iter().map(|s| s.to_string()));
+    }
     assert_statements(&stopped, &log, expected);
 
     let trace = &stopped.trace;
@@ -239,6 +249,9 @@ fn mariadb_client_statements_errors_and_load_data() {
     assert!(init_db.get("error").is_none_or(Value::is_null), "{init_db}");
     assert_eq!(only(trace, "select 3 as c")["rows"], 1);
     assert_eq!(only(trace, "select 4 as d")["rows"], 1);
+    assert_eq!(only(trace, "select 5 as e")["rows"], 1);
+    let missing = only(trace, "select * from missing");
+    assert_eq!(missing["error"]["code"], "42S02", "{missing}");
     // -e "select 1; select 2": the client sends the two statements one by one.
     assert_eq!(only(trace, "select 1")["rows"], 1);
     assert_eq!(only(trace, "select 2")["rows"], 1);
