@@ -429,7 +429,12 @@ const mysql = require(process.env.MYSQL2 + '/promise');
   const [b] = await c.execute(insert, [8, -1, '-0.50', '', 'n', null, null, Buffer.alloc(0), -1.5]);
   const [rows] = await c.execute('select id, amount, name from t2 where id > ? and ratio < ? order by id',
                                  [1, 100.5]);
-  console.log(JSON.stringify([a.affectedRows, b.affectedRows, rows]));
+  // COM_CHANGE_USER ends the session's state: the open transaction is rolled back.
+  await c.beginTransaction();
+  await c.execute('insert into t2 (id) values (?)', [9]);
+  await c.changeUser({user: 'root', database: process.env.DB});
+  const [[left]] = await c.query('select count(*) as n from t2');
+  console.log(JSON.stringify([a.affectedRows, b.affectedRows, rows, left.n]));
   await c.end();
 })().catch(e => { console.error(e); process.exit(1); });
 "#;
@@ -446,7 +451,7 @@ const mysql = require(process.env.MYSQL2 + '/promise');
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        r#"[1,1,[{"id":7,"amount":"12.34","name":"café"},{"id":8,"amount":"-0.50","name":""}]]"#
+        r#"[1,1,[{"id":7,"amount":"12.34","name":"café"},{"id":8,"amount":"-0.50","name":""}],2]"#
     );
     assert_same_statements(&stopped, &log);
 
@@ -482,6 +487,14 @@ const mysql = require(process.env.MYSQL2 + '/promise');
     );
     assert_eq!(select["params"], json!(["1", "100.5"]), "{select}");
     assert_eq!(select["rows"], 2, "{select}");
+    assert_eq!(only(trace, "START TRANSACTION")["txn"], "idle");
+    let rolled_back = only(trace, "insert into t2 (id) values (?)");
+    assert_eq!(
+        (&rolled_back["txn"], &rolled_back["params"]),
+        (&json!("open"), &json!(["9"]))
+    );
+    let after = only(trace, "select count(*) as n from t2");
+    assert_eq!(after["txn"], "idle", "after COM_CHANGE_USER: {after}");
     // The server's own record of the values: each one the proxy decoded is
     // in the general log's Execute line.
     let executes: Vec<String> = mysql::entries(&log)
