@@ -495,7 +495,12 @@ impl Session {
             }
             command::STATISTICS => self.queue.push_back(Pending::Statistics),
             command::FIELD_LIST => self.queue.push_back(Pending::FieldList),
-            command::PING | command::RESET_CONNECTION | command::SET_OPTION => {
+            command::RESET_CONNECTION => {
+                // The server forgets the session's statements and cursors.
+                self.reset();
+                self.queue.push_back(Pending::Simple { record: None });
+            }
+            command::PING | command::SET_OPTION => {
                 self.queue.push_back(Pending::Simple { record: None });
             }
             _ => {
