@@ -400,6 +400,121 @@ print(json.dumps(seen))
     }
 }
 
+/// Payloads of 16 MB and more, which the protocol sends as several packets,
+/// from PyMySQL (it splits them itself): a statement of exactly 2^24 bytes
+/// with its command byte (a full packet and a one-byte one) recorded whole;
+/// a 20 MB one relayed whole and recorded cut, marked; a 20 MB row back; and
+/// the statements after each recorded as themselves.
+#[test]
+fn pymysql_payloads_of_16_mb_and_more_are_split_and_joined() {
+    if !mysql::available("16 MB payloads through the proxy") {
+        return;
+    }
+    let Some(python) = corpus_python("16 MB payloads through the proxy") else {
+        return;
+    };
+    let _turn = GENERAL_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new("big");
+    db.direct("create table big (id int primary key, body longtext)");
+    // The server's default max_allowed_packet is 16 MB; raised for the new
+    // sessions of this test, put back after it, even when it fails.
+    let before = db.direct("select @@global.max_allowed_packet");
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = support::server_logs::mysql(&[
+                "-e",
+                &format!("SET GLOBAL max_allowed_packet = {}", self.0),
+            ]);
+        }
+    }
+    let _restore = Restore(before);
+    db.direct("SET GLOBAL max_allowed_packet = 67108864");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let general = GeneralLog::start();
+    let script = r#"
+import os, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="root",
+                    database=os.environ["DB"], autocommit=True,
+                    max_allowed_packet=64 * 1024 * 1024)
+cur = c.cursor()
+head, tail = "select length('", "') as n"
+exact = head + "x" * ((1 << 24) - 1 - len(head) - len(tail)) + tail
+assert len(exact) + 1 == 1 << 24
+cur.execute(exact)
+print(cur.fetchone()[0])
+cur.execute("select 'after the exact one'")
+cur.execute("insert into big (id, body) values (1, '" + "y" * (20 << 20) + "')")
+cur.execute("select 'after the insert'")
+cur.execute("select body from big where id = 1")
+print(len(cur.fetchone()[0]))
+cur.execute("select 'after the row'")
+c.close()
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("PORT", proxy.port())
+        .env("DB", &db.name)
+        .output()
+        .expect("python runs");
+    let log = logged(general, &db.name);
+    let stopped = proxy.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    let exact_len = (1 << 24) - 1 - "select length('".len() - "') as n".len();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{exact_len}\n{}", 20 << 20)
+    );
+
+    // The general log holds the 20 MB insert whole; the trace, the start the
+    // observer kept and how much it left out.
+    let mut logged = logged_statements(&log);
+    assert_eq!(logged.len(), 1, "one connection");
+    let insert_at = logged[0]
+        .iter()
+        .position(|s| s.starts_with("insert into big"))
+        .expect("the insert in the general log");
+    let whole = logged[0][insert_at].clone();
+    let trace = &stopped.trace;
+    let cut = with_sql(trace, "insert into big");
+    assert_eq!(cut.len(), 1);
+    let cut_sql = cut[0]["sql"].as_str().expect("sql");
+    let (kept, marker) = cut_sql.split_once("…[truncated ").unwrap_or_else(|| {
+        panic!(
+            "the insert marked as cut: …{}",
+            &cut_sql[cut_sql.len() - 60..]
+        )
+    });
+    // The observer keeps 16 MiB of a payload, the command byte one of them.
+    assert!(
+        whole.starts_with(kept),
+        "the kept text is the statement's start"
+    );
+    assert_eq!(kept.len(), (16 << 20) - 1);
+    assert_eq!(
+        marker,
+        format!("{} bytes]", whole.len() - kept.len()),
+        "the marker counts what was left out"
+    );
+    assert_eq!(cut[0]["rows"], 1);
+    logged[0][insert_at] = cut_sql.to_owned();
+    assert_statements(&stopped, &log, logged);
+
+    let exact = with_sql(trace, "select length('xxx");
+    assert_eq!(exact.len(), 1);
+    assert_eq!(
+        exact[0]["sql"].as_str().map(str::len),
+        Some((1 << 24) - 1),
+        "a payload of 2^24 bytes is kept whole"
+    );
+    assert_eq!(exact[0]["rows"], 1);
+    assert_eq!(only(trace, "select body from big where id = 1")["rows"], 1);
+    for after in ["after the exact one", "after the insert", "after the row"] {
+        let e = only(trace, &format!("select '{after}'"));
+        assert_eq!(e["rows"], 1, "{e}");
+    }
+}
+
 /// mysql2's execute(): server-side prepared statements, the values bound in
 /// the binary protocol, decoded by their types.
 #[test]
