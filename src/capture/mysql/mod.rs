@@ -37,11 +37,12 @@ pub mod packet;
 pub mod session;
 pub mod values;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 
 use crate::capture::proxy::{
     Observing, Recorder, Stats, Upstream, Write, lock, out_of_descriptors, pump,
@@ -144,15 +145,15 @@ pub(crate) async fn serve_client(
     } = observing;
     let stats = recorder.stats().clone();
     let rewriting = fault.is_some();
-    let session = Mutex::new(Guard(
+    let session = Arc::new(Mutex::new(Guard(
         Session::new(conn, agreed.capabilities, agreed.status, opened)
             .with_instance(instance)
             .with_fault(fault)
             .with_checks(checks)
             .with_race(race),
         recorder,
-    ));
-    relay(client, server, &session, rewriting).await;
+    )));
+    relay(client, server, session.clone(), rewriting).await;
     let undecoded = lock(&session).0.counts.undecoded;
     Stats::add(&stats.undecoded_frames, undecoded);
     Ok(())
@@ -342,77 +343,90 @@ fn keep_server(first: u8) -> usize {
 /// Copies bytes both ways until either side closes, observing them on the
 /// relay. The client's bytes are observed before they are forwarded (and,
 /// with a fault to inject, held until each command is whole); the server's
-/// are forwarded first.
-async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<Guard>, rewriting: bool) {
+/// are forwarded first. Each direction is a task of its own, woken only by
+/// its own socket (as in the PostgreSQL proxy's hand-off relay).
+async fn relay(client: TcpStream, server: TcpStream, session: Arc<Mutex<Guard>>, rewriting: bool) {
     let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
-    let mut up = PacketDecoder::new(keep_client);
-    let mut down = PacketDecoder::new(keep_server);
-    let mut holding = Holding::default();
-    let checking = lock(session).0.has_checks();
-    let upward = pump(
-        client_r,
-        server_w,
-        |chunk, out| {
-            let mut guard = lock(session);
-            let guard = &mut *guard;
-            guard.0.begin_chunk(Instant::now());
-            let write = if rewriting {
-                holding.feed(chunk, out, |bytes, whole, out| {
-                    let replaced = whole.then(|| guard.0.replacement(bytes)).flatten();
-                    out.extend_from_slice(replaced.as_deref().unwrap_or(bytes));
-                    observe_client(&mut up, &mut guard.0, bytes);
-                });
-                Write::Buffer
-            } else {
-                observe_client(&mut up, &mut guard.0, chunk);
-                Write::Chunk
-            };
-            guard.record();
-            write
-        },
-        |_| {},
-        || {
-            if checking {
-                lock(session).0.due_checks()
-            } else {
-                Vec::new()
-            }
-        },
-    );
-    let downward = pump(
-        server_r,
-        client_w,
-        |_, _| Write::Chunk,
-        |chunk| {
-            let mut guard = lock(session);
-            guard.0.begin_chunk(Instant::now());
-            let observer = &mut guard.0;
-            down.feed(chunk, |p| observer.server_packet(p));
-            guard.record();
-        },
-        Vec::new,
-    );
-    tokio::pin!(upward, downward);
-    tokio::select! {
-        () = &mut upward => {
-            // MySQL clients do not half-close: one that closed without
-            // COM_QUIT was killed or lost, and what it sent and was not
-            // answered failed for it, whatever the server still does. The
-            // server's last packets get a moment, then the connection goes.
-            {
-                let mut guard = lock(session);
-                if !guard.0.quit() {
-                    guard.0.close(Instant::now(), false);
-                    guard.record();
+    let checking = lock(&session).0.has_checks();
+    let mut directions = JoinSet::new();
+    let up_session = session.clone();
+    directions.spawn(async move {
+        let session = up_session;
+        let mut up = PacketDecoder::new(keep_client);
+        let mut holding = Holding::default();
+        pump(
+            client_r,
+            server_w,
+            |chunk, out| {
+                let mut guard = lock(&session);
+                let guard = &mut *guard;
+                guard.0.begin_chunk(Instant::now());
+                let write = if rewriting {
+                    holding.feed(chunk, out, |bytes, whole, out| {
+                        let replaced = whole.then(|| guard.0.replacement(bytes)).flatten();
+                        out.extend_from_slice(replaced.as_deref().unwrap_or(bytes));
+                        observe_client(&mut up, &mut guard.0, bytes);
+                    });
+                    Write::Buffer
+                } else {
+                    observe_client(&mut up, &mut guard.0, chunk);
+                    Write::Chunk
+                };
+                guard.record();
+                write
+            },
+            |_| {},
+            || {
+                if checking {
+                    lock(&session).0.due_checks()
+                } else {
+                    Vec::new()
                 }
-            }
-            let _ = tokio::time::timeout(SERVER_GONE_GRACE, downward).await;
-        }
-        () = &mut downward => {
-            let _ = tokio::time::timeout(SERVER_GONE_GRACE, upward).await;
+            },
+        )
+        .await;
+        Direction::Upward
+    });
+    let down_session = session.clone();
+    directions.spawn(async move {
+        let mut down = PacketDecoder::new(keep_server);
+        pump(
+            server_r,
+            client_w,
+            |_, _| Write::Chunk,
+            |chunk| {
+                let mut guard = lock(&down_session);
+                guard.0.begin_chunk(Instant::now());
+                let observer = &mut guard.0;
+                down.feed(chunk, |p| observer.server_packet(p));
+                guard.record();
+            },
+            Vec::new,
+        )
+        .await;
+        Direction::Downward
+    });
+    if let Some(Ok(Direction::Upward)) = directions.join_next().await {
+        // MySQL clients do not half-close: one that closed without
+        // COM_QUIT was killed or lost, and what it sent and was not
+        // answered failed for it, whatever the server still does.
+        let mut guard = lock(&session);
+        if !guard.0.quit() {
+            guard.0.close(Instant::now(), false);
+            guard.record();
         }
     }
+    // The other side gets a moment (the server's last packets, the
+    // client's last reads), then the connection goes.
+    let _ = tokio::time::timeout(SERVER_GONE_GRACE, directions.join_next()).await;
+    directions.shutdown().await;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    Upward,
+    Downward,
 }
 
 fn observe_client(up: &mut PacketDecoder, session: &mut Session, bytes: &[u8]) {
