@@ -6,9 +6,13 @@
 //! port into a copy of the suite of its own.
 //!
 //! This checks that the same tests pass both ways and that at least
-//! [`MIN_PASSED`] pass directly, and that the proxy recorded the suite's
-//! statements, the errors it provokes among them. It prints both runs'
-//! counts and times, and every test whose outcome differs with its message.
+//! [`MIN_PASSED`] pass directly; and that the proxy recorded the suite's
+//! statements: the same ones as the server's general query log shows for the
+//! suite's connections (those of a user of its own), plus those sent on a
+//! connection the server had already closed, recorded with SQLSTATE 08S01,
+//! and the errors the suite provokes with the server's SQLSTATE. It prints
+//! both runs' counts and times, and every test whose outcome differs with
+//! its message.
 //!
 //! Where the suite comes from (tests/driver_suite/suite.txt, pinned by hash;
 //! tests/driver_suite/setup.sh fetches it): PyMySQL 0.10.1 is the last release
@@ -37,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::pg::ProxyProcess;
-use support::server_logs::mysql;
+use support::server_logs::{GeneralLog, mysql};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const MARIADB: &str = "127.0.0.1:3306";
@@ -141,25 +145,45 @@ fn available() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// The suite's two databases (its `databases.json` names two), made empty
-/// before each run and dropped at the end.
-struct Databases([String; 2]);
+/// before each run, and a user of its own, so that the server's general log
+/// tells the suite's connections from any other client's. All dropped at the
+/// end.
+struct Sandbox {
+    user: String,
+    dbs: [String; 2],
+}
 
-impl Databases {
-    fn new() -> Databases {
+impl Sandbox {
+    fn new() -> Sandbox {
         let pid = std::process::id();
-        Databases([
-            format!("flowaudit_suite_{pid}_1"),
-            format!("flowaudit_suite_{pid}_2"),
-        ])
+        let sandbox = Sandbox {
+            user: format!("flowaudit_suite_{pid}"),
+            dbs: [
+                format!("flowaudit_suite_{pid}_1"),
+                format!("flowaudit_suite_{pid}_2"),
+            ],
+        };
+        // Root's rights, as the suite expects (it reads mysql.user, kills
+        // its own connections); no password, like root here.
+        sandbox.admin(&format!(
+            "DROP USER IF EXISTS '{u}'@'127.0.0.1'; CREATE USER '{u}'@'127.0.0.1'; \
+             GRANT ALL PRIVILEGES ON *.* TO '{u}'@'127.0.0.1' WITH GRANT OPTION;",
+            u = sandbox.user
+        ));
+        sandbox
     }
 
     fn recreate(&self) {
         let sql: String = self
-            .0
+            .dbs
             .iter()
             .map(|db| format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db};"))
             .collect();
-        let out = mysql(&["-e", &sql]);
+        self.admin(&sql);
+    }
+
+    fn admin(&self, sql: &str) {
+        let out = mysql(&["-e", sql]);
         assert!(
             out.status.success(),
             "{sql}: {}",
@@ -168,11 +192,15 @@ impl Databases {
     }
 }
 
-impl Drop for Databases {
+impl Drop for Sandbox {
     fn drop(&mut self) {
-        for db in &self.0 {
+        for db in &self.dbs {
             let _ = mysql(&["-e", &format!("DROP DATABASE IF EXISTS {db}")]);
         }
+        let _ = mysql(&[
+            "-e",
+            &format!("DROP USER IF EXISTS '{}'@'127.0.0.1'", self.user),
+        ]);
     }
 }
 
@@ -194,16 +222,17 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// Runs the suite in a copy of its own, its `databases.json` pointing at
 /// `port`, and reads each test's outcome from pytest's JUnit XML.
-fn run_suite(python: &Path, suite: &Path, dbs: &Databases, port: u16, label: &str) -> Run {
-    dbs.recreate();
+fn run_suite(python: &Path, suite: &Path, sandbox: &Sandbox, port: u16, label: &str) -> Run {
+    sandbox.recreate();
     let work = tempfile::tempdir().expect("temp dir");
     let tree = work.path().join("suite");
     copy_tree(suite, &tree);
     // The suite's own default settings, at our address and databases.
     let config = serde_json::json!([
-        {"host": "127.0.0.1", "port": port, "user": "root", "passwd": "",
-         "db": dbs.0[0], "use_unicode": true, "local_infile": true},
-        {"host": "127.0.0.1", "port": port, "user": "root", "passwd": "", "db": dbs.0[1]},
+        {"host": "127.0.0.1", "port": port, "user": sandbox.user, "passwd": "",
+         "db": sandbox.dbs[0], "use_unicode": true, "local_infile": true},
+        {"host": "127.0.0.1", "port": port, "user": sandbox.user, "passwd": "",
+         "db": sandbox.dbs[1]},
     ]);
     std::fs::write(
         tree.join("pymysql/tests/databases.json"),
@@ -332,23 +361,25 @@ fn pymysql_suite_passes_the_same_through_the_proxy() {
     let Some((python, suite)) = available() else {
         return;
     };
-    let dbs = Databases::new();
+    let sandbox = Sandbox::new();
     for (id, why) in DESELECTED {
         eprintln!("deselected in both runs: {id}: {why}");
     }
 
-    let direct = run_suite(&python, &suite, &dbs, 3306, "direct");
+    let direct = run_suite(&python, &suite, &sandbox, 3306, "direct");
     eprintln!("direct:        {}", direct.describe());
 
+    let general_log = GeneralLog::start();
     let proxy = ProxyProcess::start(&format!("mysql://{MARIADB}"), &[]);
     let through = run_suite(
         &python,
         &suite,
-        &dbs,
+        &sandbox,
         proxy.addr.port(),
         "through the proxy",
     );
     let stopped = proxy.stop();
+    let logged = String::from_utf8_lossy(&general_log.into_bytes()).into_owned();
     eprintln!("through proxy: {}", through.describe());
 
     // Every test whose outcome differs, with its messages.
@@ -423,4 +454,120 @@ fn pymysql_suite_passes_the_same_through_the_proxy() {
         "the suite's three `xyzzy` syntax errors, recorded with SQLSTATE 42000:\n{}",
         stopped.trace_text
     );
+
+    // The same statements as the server's general log shows for the suite's
+    // connections (its user's), each multi-statement query split into its
+    // statements as the trace records them.
+    let mut in_log = BTreeMap::<String, i64>::new();
+    for statement in logged_statements(&logged, &sandbox.user) {
+        *in_log.entry(statement).or_default() += 1;
+    }
+    let logged_total: i64 = in_log.values().sum();
+    let mut only_traced = Vec::new();
+    for event in trace {
+        let sql = event["sql"].as_str().unwrap_or_default();
+        for statement in statements(sql) {
+            match in_log.get_mut(&statement) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => only_traced.push(event),
+            }
+        }
+    }
+    let only_logged: Vec<(&String, &i64)> = in_log.iter().filter(|(_, n)| **n > 0).collect();
+    // A statement sent on a connection the server had already closed (the
+    // suite's gone-away and killed-connection tests) never reaches its log:
+    // the proxy records it with SQLSTATE 08S01.
+    let (unsent, unlogged): (Vec<&Value>, Vec<&Value>) = only_traced
+        .into_iter()
+        .partition(|e| e["error"]["code"] == "08S01");
+    eprintln!(
+        "the general log: {} statements of the suite's connections; the trace has {} more, \
+         sent on connections the server had closed: {:?}",
+        logged_total,
+        unsent.len(),
+        unsent.iter().map(|e| &e["sql"]).collect::<Vec<_>>()
+    );
+    assert!(
+        only_logged.is_empty() && unlogged.is_empty(),
+        "the trace and the general log differ:\n  only in the log: {only_logged:?}\n  \
+         only in the trace: {unlogged:?}"
+    );
+}
+
+/// The statements of the general log's `Query` and `Init DB` entries on the
+/// connections that `user` opened; `Init DB` as the trace records it
+/// (`USE \`db\``).
+fn logged_statements(log: &str, user: &str) -> Vec<String> {
+    // Entries: `[YYMMDD HH:MM:SS]\t  ID Command\tArgument`; an argument's
+    // further lines follow unmarked.
+    let mut entries: Vec<(String, String, String)> = Vec::new();
+    for line in log.lines() {
+        let rest = line
+            .split_once('\t')
+            .map_or(line, |(_, r)| r)
+            .trim_start_matches(['\t', ' ']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let entry = (!digits.is_empty())
+            .then(|| rest[digits.len()..].strip_prefix(' '))
+            .flatten()
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_uppercase()))
+            .and_then(|r| r.split_once('\t'));
+        match entry {
+            Some((command, argument)) => {
+                entries.push((digits, command.to_owned(), argument.to_owned()));
+            }
+            None if line.starts_with('/') || line.starts_with("Tcp port") => {}
+            None if line.starts_with("Time\t") => {}
+            None => {
+                if let Some(last) = entries.last_mut() {
+                    last.2.push('\n');
+                    last.2.push_str(line);
+                }
+            }
+        }
+    }
+    let ours: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter(|(_, command, argument)| {
+            command == "Connect" && argument.starts_with(&format!("{user}@"))
+        })
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    entries
+        .iter()
+        .filter(|(id, _, _)| ours.contains(id.as_str()))
+        .flat_map(|(_, command, argument)| match command.as_str() {
+            "Query" => statements(argument),
+            "Init DB" => vec![format!("USE `{argument}`")],
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The statements of a query text, split at the semicolons outside quotes,
+/// each trimmed: what a multi-statement query runs one by one.
+fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in sql.chars() {
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (Some(_), '\\') => escaped = true,
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, ';') => {
+                out.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out.into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
