@@ -170,6 +170,8 @@ pub struct Session {
     infile: bool,
     /// The client is authenticating again (COM_CHANGE_USER).
     reauthenticating: bool,
+    /// The client said goodbye (COM_QUIT).
+    quit: bool,
     last_done: Option<Instant>,
     opened: Instant,
     wall: SystemTime,
@@ -201,6 +203,7 @@ impl Session {
             status,
             infile: false,
             reauthenticating: false,
+            quit: false,
             last_done: None,
             opened,
             wall: SystemTime::now() - opened.elapsed(),
@@ -244,6 +247,12 @@ impl Session {
     /// Whether statements may have to wait before they go on.
     pub fn has_checks(&self) -> bool {
         self.checks.is_some() || self.race.is_some()
+    }
+
+    /// Whether the client sent COM_QUIT: a client that closes without it
+    /// was killed or lost.
+    pub fn quit(&self) -> bool {
+        self.quit
     }
 
     /// The client is sending a file: its packets are data, not commands.
@@ -479,14 +488,19 @@ impl Session {
                     record: Some(running),
                 });
             }
-            command::QUIT => {}
+            command::QUIT => self.quit = true,
             command::CHANGE_USER => {
                 self.reauthenticating = true;
                 self.queue.push_back(Pending::ChangeUser);
             }
             command::STATISTICS => self.queue.push_back(Pending::Statistics),
             command::FIELD_LIST => self.queue.push_back(Pending::FieldList),
-            command::PING | command::RESET_CONNECTION | command::SET_OPTION => {
+            command::RESET_CONNECTION => {
+                // The server forgets the session's statements and cursors.
+                self.reset();
+                self.queue.push_back(Pending::Simple { record: None });
+            }
+            command::PING | command::SET_OPTION => {
                 self.queue.push_back(Pending::Simple { record: None });
             }
             _ => {
@@ -558,6 +572,11 @@ impl Session {
         };
         let p = packet.payload;
         let first = p.first().copied();
+        if first == Some(0xff) && p.get(1..3) == Some(&[0xff, 0xff]) {
+            // MariaDB's progress report (error number 0xFFFF, for clients
+            // that set CLIENT_PROGRESS): the statement is still running.
+            return;
+        }
         let deprecate_eof = self.capabilities & capability::DEPRECATE_EOF != 0;
         match pending {
             Pending::Statements {
@@ -1256,6 +1275,27 @@ mod tests {
                 Some(1)
             )]
         );
+    }
+
+    #[test]
+    fn progress_reports_are_not_errors() {
+        let mut s = Session::new(1, CAPS, status::AUTOCOMMIT, Instant::now());
+        feed_client(&mut s, 0, &query("LOAD DATA LOCAL INFILE 'x' INTO TABLE t"));
+        feed_server(&mut s, &[vec![0xfb, b'x']]);
+        assert!(s.in_infile());
+        let mut d = PacketDecoder::new(|_| usize::MAX);
+        d.feed(&encode(2, b"1,a\n"), |p| s.client_packet(p));
+        d.feed(&encode(3, b""), |p| s.client_packet(p));
+        assert!(!s.in_infile());
+        feed_server(
+            &mut s,
+            &[
+                b"\xff\xff\xff\x01\x02\x02\x00\x00\x00\x0fEnd bulk insert".to_vec(),
+                ok(3, status::AUTOCOMMIT),
+            ],
+        );
+        let got: Vec<_> = s.take().map(|r| (r.rows, r.error.is_none())).collect();
+        assert_eq!(got, vec![(Some(3), true)]);
     }
 
     #[test]
