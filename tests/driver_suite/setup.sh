@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what tests/driver_suite.rs needs, pinned by hash: pytest in
-# tests/driver_suite/.venv (requirements.txt), and PyMySQL's source
-# distribution (suite.txt) unpacked beside it, whose pymysql/tests is the
-# suite. Idempotent: a second run only checks.
+# tests/driver_suite/.venv (requirements.txt), and the drivers' source
+# distributions (suite.txt) unpacked beside it, each shipping its suite.
+# MariaDB Connector/Python is a C extension on Connector/C: without
+# mariadb_config (Debian's libmariadb-dev) it is left out, and its test says
+# so. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,13 +15,28 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/requirements.txt
     cp requirements.txt .venv/requirements.txt
 fi
 
-version="$(sed -n 's/^PyMySQL==\([^ ]*\).*/\1/p' suite.txt)"
-if [ ! -f ".venv/PyMySQL-$version/pymysql/tests/base.py" ]; then
-    rm -rf .venv/sdist
-    # --no-binary: the wheel has no tests. pip checks the hash in suite.txt.
-    .venv/bin/pip download --quiet --disable-pip-version-check --no-deps \
-        --no-binary :all: --require-hashes -r suite.txt -d .venv/sdist
-    tar -xzf ".venv/sdist/PyMySQL-$version.tar.gz" -C .venv
-fi
+ready=()
+while read -r line; do
+    case "$line" in '' | '#'*) continue ;; esac
+    spec="${line%% *}"
+    name="${spec%%==*}"
+    version="${spec#*==}"
+    if [ ! -d ".venv/$name-$version" ]; then
+        if [ "$name" = mariadb ] && ! command -v mariadb_config >/dev/null; then
+            echo "driver suite: leaving out $spec: no mariadb_config (install libmariadb-dev)" >&2
+            continue
+        fi
+        echo "$line" >.venv/pinned.txt
+        # --no-binary: a wheel has no tests. pip checks the hash.
+        .venv/bin/pip download --quiet --disable-pip-version-check --no-deps \
+            --no-binary :all: --require-hashes -r .venv/pinned.txt -d .venv/sdist
+        if [ "$name" = mariadb ]; then
+            .venv/bin/pip install --quiet --disable-pip-version-check --no-deps \
+                ".venv/sdist/$name-$version.tar.gz"
+        fi
+        tar -xzf ".venv/sdist/$name-$version.tar.gz" -C .venv
+    fi
+    ready+=("$spec")
+done <suite.txt
 .venv/bin/python -m pytest --version >/dev/null
-echo "driver suite: pytest $(.venv/bin/python -m pytest --version 2>&1 | cut -d' ' -f2) and PyMySQL $version's tests ready"
+echo "driver suite: pytest $(.venv/bin/python -m pytest --version 2>&1 | cut -d' ' -f2); suites of ${ready[*]} ready"
