@@ -497,7 +497,7 @@ fn same_through_the_proxy(suite: &Suite, tag: &str) {
         "through the proxy",
     );
     let stopped = proxy.stop();
-    let logged = String::from_utf8_lossy(&general_log.into_bytes()).into_owned();
+    let logged = general_log.into_text();
     // Kept for a look when the comparison below fails.
     let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("driver-suite-{tag}"));
     std::fs::create_dir_all(&kept).expect("mkdir");

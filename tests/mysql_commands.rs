@@ -6,7 +6,9 @@
 //! lines of the protocol written here (the drivers of the corpus never send
 //! most of these); what is checked is that the observer follows the real
 //! server's answers: the statements recorded, their values, rows and
-//! transaction status, and that it stays in step afterwards.
+//! transaction status, and that it stays in step afterwards. And bytes no
+//! client should send (a 16 MB handshake response, garbage after the
+//! login): the proxy closes or relays, and serves the next client.
 //!
 //! Needs MariaDB on 127.0.0.1:3306 (root, no password); without it the test
 //! says why and skips, except with CI=true, where it fails.
@@ -465,5 +467,75 @@ fn rarely_sent_commands_are_followed_on_a_real_server() {
         events
             .iter()
             .all(|e| e["source"] == "mysql-proxy" && e["error"].is_null())
+    );
+}
+
+/// Bytes no client should send, before and after the handshake: the proxy
+/// relays or closes, never stops, and the next client is served.
+#[test]
+fn hostile_bytes_never_stop_the_proxy() {
+    if !mysql("select 1") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: MariaDB must answer on 127.0.0.1:3306"
+        );
+        eprintln!("skipped: MariaDB does not answer on 127.0.0.1:3306 (or no mysql client)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("trace.jsonl");
+    let proxy = Proxy::start(&trace, dir.path());
+    // A handshake response that says it is 16 MB long.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header).expect("the greeting's header");
+        let len = usize::from(header[0]) | usize::from(header[1]) << 8;
+        let mut greeting = vec![0u8; len];
+        s.read_exact(&mut greeting).expect("the greeting");
+        let _ = s.write_all(&[0xff, 0xff, 0xff, 1, 0, 0, 0]);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    // After a real login, packets of every command byte with garbage, and
+    // a packet cut short by the close.
+    {
+        let mut c = Client::connect(proxy.port, "mysql");
+        let mut seed = 0x2545_f491_u32;
+        for command in [0x03u8, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1c, 0xfa, 0x42] {
+            let mut p = vec![command];
+            for _ in 0..40 {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                p.push(seed as u8);
+            }
+            c.send(&p);
+            if matches!(command, 0x03 | 0x16 | 0x17 | 0x1a | 0x1c | 0xfa | 0x42) {
+                // Each of these is answered (an ERR, mostly).
+                let (_, answer) = c.read();
+                assert!(!answer.is_empty());
+                if answer[0] != 0xff && answer[0] != 0x00 {
+                    break;
+                }
+            }
+        }
+        let _ = c.stream.write_all(&[0x40, 0, 0, 0, 3, b's']);
+    }
+    // The next client is served, and recorded.
+    let mut c = Client::connect(proxy.port, "mysql");
+    let mut query = vec![0x03];
+    query.extend_from_slice(b"SELECT 42");
+    assert_eq!(c.command(&query), Answer::Rows { rows: 1, status: 2 });
+    c.send(&[0x01]);
+    drop(c);
+    proxy.stop();
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"sql\":\"SELECT 42\"") && l.contains("\"rows\":1")),
+        "{text}"
     );
 }

@@ -1,11 +1,13 @@
-//! `--inject-fault` through the MySQL proxy, on the machine's MariaDB: the
-//! server itself raises SQLSTATE FA001 (`SIGNAL`, error 1644) in place of
+//! `flowaudit run` on MySQL. `--inject-fault` through the MySQL proxy, on
+//! the machine's MariaDB: the server itself raises SQLSTATE FA001 (`SIGNAL`,
+//! error 1644) in place of
 //! the chosen statement, the client (the `mysql` command-line client, run by
 //! `flowaudit run` with MYSQL_HOST and MYSQL_TCP_PORT) gets that error, and
 //! InnoDB's semantics follow: only the failed statement is undone, so a
 //! COMMIT after it keeps the others (`partial-write-on-failure`), and a
 //! failed COMMIT leaves the transaction open until the disconnect rolls it
-//! back.
+//! back. And an upstream where no MySQL server answers is exit 2 before
+//! the command runs.
 //!
 //! Needs MariaDB on 127.0.0.1:3306 (root, no password) and the `mysql`
 //! client; without them the tests say why and skip, except with CI=true,
@@ -245,4 +247,34 @@ fn a_fault_that_never_fires_is_exit_2() {
         "{stderr}"
     );
     assert_eq!(db.ids(), "1,2,3", "nothing failed");
+}
+
+/// `run --upstream mysql://…` checks for a MySQL greeting before it runs the
+/// command: a command that ran against no database proves nothing.
+#[test]
+fn run_against_an_unreachable_mysql_upstream_is_exit_2_and_never_runs_the_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let touched = dir.path().join("ran");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = flowaudit()
+        .current_dir(dir.path())
+        .args(["run", "--skip-invariants", "--upstream"])
+        .arg(format!("mysql://root:hunter2@127.0.0.1:{port}/shop"))
+        .args(["--", "touch"])
+        .arg(&touched)
+        .output()
+        .expect("flowaudit runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no MySQL/MariaDB server answers at 127.0.0.1:{port}"
+        )) && err.contains("the command was not run")
+            && !err.contains("hunter2"),
+        "{err}"
+    );
+    assert!(!touched.exists(), "the command ran");
 }

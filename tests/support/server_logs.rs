@@ -357,16 +357,12 @@ impl GeneralLog {
     }
 
     /// Switches the log off and gives all it holds.
-    pub fn into_text(self) -> String {
-        String::from_utf8(self.into_bytes()).expect("general log is UTF-8")
-    }
-
-    /// Switches the log off and gives all it holds, as the server wrote it:
-    /// a statement's bytes are logged as sent, not always UTF-8.
-    pub fn into_bytes(mut self) -> Vec<u8> {
+    pub fn into_text(mut self) -> String {
         let _ = mysql(&["-e", &self.restore]);
         self.on = false;
-        std::fs::read(self.dir.path().join("general.log")).expect("general log")
+        // Binary values of prepared statements are written as their bytes.
+        let bytes = std::fs::read(self.dir.path().join("general.log")).expect("general log");
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
