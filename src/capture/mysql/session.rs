@@ -91,6 +91,9 @@ enum Pending {
         /// The execute asked for a cursor on this prepared statement.
         cursor: Option<u32>,
         reading: Reading,
+        /// An execute of the statement being prepared, decoded once the
+        /// prepare is answered.
+        deferred: Option<Box<Deferred>>,
     },
     /// A COM_STMT_PREPARE of this text.
     Prepare {
@@ -110,6 +113,19 @@ enum Pending {
     /// COM_FIELD_LIST: column definitions up to an EOF.
     FieldList,
 }
+
+/// An execute sent before its statement's prepare was answered (MariaDB's
+/// execute-direct, id 0xFFFFFFFF): its payload, kept to decode then.
+#[derive(Debug)]
+struct Deferred {
+    code: u8,
+    flags: u8,
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+/// Payload bytes of an execute-direct kept until its prepare is answered.
+const MAX_DEFERRED: usize = 64 * 1024;
 
 /// Where the observer is in an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,6 +449,7 @@ impl Session {
                     next,
                     cursor: None,
                     reading: Reading::Start,
+                    deferred: None,
                 });
             }
             command::STMT_PREPARE => {
@@ -518,36 +535,47 @@ impl Session {
             self.counts.undecoded += 1;
             return;
         };
+        if id == u32::MAX
+            && let Some(sql) = self.queue.iter().rev().find_map(|p| match p {
+                Pending::Prepare { sql, .. } => Some(sql.clone()),
+                _ => None,
+            })
+        {
+            // MariaDB's execute-direct: the prepare went in the same write
+            // and this runs "the statement just prepared", whose id,
+            // parameters and types come with the prepare's answer, which
+            // the server sends before this one's.
+            self.step_check(&sql, &[]);
+            let keep = body.len().min(MAX_DEFERRED);
+            let deferred = Deferred {
+                code,
+                flags,
+                body: body[..keep].to_vec(),
+                truncated: truncated || keep < body.len(),
+            };
+            let running = self.running(sql, None);
+            self.queue.push_back(Pending::Statements {
+                running,
+                next: VecDeque::new(),
+                cursor: None,
+                reading: Reading::Start,
+                deferred: Some(Box::new(deferred)),
+            });
+            return;
+        }
         let Some(id) = self.statement_id(id) else {
             self.counts.undecoded += 1;
+            self.queue.push_back(Pending::Simple { record: None });
             return;
         };
-        let Some(statement) = self.statements.get_mut(&id) else {
+        let Some(sql) = self.statements.get(&id).map(|s| s.sql.clone()) else {
             // Prepared before the observer saw it (cannot happen on a
             // connection observed from its start): answered, not recorded.
             self.counts.undecoded += 1;
             self.queue.push_back(Pending::Simple { record: None });
             return;
         };
-        let sql = statement.sql.clone();
-        let params = if code == command::STMT_EXECUTE {
-            // After the id, the flags (1 byte) and the iteration count (4).
-            let rest = body.get(9..).unwrap_or_default();
-            let long = std::mem::take(&mut statement.long);
-            values::params(
-                rest,
-                statement.params,
-                &mut statement.types,
-                &long,
-                truncated,
-            )
-        } else {
-            None
-        };
-        if code == command::STMT_EXECUTE && params.is_none() && statement.params > 0 {
-            self.counts.undecoded += 1;
-        }
-        let params = params.unwrap_or_default();
+        let params = self.decode(code, id, body, truncated);
         self.step_check(&sql, &params);
         let cursor = (code == command::STMT_EXECUTE && flags != 0).then_some(id);
         if cursor.is_some() {
@@ -559,11 +587,60 @@ impl Session {
             next: VecDeque::new(),
             cursor,
             reading: Reading::Start,
+            deferred: None,
         });
+    }
+
+    /// The parameters of an execute of statement `id` (`body`: the payload
+    /// after the command byte); none for a bulk execute.
+    fn decode(&mut self, code: u8, id: u32, body: &[u8], truncated: bool) -> Vec<Option<String>> {
+        let Some(statement) = self.statements.get_mut(&id) else {
+            return Vec::new();
+        };
+        if code != command::STMT_EXECUTE {
+            return Vec::new();
+        }
+        // After the id, the flags (1 byte) and the iteration count (4).
+        let rest = body.get(9..).unwrap_or_default();
+        let long = std::mem::take(&mut statement.long);
+        let params = values::params(
+            rest,
+            statement.params,
+            &mut statement.types,
+            &long,
+            truncated,
+        );
+        if params.is_none() && statement.params > 0 {
+            self.counts.undecoded += 1;
+        }
+        params.unwrap_or_default()
+    }
+
+    /// The answer to an execute-direct begins: its prepare has been
+    /// answered, so its statement is known now.
+    fn resolve(&mut self, d: Deferred) {
+        let id = self.last_prepared;
+        let params = match id {
+            Some(id) => self.decode(d.code, id, &d.body, d.truncated),
+            None => Vec::new(),
+        };
+        let opened = id.filter(|_| d.code == command::STMT_EXECUTE && d.flags != 0);
+        if let Some(Pending::Statements {
+            running, cursor, ..
+        }) = self.queue.front_mut()
+        {
+            running.params = (!params.is_empty()).then(|| Arc::new(params));
+            *cursor = opened;
+        }
     }
 
     /// A whole packet from the server.
     pub fn server_packet(&mut self, packet: Packet<'_>) {
+        if let Some(Pending::Statements { deferred, .. }) = self.queue.front_mut()
+            && let Some(d) = deferred.take()
+        {
+            self.resolve(*d);
+        }
         let Some(pending) = self.queue.front_mut() else {
             // Unasked: the server's own message before it closes the
             // connection (an ERR saying it was killed), or bytes of a
@@ -681,6 +758,8 @@ impl Session {
                         };
                         let error = messages::err(p);
                         self.queue.pop_front();
+                        // An execute-direct behind it runs nothing prepared.
+                        self.last_prepared = None;
                         self.finish(running, None, error);
                     }
                     _ => self.undecoded_answer(),
@@ -1275,6 +1354,59 @@ mod tests {
                 Some(1)
             )]
         );
+    }
+
+    #[test]
+    fn an_execute_direct_runs_the_statement_its_prepare_names() {
+        let mut s = Session::new(1, CAPS, status::AUTOCOMMIT, Instant::now());
+        let prepare_answer = |id: u32| {
+            let mut answer = vec![0];
+            answer.extend_from_slice(&id.to_le_bytes());
+            answer.extend_from_slice(&1u16.to_le_bytes()); // columns
+            answer.extend_from_slice(&1u16.to_le_bytes()); // params
+            answer.extend_from_slice(&[0, 0, 0]);
+            vec![answer, b"param".to_vec(), eof(2), b"col".to_vec(), eof(2)]
+        };
+        let direct = |sql: &str, value: i64| {
+            let mut bytes = Vec::new();
+            let mut prepare = vec![command::STMT_PREPARE];
+            prepare.extend_from_slice(sql.as_bytes());
+            bytes.extend(encode(0, &prepare));
+            let mut execute = vec![command::STMT_EXECUTE];
+            execute.extend_from_slice(&u32::MAX.to_le_bytes());
+            execute.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0x08, 0]);
+            execute.extend_from_slice(&value.to_le_bytes());
+            bytes.extend(encode(0, &execute));
+            bytes
+        };
+        let result = vec![vec![1], b"col".to_vec(), eof(2), vec![0, 0, 1], eof(2)];
+        let mut up = PacketDecoder::new(|_| usize::MAX);
+        // Two statements, each prepared and run in one write; the first
+        // again with the other still prepared.
+        for (sql, id, value) in [
+            ("select ? + 1", 1, 1),
+            ("select concat(?, 'b')", 2, 7),
+            ("select ? + 1", 3, 5),
+        ] {
+            up.feed(&direct(sql, value), |p| s.client_packet(p));
+            let mut answers = prepare_answer(id);
+            answers.extend(result.clone());
+            feed_server(&mut s, &answers);
+        }
+        let got: Vec<_> = s
+            .take()
+            .map(|r| (r.sql.to_string(), r.params.map(|p| p.to_vec()), r.rows))
+            .collect();
+        let one = |v: &str| Some(vec![Some(v.to_owned())]);
+        assert_eq!(
+            got,
+            vec![
+                ("select ? + 1".into(), one("1"), Some(1)),
+                ("select concat(?, 'b')".into(), one("7"), Some(1)),
+                ("select ? + 1".into(), one("5"), Some(1)),
+            ]
+        );
+        assert_eq!(s.counts.undecoded, 0);
     }
 
     #[test]
