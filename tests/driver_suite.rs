@@ -600,6 +600,24 @@ fn same_through_the_proxy(suite: &Suite, tag: &str) {
         "the server's errors recorded with their SQLSTATE: {sqlstates:?}"
     );
 
+    // The log is the whole server's: another test switching it over to a
+    // file of its own while this one ran (possible where several test
+    // runs share the server, never in CI, where test binaries run one at a
+    // time) took part of this run's statements away from it. Its switch
+    // shows in this log, beside this test's own at the end.
+    let switches = logged
+        .lines()
+        .filter(|l| l.contains("SET GLOBAL general_log"))
+        .count();
+    if switches > 1 && !std::env::var("CI").is_ok_and(|v| v == "true") {
+        eprintln!(
+            "skipping the comparison with the general log: another client switched it \
+             during the run ({})",
+            kept.display()
+        );
+        return;
+    }
+
     // The same statements as the server's general log shows for the suite's
     // connections. The log writes a multi-statement query
     // whole, the trace each statement; a prepared statement's execution
@@ -613,7 +631,9 @@ fn same_through_the_proxy(suite: &Suite, tag: &str) {
     }
     let mut executed = BTreeMap::<String, i64>::new();
     for statement in &log.executed {
-        *executed.entry(fingerprint(statement).text).or_default() += 1;
+        *executed
+            .entry(fingerprint(&without_escapes(statement)).text)
+            .or_default() += 1;
     }
     let take = |counts: &mut BTreeMap<String, i64>, key: &str| match counts.get_mut(key) {
         Some(n) if *n > 0 => {
@@ -623,7 +643,14 @@ fn same_through_the_proxy(suite: &Suite, tag: &str) {
         _ => false,
     };
     let mut only_traced = Vec::new();
-    for event in trace {
+    // Statements the server never answered (08S01) last: they may or may
+    // not have reached its log, and must not take another's entry.
+    let unanswered = |e: &&Value| e["error"]["code"] == "08S01";
+    let answered_first = trace
+        .iter()
+        .filter(|e| !unanswered(e))
+        .chain(trace.iter().filter(unanswered));
+    for event in answered_first {
         let sql = event["sql"].as_str().unwrap_or_default();
         for statement in statements(sql) {
             let shape = fingerprint(&statement).text;
@@ -722,18 +749,48 @@ fn logged_statements(log: &str, sandbox: &Sandbox) -> Logged {
         queries: Vec::new(),
         executed: Vec::new(),
     };
-    for (_, command, argument) in entries
+    let mut previous = std::collections::HashMap::<&str, (&str, &str)>::new();
+    for (id, command, argument) in entries
         .iter()
         .filter(|(id, _, _)| ours.contains(id.as_str()))
     {
+        let before = previous.insert(id.as_str(), (command.as_str(), argument.as_str()));
         match command.as_str() {
             "Query" => logged.queries.extend(statements(argument)),
             "Init DB" => logged.queries.push(format!("USE `{argument}`")),
+            // MariaDB's bulk execute (one command, many rows) of an UPDATE
+            // or DELETE is logged once per row, its `?` left in: one
+            // execution, as the trace records it.
+            "Execute" if argument.contains('?') && before == Some(("Execute", argument)) => {}
             "Execute" => logged.executed.push(argument.clone()),
             _ => {}
         }
     }
     logged
+}
+
+/// A statement with each backslash escape in its quoted strings (`\'`,
+/// `\\`, `\r`: how the general log writes a prepared statement's values) as
+/// a plain `x`, which the fingerprint takes as one more character of the
+/// value it replaces with `?`.
+fn without_escapes(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+                out.push('x');
+                continue;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A statement with the quoted strings after `IDENTIFIED` (a password, or
