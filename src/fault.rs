@@ -16,6 +16,8 @@
 //! - PostgreSQL: [`POSTGRES_FAILING_SQL`], a `DO` block that raises SQLSTATE
 //!   [`POSTGRES_SQLSTATE`] (`FA001`, in no class PostgreSQL itself uses); as
 //!   after any error, an open transaction is aborted (`txn` = `failed`).
+//! - MySQL/MariaDB: [`MYSQL_FAILING_SQL`], a `SIGNAL` of the same SQLSTATE
+//!   (error 1644); InnoDB undoes that statement only.
 //!
 //! [`FaultSpec`] parses the option; [`FaultInjector`] counts a connection's
 //! (or a run's) statements and says which one to fail.
@@ -29,6 +31,13 @@ pub const POSTGRES_SQLSTATE: &str = "FA001";
 /// The PostgreSQL replacement statement; `{fault}` stands for the fault's
 /// description (`checkout:3`), see [`FaultSpec::failing_sql_postgres`].
 pub const POSTGRES_FAILING_SQL: &str = "DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'FA001', MESSAGE = 'flowaudit: injected fault at {fault}'; END$$";
+
+/// The MySQL/MariaDB replacement statement; `{fault}` as above. MariaDB
+/// runs SIGNAL outside stored programs too; the client gets error 1644
+/// (ER_SIGNAL_EXCEPTION) with SQLSTATE [`POSTGRES_SQLSTATE`]'s `FA001`, and
+/// InnoDB undoes only that statement: an open transaction stays open.
+pub const MYSQL_FAILING_SQL: &str =
+    "SIGNAL SQLSTATE 'FA001' SET MESSAGE_TEXT = 'flowaudit: injected fault at {fault}'";
 
 /// The SQLite replacement statement; `{fault}` as above.
 pub const SQLITE_FAILING_SQL: &str =
@@ -105,6 +114,11 @@ impl FaultSpec {
     /// The SQLite statement that fails in place of the chosen one.
     pub fn failing_sql_sqlite(&self) -> String {
         SQLITE_FAILING_SQL.replace("{fault}", &quote_free(&self.to_string()))
+    }
+
+    /// The MySQL/MariaDB statement that fails in place of the chosen one.
+    pub fn failing_sql_mysql(&self) -> String {
+        MYSQL_FAILING_SQL.replace("{fault}", &quote_free(&self.to_string()))
     }
 
     /// The PostgreSQL statement that fails in place of the chosen one.

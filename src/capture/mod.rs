@@ -5,6 +5,7 @@
 
 pub mod expanded;
 pub mod logs;
+pub mod mysql;
 pub mod pipeline;
 pub mod proxy;
 pub mod sqlite;

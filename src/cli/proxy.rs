@@ -1,4 +1,4 @@
-//! `flowaudit proxy`: relay PostgreSQL connections, record every statement,
+//! `flowaudit proxy`: relay PostgreSQL or MySQL/MariaDB connections, record every statement,
 //! and audit them when stopped (SIGINT or SIGTERM). The recording pieces are
 //! shared with `flowaudit run`.
 
@@ -13,8 +13,8 @@ use clap::Args;
 
 use crate::audit::Audit;
 use crate::capture::proxy::{
-    self, FaultHook, Log, LogLines, Proxy, Recorder, Sink, Stats, StepChecks, StepTracker,
-    Upstream, Writer,
+    self, FaultHook, Log, LogLines, Protocol, Proxy, Recorder, Sink, Stats, StepChecks,
+    StepTracker, Upstream, Writer,
 };
 use crate::fault::{FaultInjector, FaultSpec};
 use crate::invariants::{InvariantError, InvariantRunner, Invariants};
@@ -44,7 +44,8 @@ pub struct ProxyArgs {
 /// Where to relay to and where to keep what was recorded.
 #[derive(Debug, Clone, Args)]
 pub struct CaptureArgs {
-    /// The PostgreSQL server to relay to, as a URL: postgres://HOST:PORT/…
+    /// The server to relay to, as a URL: postgres://HOST:PORT/… for
+    /// PostgreSQL, mysql://HOST:PORT/… (or mariadb://) for MySQL and MariaDB
     /// (user, password and database are the client's own and are not used).
     #[arg(long, value_name = "URL")]
     pub upstream: String,
@@ -63,8 +64,9 @@ pub struct CaptureArgs {
     /// (counted from 1 in the order sent, transaction control included,
     /// markers excluded; write a trace of a run without the fault to see the
     /// numbering), or the step's first COMMIT with STEP:commit. The server runs
-    /// a statement that raises SQLSTATE FA001 in its place, so the client gets
-    /// that error and the transaction follows as after any error.
+    /// a statement that raises SQLSTATE FA001 in its place (PostgreSQL: a DO
+    /// block; MySQL/MariaDB: SIGNAL, error 1644), so the client gets that
+    /// error and the transaction follows as after any error.
     /// When the fault does not fire (the step never ran, or ran fewer than N
     /// statements), the run is exit 2 and the message lists the steps that ran.
     #[arg(long, value_name = "STEP:N")]
@@ -100,8 +102,11 @@ struct FaultOutcome {
 
 /// The hook that picks the statement to fail: it follows the run's steps as
 /// statements are sent, and lets the fault's counter decide.
-fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
-    let failing = spec.failing_sql_postgres();
+fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>, protocol: Protocol) -> FaultHook {
+    let (failing, syntax) = match protocol {
+        Protocol::Postgres => (spec.failing_sql_postgres(), crate::redact::Syntax::Postgres),
+        Protocol::Mysql => (spec.failing_sql_mysql(), crate::redact::Syntax::MySql),
+    };
     let mut steps = StepTracker::default();
     let mut injector = FaultInjector::new(spec);
     let decide = move |conn: u64, sql: &str, application_name: Option<&str>| -> Option<String> {
@@ -114,7 +119,7 @@ fn fault_hook(spec: FaultSpec, outcome: Arc<Mutex<FaultOutcome>>) -> FaultHook {
             return None;
         }
         if let Ok(mut o) = outcome.lock() {
-            let shown = crate::redact::sql(sql, crate::redact::Syntax::Postgres);
+            let shown = crate::redact::sql(sql, syntax);
             o.hit = Some(shown.split_whitespace().collect::<Vec<_>>().join(" "));
         }
         Some(failing.clone())
@@ -188,6 +193,7 @@ pub struct Recording {
     allow_empty: bool,
     /// With --race: the race's state, shared by every connection.
     race: Option<proxy::Race>,
+    protocol: Protocol,
 }
 
 impl CaptureArgs {
@@ -197,12 +203,16 @@ impl CaptureArgs {
 
     pub fn upstream(&self) -> anyhow::Result<Upstream> {
         Upstream::from_url(&self.upstream).map_err(|e| {
-            anyhow::anyhow!("{e}\n  hint: for example --upstream postgres://127.0.0.1:5432/app")
+            anyhow::anyhow!(
+                "{e}\n  hint: for example --upstream postgres://127.0.0.1:5432/app or \
+                 --upstream mysql://127.0.0.1:3306/app"
+            )
         })
     }
 
     /// Loads the rules, opens the trace file and starts the writer.
     pub fn start(&self, audit_args: &AuditArgs) -> anyhow::Result<(Recorder, Recording)> {
+        let protocol = self.upstream()?.protocol;
         let config = audit_args.load_rules()?;
         super::require_invariant_database(&config, self.database.as_deref(), self.skip_invariants)?;
         let baseline = audit_args.load_baseline()?;
@@ -241,6 +251,7 @@ impl CaptureArgs {
                     .race
                     .spec()
                     .map(|spec| proxy::Race::new(Arc::new(crate::race::Scheduler::new(spec)))),
+                protocol,
             },
         ))
     }
@@ -335,7 +346,7 @@ impl Recording {
     pub fn fault_hook(&self) -> Option<FaultHook> {
         self.fault
             .as_ref()
-            .map(|(spec, outcome)| fault_hook(spec.clone(), outcome.clone()))
+            .map(|(spec, outcome)| fault_hook(spec.clone(), outcome.clone(), self.protocol))
     }
 
     /// The race, with --race.
@@ -493,9 +504,13 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<u8> {
                  address reaches the database through flowaudit"
             );
         }
+        let (server, scheme) = match upstream.protocol {
+            Protocol::Postgres => ("PostgreSQL", "postgres"),
+            Protocol::Mysql => ("MySQL/MariaDB", "mysql"),
+        };
         eprintln!(
-            "flowaudit: relaying {addr} → {} (PostgreSQL); point the application at \
-             postgres://…@{addr}/…; Ctrl-C stops and reports",
+            "flowaudit: relaying {addr} → {} ({server}); point the application at \
+             {scheme}://…@{addr}/…; Ctrl-C stops and reports",
             upstream.describe()
         );
         let progress = live_counts(recording.stats.clone());

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::capture::proxy::{Proxy, url_through};
+use crate::capture::proxy::{Protocol, Proxy, url_through};
 use crate::exit;
 
 use super::AuditArgs;
@@ -52,8 +52,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         // nothing, and may have done its other work all the same (issue 14).
         upstream.probe().await.map_err(|reason| {
             anyhow::anyhow!(
-                "no PostgreSQL server answers at {} (--upstream): {reason}\n  hint: start the \
+                "no {} server answers at {} (--upstream): {reason}\n  hint: start the \
                  server or fix --upstream; the command was not run",
+                match upstream.protocol {
+                    Protocol::Postgres => "PostgreSQL",
+                    Protocol::Mysql => "MySQL/MariaDB",
+                },
                 upstream.describe()
             )
         })?;
@@ -71,6 +75,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
         let invariants =
             InvariantChecks::connect(recording.invariant_database(), recording.config()).await?;
+        let protocol = upstream.protocol;
         let mut proxy = Proxy::bind(args.listen, upstream, recorder)
             .await
             .map(|p| {
@@ -95,18 +100,26 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let database_url =
                 url_through(&args.capture.upstream, addr).map_err(anyhow::Error::msg)?;
             let mut command = tokio::process::Command::new(program);
-            command
-                .args(rest)
-                .env("DATABASE_URL", &database_url)
-                .env("PGHOST", addr.ip().to_string())
-                .env("PGPORT", addr.port().to_string());
+            command.args(rest).env("DATABASE_URL", &database_url);
+            match protocol {
+                Protocol::Postgres => {
+                    command
+                        .env("PGHOST", addr.ip().to_string())
+                        .env("PGPORT", addr.port().to_string());
+                }
+                Protocol::Mysql => {
+                    command.envs(crate::capture::mysql::client_env(addr));
+                }
+            }
             if args.capture.race.race.is_some() {
                 command.env("FLOWAUDIT_INSTANCE", (index + 1).to_string());
             }
             // libpq's other defaults, from the URL, so that `psql` alone
             // connects where DATABASE_URL does (the password stays in
             // DATABASE_URL only).
-            if let Ok(url) = url::Url::parse(&database_url) {
+            if protocol == Protocol::Postgres
+                && let Ok(url) = url::Url::parse(&database_url)
+            {
                 if !url.username().is_empty() {
                     command.env("PGUSER", percent_decode(url.username()));
                 }

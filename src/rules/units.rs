@@ -5,7 +5,7 @@
 //!
 //! # Dialects
 //!
-//! The dialect comes from each event's `source`: `mysql-log` (and `mysql`,
+//! The dialect comes from each event's `source`: `mysql-log`, `mysql-proxy` (and `mysql`,
 //! `mariadb`) is MySQL/InnoDB, `sqlite` is SQLite, anything else
 //! (`proxy`, `pg-log`, `postgres`, `trace`, none) is PostgreSQL. They differ
 //! where it matters here:
@@ -44,7 +44,7 @@ pub enum Dialect {
 impl Dialect {
     pub fn of(event: &Event) -> Self {
         match event.source.as_deref() {
-            Some("mysql-log" | "mysql" | "mariadb") => Dialect::MySql,
+            Some("mysql-log" | "mysql-proxy" | "mysql" | "mariadb") => Dialect::MySql,
             Some("sqlite") => Dialect::Sqlite,
             _ => Dialect::Postgres,
         }

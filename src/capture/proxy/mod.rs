@@ -35,10 +35,11 @@ mod values;
 
 pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use logger::{LogLines, log_to};
-pub use race::Race;
-pub use recorder::{Recorder, Sink, Stats, Writer, start as start_writer};
+pub use race::{Race, Waits};
+pub use recorder::{Recorded, Recorder, Sink, Stats, Writer, start as start_writer};
 pub use session::{FaultFn, FaultHook, Session, rfc3339};
 pub use steps::{Check, Seen, StepChecks, StepTracker};
+pub use values::{MAX_PARAMS_TEXT, MAX_VALUE_TEXT, mark_cut};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -73,25 +74,40 @@ const BUFFER: usize = 64 * 1024;
 /// How long the client's side may go on once the server closed.
 const SERVER_GONE_GRACE: Duration = Duration::from_secs(1);
 
+/// The protocol the upstream server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Postgres,
+    /// MySQL or MariaDB (`crate::capture::mysql`).
+    Mysql,
+}
+
 /// Where the real server is.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub host: String,
     pub port: u16,
+    pub protocol: Protocol,
 }
 
 impl Upstream {
-    /// From a `postgres://` or `postgresql://` URL; the user, password and
-    /// database in it are the client's business and are not used.
+    /// From a `postgres://` or `postgresql://` URL, or a `mysql://` or
+    /// `mariadb://` one; the user, password and database in it are the
+    /// client's business and are not used.
     pub fn from_url(url: &str) -> Result<Upstream, String> {
         let parsed = url::Url::parse(url)
             .map_err(|e| format!("--upstream {}: not a URL ({e})", redact::url(url)))?;
-        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "--upstream {}: the proxy relays PostgreSQL; give a postgres:// URL",
-                redact::url(url)
-            ));
-        }
+        let (protocol, default_port) = match parsed.scheme() {
+            "postgres" | "postgresql" => (Protocol::Postgres, 5432),
+            "mysql" | "mariadb" => (Protocol::Mysql, 3306),
+            _ => {
+                return Err(format!(
+                    "--upstream {}: the proxy relays PostgreSQL and MySQL/MariaDB; give a \
+                     postgres:// or mysql:// URL",
+                    redact::url(url)
+                ));
+            }
+        };
         let host = parsed
             .host_str()
             .filter(|h| !h.is_empty())
@@ -101,7 +117,8 @@ impl Upstream {
             .to_owned();
         Ok(Upstream {
             host,
-            port: parsed.port().unwrap_or(5432),
+            port: parsed.port().unwrap_or(default_port),
+            protocol,
         })
     }
 
@@ -115,6 +132,9 @@ impl Upstream {
     /// authentication. It needs no user or database, so it fails only when
     /// no PostgreSQL server is there. The error says why, in a few words.
     pub async fn probe(&self) -> Result<(), String> {
+        if self.protocol == Protocol::Mysql {
+            return crate::capture::mysql::probe(self).await;
+        }
         let exchange = async {
             let mut server = TcpStream::connect((self.host.as_str(), self.port))
                 .await
@@ -264,7 +284,10 @@ impl Proxy {
         let mut next_conn: u64 = 1;
         // Without faults or checks, connections hand their messages to the
         // writer through one outbox (see `handoff`), flushed now and then.
-        let outbox = (fault.is_none() && checks.is_none() && race.is_none())
+        let outbox = (fault.is_none()
+            && checks.is_none()
+            && race.is_none()
+            && upstream.protocol == Protocol::Postgres)
             .then(|| Outbox::shared(recorder.clone()));
         let flusher = outbox.clone().map(|outbox| {
             tokio::spawn(async move {
@@ -299,9 +322,17 @@ impl Proxy {
                         connections.spawn(async move {
                             let observing =
                                 Observing { recorder, fault, checks, race, instance, outbox };
-                            let served =
-                                serve_client(client, conn, &upstream, observing, startup_timeout);
-                            if let Err(message) = served.await {
+                            let served = match upstream.protocol {
+                                Protocol::Postgres => serve_client(
+                                    client, conn, &upstream, observing, startup_timeout,
+                                )
+                                .await,
+                                Protocol::Mysql => crate::capture::mysql::serve_client(
+                                    client, conn, &upstream, observing, startup_timeout,
+                                )
+                                .await,
+                            };
+                            if let Err(message) = served {
                                 log(format!("connection {conn} from {peer}: {message}"));
                             }
                         });
@@ -385,14 +416,14 @@ impl Proxy {
 /// How a connection is observed: by the writer, through the outbox, or on
 /// the relay (with faults or step checks).
 #[derive(Debug)]
-struct Observing {
-    recorder: Recorder,
-    fault: Option<FaultHook>,
-    checks: Option<StepChecks>,
-    race: Option<Race>,
+pub(crate) struct Observing {
+    pub(crate) recorder: Recorder,
+    pub(crate) fault: Option<FaultHook>,
+    pub(crate) checks: Option<StepChecks>,
+    pub(crate) race: Option<Race>,
     /// The application instance of the listener it came through.
-    instance: Option<u64>,
-    outbox: Option<SharedOutbox>,
+    pub(crate) instance: Option<u64>,
+    pub(crate) outbox: Option<SharedOutbox>,
 }
 
 /// The next connection on any of the listeners, with the listener's index.
@@ -603,7 +634,7 @@ async fn start_session(
 
 /// Whether an error is the process (EMFILE) or the system (ENFILE) being
 /// out of file descriptors.
-fn out_of_descriptors(e: &std::io::Error) -> bool {
+pub(crate) fn out_of_descriptors(e: &std::io::Error) -> bool {
     use nix::errno::Errno;
     e.raw_os_error()
         .is_some_and(|code| code == Errno::EMFILE as i32 || code == Errno::ENFILE as i32)
@@ -657,7 +688,7 @@ impl Drop for SessionGuard {
     }
 }
 
-fn lock<T>(session: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(session: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while observing must not stop the relay: take the state as it is.
     session
         .lock()
@@ -815,7 +846,7 @@ async fn relay_rewriting(client: TcpStream, server: TcpStream, session: &Mutex<S
 
 /// What a pump writes for a chunk it read.
 #[derive(Debug)]
-enum Write {
+pub(crate) enum Write {
     /// The chunk as read.
     Chunk,
     /// What `before` put in the buffer.
@@ -825,7 +856,7 @@ enum Write {
 /// One direction: read a chunk, let `before` see it (and fill the buffer when
 /// it rewrites), await the checks `gate` says are due, write, let `after` see
 /// it; at the end, close the write side.
-async fn pump(
+pub(crate) async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut before: impl FnMut(&[u8], &mut Vec<u8>) -> Write,
@@ -865,7 +896,10 @@ async fn pump(
 /// still gets every answer to what it sent, however long they take, as on a
 /// direct connection: the server closes once it has answered (issue 15,
 /// item 14). A server that closed leaves the client's side a moment.
-async fn both_ways(upward: impl Future<Output = ()>, downward: impl Future<Output = ()>) {
+pub(crate) async fn both_ways(
+    upward: impl Future<Output = ()>,
+    downward: impl Future<Output = ()>,
+) {
     tokio::pin!(upward, downward);
     tokio::select! {
         () = &mut upward => downward.await,

@@ -70,6 +70,8 @@ pub struct Recorded {
     pub cut_by_stop: bool,
     /// The application instance that sent it, when known.
     pub instance: Option<u64>,
+    /// The trace's `source`: `proxy` (PostgreSQL) or `mysql-proxy`.
+    pub source: &'static str,
 }
 
 impl Recorded {
@@ -99,7 +101,7 @@ impl Recorded {
             rows: self.rows,
             duration_us: Some(self.duration_us),
             error: self.error,
-            source: Some("proxy".into()),
+            source: Some(self.source.into()),
             application_name: self.application_name.map(|a| String::from(&*a)),
             connect_us: self.connect_us,
             cut_by_stop: self.cut_by_stop,
@@ -413,6 +415,7 @@ mod tests {
             connect_us: None,
             cut_by_stop: false,
             instance: None,
+            source: "proxy",
         }
     }
 
@@ -498,6 +501,7 @@ mod tests {
                 connect_us: None,
                 cut_by_stop: false,
                 instance: None,
+                source: "proxy",
             });
         }
         // Recording never waited for the stuck writer.

@@ -1183,6 +1183,7 @@ impl Session {
             connect_us,
             cut_by_stop: false,
             instance: self.instance,
+            source: "proxy",
         }
     }
 
