@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Throughput of the recording proxy for MySQL/MariaDB against the server
-# directly, in one invocation on the same machine, so that the ratio means
-# something on a shared, noisy host; then whether every statement was
-# recorded, and the proxy's peak memory over a million statements.
+# directly and against HAProxy relaying the same connections in TCP mode, in
+# one invocation on the same machine, so that the ratios mean something on a
+# shared, noisy host; then whether every statement was recorded, and the
+# proxy's peak memory over a million statements.
 #
 #   bash benches/mysql_sysbench.sh            # 3 rounds of 15 s each, then the memory run
 #   ROUNDS=5 SECONDS_PER_RUN=20 bash benches/mysql_sysbench.sh
@@ -12,16 +13,19 @@
 # Each round runs `sysbench oltp_point_select --threads=$THREADS
 # --time=$SECONDS_PER_RUN` (one prepared primary-key SELECT per event, as
 # server-side prepared statements: COM_STMT_EXECUTE) directly against
-# MariaDB on 127.0.0.1:3306 and through `flowaudit proxy` (recording every
-# statement to a trace file and auditing it when stopped), in turn; odd
-# rounds run the direct side first, even rounds flowaudit first, so that
-# neither always gets the machine in the same state. Printed: each round's
-# tps both ways, the medians, and the median of the per-round ratios
-# flowaudit / direct, which compares runs seconds apart and so is the less
-# affected by the load of a shared machine drifting over minutes; the target
-# (>= 0.75x, goal >= 0.85x) is judged on it. Also printed: the proxy's user
-# and system CPU time per statement (utime and stime of /proc/<pid>/stat),
-# summed over its rounds.
+# MariaDB on 127.0.0.1:3306, through `flowaudit proxy` (recording every
+# statement to a trace file and auditing it when stopped) and through
+# HAProxy in TCP mode (a relay that reads nothing: what relaying alone costs
+# here, the second loopback hop each way), in turn; odd rounds run direct,
+# flowaudit, HAProxy, even rounds the reverse, so that neither end always
+# gets the machine in the same state. Printed: each round's tps, the medians,
+# and the medians of the per-round ratios flowaudit / direct and flowaudit /
+# HAProxy, which compare runs seconds apart and so are the less affected by
+# the load of a shared machine drifting over minutes; the target (flowaudit
+# / direct >= 0.75x, goal >= 0.85x) is judged on the first. Also printed,
+# for the proxy and HAProxy, the user and system CPU time per statement
+# (utime and stime of /proc/<pid>/stat), summed over the rounds: on a small
+# machine the relay's share of the kernel's loopback work is most of it.
 #
 # Every statement recorded: the queries sysbench counted over the flowaudit
 # rounds must equal the statements in the proxy's report (capture.recorded)
@@ -35,7 +39,8 @@
 # under 50 MB; the count check above is made on this run too.
 #
 # Needs MariaDB (or MySQL) on 127.0.0.1:3306, user root without a password,
-# and installs sysbench from the distribution's packages when it is missing.
+# and installs sysbench and HAProxy from the distribution's packages when
+# they are missing.
 # Creates its own database ($DB, the sysbench tables by `sysbench prepare`)
 # and drops it at the end.
 set -euo pipefail
@@ -57,6 +62,11 @@ if ! command -v sysbench >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sysbench >/dev/null
 fi
 sysbench --version | head -1
+if ! command -v haproxy >/dev/null 2>&1; then
+    echo "== installing haproxy (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+fi
+haproxy -v | head -1
 if [ ! -x /usr/bin/time ]; then
     echo "== installing time (Debian package)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
@@ -144,26 +154,26 @@ settle() {
     echo "warning: $n connections to $DB still open" >&2
 }
 
-# utime + stime of a process in clock ticks.
-ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+# utime and stime of a process in clock ticks.
+ticks() { awk '{sub(/^.*\) /, ""); print $12, $13}' "/proc/$1/stat"; }
 
 # run PORT [PID]: prints "tps queries ignored-errors" (and, with a PID, that
-# process's CPU ticks over the run). Fails when sysbench does.
+# process's user and system CPU ticks over the run). Fails when sysbench does.
 run() {
-    local port="$1" pid="${2:-}" out="$WORK/sysbench.out" t0 t1
+    local port="$1" pid="${2:-}" out="$WORK/sysbench.out" u0 k0 u1 k1
     settle
-    [ -n "$pid" ] && t0="$(ticks "$pid")"
+    [ -n "$pid" ] && read -r u0 k0 <<<"$(ticks "$pid")"
     if ! sb "$port" --threads="$THREADS" --time="$SECONDS_PER_RUN" --report-interval=0 run >"$out" 2>&1; then
         echo "sysbench failed against port $port:" >&2
         cat "$out" >&2
         exit 2
     fi
-    [ -n "$pid" ] && t1="$(ticks "$pid")"
+    [ -n "$pid" ] && read -r u1 k1 <<<"$(ticks "$pid")"
     awk '/^ *transactions:/ {tps = substr($3, 2)}
          /^ *total:/ {q = $2}
          /^ *ignored errors:/ {e = $3}
          END {printf "%s %s %s", tps, q, e}' "$out"
-    [ -n "$pid" ] && printf ' %s' "$((t1 - t0))"
+    [ -n "$pid" ] && printf ' %s %s' "$((u1 - u0))" "$((k1 - k0))"
     echo
 }
 
@@ -171,23 +181,46 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 HZ="$(getconf CLK_TCK)"
 MISSED=0
 
+# HAProxy, TCP mode: bytes relayed, nothing read. Its client and server
+# timeouts outlast any run.
+HAPROXY_PORT="$(free_port)"
+cat >"$WORK/haproxy.cfg" <<CFG
+global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen mariadb
+    bind 127.0.0.1:$HAPROXY_PORT
+    server mariadb 127.0.0.1:3306
+CFG
+haproxy -db -f "$WORK/haproxy.cfg" 2>"$WORK/haproxy.log" &
+HAPROXY_PID=$!
+PIDS+=("$HAPROXY_PID")
+
 start_proxy rounds
-echo "== sysbench oltp_point_select --threads=$THREADS --time=$SECONDS_PER_RUN, $ROUNDS rounds, direct and through flowaudit proxy (port $PROXY_PORT)"
+echo "== sysbench oltp_point_select --threads=$THREADS --time=$SECONDS_PER_RUN, $ROUNDS rounds, direct, through flowaudit proxy (port $PROXY_PORT) and through HAProxy (port $HAPROXY_PORT)"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-DIRECT=(); FLOWAUDIT_TPS=(); RATIOS=()
-SENT=0 ERRORS=0 TICKS=0
+DIRECT=(); FLOWAUDIT_TPS=(); HAPROXY_TPS=(); RATIOS=(); RELAY_RATIOS=()
+SENT=0 ERRORS=0 FU=0 FK=0 HN=0 HU=0 HK=0
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then
-        dl="$(run 3306)"; fl="$(run "$PROXY_PORT" "$PROXY_PID")"
+        dl="$(run 3306)"; fl="$(run "$PROXY_PORT" "$PROXY_PID")"; hl="$(run "$HAPROXY_PORT" "$HAPROXY_PID")"
     else
-        fl="$(run "$PROXY_PORT" "$PROXY_PID")"; dl="$(run 3306)"
+        hl="$(run "$HAPROXY_PORT" "$HAPROXY_PID")"; fl="$(run "$PROXY_PORT" "$PROXY_PID")"; dl="$(run 3306)"
     fi
     read -r d _ _ <<<"$dl"
-    read -r f fq fe ft <<<"$fl"
-    SENT=$((SENT + fq)); ERRORS=$((ERRORS + fe)); TICKS=$((TICKS + ft))
+    read -r f fq fe fu fk <<<"$fl"
+    read -r h hq _ hu hk <<<"$hl"
+    SENT=$((SENT + fq)); ERRORS=$((ERRORS + fe)); FU=$((FU + fu)); FK=$((FK + fk))
+    HN=$((HN + hq)); HU=$((HU + hu)); HK=$((HK + hk))
     r="$(awk -v f="$f" -v d="$d" 'BEGIN {printf "%.3f", f / d}')"
-    DIRECT+=("$d"); FLOWAUDIT_TPS+=("$f"); RATIOS+=("$r")
-    printf 'round %d: direct %10.0f tps   flowaudit %10.0f tps   flowaudit / direct %s\n' "$round" "$d" "$f" "$r"
+    rh="$(awk -v f="$f" -v h="$h" 'BEGIN {printf "%.3f", f / h}')"
+    DIRECT+=("$d"); FLOWAUDIT_TPS+=("$f"); HAPROXY_TPS+=("$h"); RATIOS+=("$r"); RELAY_RATIOS+=("$rh")
+    printf 'round %d: direct %8.0f tps   flowaudit %8.0f tps   haproxy %8.0f tps   flowaudit / direct %s   flowaudit / haproxy %s\n' \
+        "$round" "$d" "$f" "$h" "$r" "$rh"
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 stop_proxy
@@ -211,18 +244,28 @@ MEM_LINES="$(wc -l <"$WORK/memory.jsonl")"
 
 echo
 echo "sysbench oltp_point_select --threads=$THREADS --time=$SECONDS_PER_RUN ($TABLES tables of $TABLE_SIZE rows), median of $ROUNDS rounds (load average $LOAD_BEFORE before, $LOAD_AFTER after, on $(nproc) cores):"
-MD="$(median "${DIRECT[@]}")"; MF="$(median "${FLOWAUDIT_TPS[@]}")"; MR="$(median "${RATIOS[@]}")"
+MD="$(median "${DIRECT[@]}")"; MF="$(median "${FLOWAUDIT_TPS[@]}")"; MH="$(median "${HAPROXY_TPS[@]}")"
+MR="$(median "${RATIOS[@]}")"; MRH="$(median "${RELAY_RATIOS[@]}")"
 printf '  direct     %10.0f tps\n' "$MD"
 printf '  flowaudit  %10.0f tps\n' "$MF"
-awk -v f="$MF" -v d="$MD" 'BEGIN {printf "  flowaudit / direct = %.2f×   (ratio of the medians)\n", f / d}'
+printf '  haproxy    %10.0f tps   (TCP mode: relaying alone)\n' "$MH"
+awk -v f="$MF" -v d="$MD" -v h="$MH" 'BEGIN {
+    printf "  flowaudit / direct = %.2f×   (ratio of the medians)\n", f / d
+    printf "  haproxy / direct   = %.2f×\n", h / d
+}'
+printf '  flowaudit / haproxy = %.2f×  (median of the per-round ratios %s)\n' \
+    "$MRH" "$(IFS=,; echo "${RELAY_RATIOS[*]}" | sed 's/,/, /g')"
 VERDICT=PASS
 awk -v r="$MR" -v t="$TARGET" 'BEGIN { exit (r >= t) ? 0 : 1 }' || { VERDICT=FAIL; MISSED=1; }
 GOAL_MET="goal met"
 awk -v r="$MR" -v g="$GOAL" 'BEGIN { exit (r >= g) ? 0 : 1 }' || GOAL_MET="goal missed"
 printf '  flowaudit / direct = %.2f×   (median of the per-round ratios %s)   %s (target ≥ %.2f×; %s, ≥ %.2f×)\n' \
     "$MR" "$(IFS=,; echo "${RATIOS[*]}" | sed 's/,/, /g')" "$VERDICT" "$TARGET" "$GOAL_MET" "$GOAL"
-awk -v hz="$HZ" -v n="$SENT" -v t="$TICKS" 'BEGIN {
-    printf "  proxy CPU (user + system) per statement: %.2f µs over %d statements\n", t / hz / n * 1e6, n }'
+awk -v hz="$HZ" -v fn="$SENT" -v fu="$FU" -v fk="$FK" -v hn="$HN" -v hu="$HU" -v hk="$HK" 'BEGIN {
+    printf "  CPU per statement, over all rounds (%d and %d statements):\n", fn, hn
+    printf "    flowaudit  user %5.2f µs  system %5.2f µs\n", fu / hz / fn * 1e6, fk / hz / fn * 1e6
+    printf "    haproxy    user %5.2f µs  system %5.2f µs\n", hu / hz / hn * 1e6, hk / hz / hn * 1e6
+}'
 
 VERDICT=PASS
 if [ "$RECORDED" -ne $((SENT + ERRORS)) ] || [ "$LINES" -ne "$RECORDED" ] || [ "$DROPPED" -ne 0 ] \
