@@ -3,8 +3,13 @@
 //! the shop's journey in a shipped variant with planted defects and a fixed
 //! variant with none. Every PostgreSQL application runs through `flowaudit
 //! run` in front of a throwaway cluster that logs every statement, so one run
-//! gives three captures (the proxy's trace, the stderr log, the csvlog); the
-//! MariaDB applications are audited from the general query log.
+//! gives three captures (the proxy's trace, the stderr log, the csvlog). Every
+//! MariaDB application runs through `flowaudit run --upstream mysql://…` with
+//! the server's general query log on, and again straight on the server with
+//! the log on: three captures again (the MySQL proxy's trace, the general log
+//! of that run, the general log of the direct run), and the proxy's trace
+//! holds the statements its run's general log shows, each event with the
+//! transaction status the server reported (issue 17).
 //!
 //! For every application, variant and capture this checks (issue 13):
 //! - shipped: each planted defect found at its step with the right rule and
@@ -537,14 +542,8 @@ fn check_journey(state: &str) -> Result<(), String> {
     }
 }
 
-/// The MariaDB run: the application straight on the server, its general log.
-fn run_mariadb(app: &App, fixed: bool, dir: &Path) -> Result<Run, String> {
-    let db = format!(
-        "corpus_{}_{}_{}",
-        program_name(app.program).replace(['.', '-'], "_"),
-        if fixed { "fixed" } else { "shipped" },
-        std::process::id()
-    );
+/// A database of the corpus's MariaDB schema, named `db`.
+fn mariadb_shop(db: &str) {
     let setup = mysql(&[
         "-e",
         &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"),
@@ -555,7 +554,7 @@ fn run_mariadb(app: &App, fixed: bool, dir: &Path) -> Result<Run, String> {
         String::from_utf8_lossy(&setup.stderr)
     );
     let schema = Command::new("mysql")
-        .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", &db])
+        .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", db])
         .stdin(std::fs::File::open(corpus().join("schema/mysql.sql")).expect("schema"))
         .output()
         .expect("mysql runs");
@@ -564,39 +563,138 @@ fn run_mariadb(app: &App, fixed: bool, dir: &Path) -> Result<Run, String> {
         "{}",
         String::from_utf8_lossy(&schema.stderr)
     );
-    let counts = dir.join("counts.json");
-    let general = GeneralLog::start();
-    let out = command(app, fixed, &counts)
-        .env("DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{db}"))
-        .output()
-        .expect("the application starts");
-    let log = dir.join("general.log");
-    general.finish(&db, &log);
+}
+
+/// What the journey left in `db` (see [`check_journey`]); the database is
+/// dropped.
+fn mariadb_journey(db: &str) -> String {
     let state = mysql(&[
         "-D",
-        &db,
+        db,
         "-e",
         "SELECT CONCAT((SELECT CONCAT(count(*), ':', coalesce(sum(total_cents), 0)) FROM orders), ' ', \
          (SELECT GROUP_CONCAT(stock ORDER BY product_id) FROM inventory WHERE product_id IN (7, 19)), ' ', \
          (SELECT count(*) FROM cart_items))",
     ]);
     let _ = mysql(&["-e", &format!("DROP DATABASE {db}")]);
-    if !out.status.success() {
-        return Err(format!(
-            "the application exited {:?}\nstdout:\n{}\nstderr:\n{}",
+    String::from_utf8_lossy(&state.stdout).into_owned()
+}
+
+/// The MariaDB runs: the application straight on the server with the
+/// general log on, then under `flowaudit run --upstream mysql://…` with the
+/// general log on again. Three captures: the proxy's report, the general log of
+/// the proxied run and that of the direct run. The proxy's trace must hold
+/// the statements its run's general log shows, connection by connection,
+/// each with the transaction status the server reported.
+fn run_mariadb(app: &App, fixed: bool, dir: &Path) -> Result<Run, String> {
+    let db = format!(
+        "corpus_{}_{}_{}",
+        program_name(app.program).replace(['.', '-'], "_"),
+        if fixed { "fixed" } else { "shipped" },
+        std::process::id()
+    );
+    let failed = |who: &str, out: &std::process::Output| {
+        format!(
+            "{who} exited {:?}\nstdout:\n{}\nstderr:\n{}",
             out.status.code(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let counts = dir.join("counts.json");
+    let direct = format!("{db}_direct");
+    mariadb_shop(&direct);
+    let general = GeneralLog::start();
+    let out = command(app, fixed, &counts)
+        .env(
+            "DATABASE_URL",
+            format!("mysql://root@127.0.0.1:3306/{direct}"),
+        )
+        .output()
+        .expect("the application starts");
+    let direct_log = dir.join("general.log");
+    general.finish(&direct, &direct_log);
+    let journey = mariadb_journey(&direct);
+    if !out.status.success() {
+        return Err(failed("the application", &out));
+    }
+    check_journey(&journey)?;
+    let counter = counter_of(&counts);
+
+    let proxied = format!("{db}_proxied");
+    mariadb_shop(&proxied);
+    let trace = dir.join("trace.jsonl");
+    let general = GeneralLog::start();
+    let app_command = command(app, fixed, &counts);
+    let out = flowaudit()
+        .args([
+            "run",
+            "--skip-invariants",
+            "--upstream",
+            &format!("mysql://root@127.0.0.1:3306/{proxied}"),
+            "--trace",
+        ])
+        .arg(&trace)
+        .args(["--format", "json", "--fail-on", "never", "--output"])
+        .arg(dir.join("proxy.json"))
+        .arg("--")
+        .args(command_line(&app_command))
+        .envs(app_command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .expect("flowaudit run starts");
+    let proxied_log = dir.join("general-proxied.log");
+    general.finish(&proxied, &proxied_log);
+    let journey = mariadb_journey(&proxied);
+    if out.status.code() != Some(0) {
+        return Err(failed("flowaudit run", &out));
+    }
+    check_journey(&journey)?;
+    let events = support::mysql::read_trace(&trace);
+    let log_text = std::fs::read_to_string(&proxied_log).expect("general log");
+    let traced = support::mysql::traced_statements(&events);
+    let logged = support::mysql::logged_statements(&log_text);
+    if traced != logged {
+        return Err(format!(
+            "the proxy recorded other statements than its run's general log shows:\n\
+             proxy: {traced:#?}\ngeneral log: {logged:#?}"
         ));
     }
-    check_journey(&String::from_utf8_lossy(&state.stdout))?;
+    if let Some(e) = events.iter().find(|e| {
+        e["source"] != "mysql-proxy" || !matches!(e["txn"].as_str(), Some("idle" | "open"))
+    }) {
+        return Err(format!(
+            "an event without the proxy's source or transaction status: {e}"
+        ));
+    }
+
+    let proxied_counter = counter_of(&counts);
+    if counter != proxied_counter {
+        return Err(format!(
+            "the application counted {counter:?} directly, {proxied_counter:?} through the proxy"
+        ));
+    }
     Ok(Run {
         fixed,
-        counter: counter_of(&counts),
-        captures: vec![Capture {
-            name: "mysql-general",
-            report: analyze(&log, "mysql-general", &dir.join("general.json")),
-        }],
+        counter,
+        captures: vec![
+            Capture {
+                name: "mysql-proxy",
+                report: read_json(&dir.join("proxy.json"), "run report"),
+            },
+            Capture {
+                name: "mysql-general of the proxied run",
+                report: analyze(
+                    &proxied_log,
+                    "mysql-general",
+                    &dir.join("general-proxied.json"),
+                ),
+            },
+            Capture {
+                name: "mysql-general",
+                report: analyze(&direct_log, "mysql-general", &dir.join("general.json")),
+            },
+        ],
     })
 }
 
@@ -796,7 +894,7 @@ fn corpus_applications_give_exact_findings_on_every_capture() {
                 }
             }
         }
-        // Every capture of a run agrees with the first (the proxy on PostgreSQL),
+        // Every capture of a run agrees with the first (the proxy),
         // and a log is read whole.
         for run in &runs {
             for capture in &run.captures {

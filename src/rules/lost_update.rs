@@ -168,18 +168,6 @@ fn build(setup: &RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error> {
     }))
 }
 
-/// The row a keyed statement names (see `unlocked_read_modify_write::row`):
-/// a hash of its table and its key columns and values, in any order.
-fn row_hash(keyed: &super::units::Keyed, event: &Event) -> Option<u64> {
-    use std::hash::BuildHasher;
-    let state = foldhash::fast::FixedState::with_seed(0);
-    let mut combined = state.hash_one(keyed.table.as_str());
-    for (col, v) in &keyed.keys {
-        combined = combined.wrapping_add(state.hash_one((col.as_str(), v.resolve(event)?)));
-    }
-    Some(combined)
-}
-
 fn table_hash(table: &str) -> u64 {
     use std::hash::BuildHasher;
     foldhash::fast::FixedState::with_seed(1).hash_one(table)
@@ -232,7 +220,7 @@ impl LostUpdate {
         ) else {
             return;
         };
-        let Some(row) = row_hash(&read.keyed, s.event) else {
+        let Some(row) = read.keyed.row(s.event) else {
             return;
         };
         let locked = read.locked;
@@ -311,7 +299,7 @@ impl LostUpdate {
         } else {
             &*shape
         };
-        let Some(row) = row_hash(&write.keyed, s.event) else {
+        let Some(row) = write.keyed.row(s.event) else {
             return;
         };
         let read = write

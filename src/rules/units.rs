@@ -291,6 +291,24 @@ pub struct Keyed {
     pub keys: Vec<(String, ValueRef)>,
 }
 
+impl Keyed {
+    /// The row the statement names, as a hash of its table and its key
+    /// columns and values. The pairs' hashes are added, so that `a = ? AND
+    /// b = ?` and `b = ? AND a = ?` name the same row. Runs on every keyed
+    /// statement, so it neither allocates nor sorts; the hash only has to
+    /// hold within one run. `None` when a value is not known (a placeholder
+    /// without its parameter).
+    pub fn row(&self, event: &Event) -> Option<u64> {
+        use std::hash::BuildHasher;
+        let state = foldhash::fast::FixedState::with_seed(0);
+        let mut combined = state.hash_one(self.table.as_str());
+        for (col, v) in &self.keys {
+            combined = combined.wrapping_add(state.hash_one((col.as_str(), v.resolve(event)?)));
+        }
+        Some(combined)
+    }
+}
+
 /// A SELECT that reads one table by key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedRead {

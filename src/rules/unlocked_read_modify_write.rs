@@ -11,7 +11,7 @@ use super::units::{
 };
 use super::{Rule, RuleMeta, RuleSetup, Statement, documented_rule};
 use crate::fingerprint::StatementKind;
-use crate::model::{Event, Finding, Severity};
+use crate::model::{Finding, Severity};
 
 pub static META: RuleMeta = RuleMeta {
     id: "unlocked-read-modify-write",
@@ -95,20 +95,6 @@ fn has_literal(keys: &[(String, ValueRef)]) -> bool {
     keys.iter().any(|(_, v)| matches!(v, ValueRef::Literal(_)))
 }
 
-/// The row a keyed statement names, as a hash of its table and its key
-/// columns and values. The pairs' hashes are added, so that `a = ? AND b = ?`
-/// and `b = ? AND a = ?` name the same row. Runs on every keyed statement, so
-/// it neither allocates nor sorts; the hash only has to hold within one run.
-fn row(keyed: &super::units::Keyed, event: &Event) -> Option<u64> {
-    use std::hash::BuildHasher;
-    let state = foldhash::fast::FixedState::with_seed(0);
-    let mut combined = state.hash_one(keyed.table.as_str());
-    for (col, v) in &keyed.keys {
-        combined = combined.wrapping_add(state.hash_one((col.as_str(), v.resolve(event)?)));
-    }
-    Some(combined)
-}
-
 impl Rule for UnlockedReadModifyWrite {
     fn observe(&mut self, s: &Statement<'_>) {
         if failed(s.event) {
@@ -134,7 +120,7 @@ impl Rule for UnlockedReadModifyWrite {
                     Some(r) => &*r,
                     None => return,
                 };
-                let Some(key) = row(&read.keyed, s.event) else {
+                let Some(key) = read.keyed.row(s.event) else {
                     return;
                 };
                 let locked = read.locked;
@@ -179,7 +165,7 @@ impl Rule for UnlockedReadModifyWrite {
                     Some(w) => &*w,
                     None => return,
                 };
-                let Some(key) = row(&write.keyed, s.event) else {
+                let Some(key) = write.keyed.row(s.event) else {
                     return;
                 };
                 let Some((_, reads)) = self.reads.get(&s.conn) else {

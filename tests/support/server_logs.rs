@@ -360,7 +360,9 @@ impl GeneralLog {
     pub fn into_text(mut self) -> String {
         let _ = mysql(&["-e", &self.restore]);
         self.on = false;
-        std::fs::read_to_string(self.dir.path().join("general.log")).expect("general log")
+        // Binary values of prepared statements are written as their bytes.
+        let bytes = std::fs::read(self.dir.path().join("general.log")).expect("general log");
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 

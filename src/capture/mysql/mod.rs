@@ -44,7 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::capture::proxy::{
-    Observing, Recorder, Stats, Upstream, Write, both_ways, lock, out_of_descriptors, pump,
+    Observing, Recorder, Stats, Upstream, Write, lock, out_of_descriptors, pump,
 };
 use messages::{Greeting, Response, command, error_packet};
 use packet::{MAX_PACKET, PacketDecoder};
@@ -52,6 +52,9 @@ pub use session::{SOURCE, Session};
 
 /// How long to wait for the upstream server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one side of a connection may go on once the other closed.
+const SERVER_GONE_GRACE: Duration = Duration::from_secs(1);
 
 /// Packets of the handshake are small; a longer one is not MySQL.
 const MAX_HANDSHAKE_PACKET: usize = 1024 * 1024;
@@ -189,15 +192,18 @@ async fn start_session(
                          descriptors ({e})"
                     ),
                 ),
+                // ER_NET_READ_ERROR, a server error number: clients built on
+                // Connector/C take one in the client range (2003, "can't
+                // connect") for a malformed packet and drop the message.
                 Ok(Err(e)) => (
-                    2003,
+                    1158,
                     format!(
                         "flowaudit: cannot reach the database server at {}: {e}",
                         upstream.describe()
                     ),
                 ),
                 _ => (
-                    2003,
+                    1158,
                     format!(
                         "flowaudit: cannot reach the database server at {}: no answer in {} s",
                         upstream.describe(),
@@ -231,7 +237,17 @@ async fn start_session(
     write(client, &packet::encode(seq, &relayed)).await?;
     let (seq, response) = match read_packet(client).await {
         Ok(packet) => packet,
-        Err(_) => return Ok(None),
+        Err(_) => {
+            // The clients that require TLS close here: the greeting offers
+            // none, and they do not ask.
+            Stats::add(&stats.refused, 1);
+            return Err(
+                "closed after the server's greeting without answering it: a client \
+                        that requires TLS does this, and the proxy offers none; connect \
+                        without TLS (ssl-mode=DISABLED or PREFERRED, no ssl= options)"
+                    .into(),
+            );
+        }
     };
     let Some(answer) = Response::read(&response) else {
         return Err("an unreadable handshake response: not a MySQL client?".into());
@@ -377,7 +393,26 @@ async fn relay(client: TcpStream, server: TcpStream, session: &Mutex<Guard>, rew
         },
         Vec::new,
     );
-    both_ways(upward, downward).await;
+    tokio::pin!(upward, downward);
+    tokio::select! {
+        () = &mut upward => {
+            // MySQL clients do not half-close: one that closed without
+            // COM_QUIT was killed or lost, and what it sent and was not
+            // answered failed for it, whatever the server still does. The
+            // server's last packets get a moment, then the connection goes.
+            {
+                let mut guard = lock(session);
+                if !guard.0.quit() {
+                    guard.0.close(Instant::now(), false);
+                    guard.record();
+                }
+            }
+            let _ = tokio::time::timeout(SERVER_GONE_GRACE, downward).await;
+        }
+        () = &mut downward => {
+            let _ = tokio::time::timeout(SERVER_GONE_GRACE, upward).await;
+        }
+    }
 }
 
 fn observe_client(up: &mut PacketDecoder, session: &mut Session, bytes: &[u8]) {

@@ -91,6 +91,9 @@ enum Pending {
         /// The execute asked for a cursor on this prepared statement.
         cursor: Option<u32>,
         reading: Reading,
+        /// An execute of the statement being prepared, decoded once the
+        /// prepare is answered.
+        deferred: Option<Box<Deferred>>,
     },
     /// A COM_STMT_PREPARE of this text.
     Prepare {
@@ -110,6 +113,19 @@ enum Pending {
     /// COM_FIELD_LIST: column definitions up to an EOF.
     FieldList,
 }
+
+/// An execute sent before its statement's prepare was answered (MariaDB's
+/// execute-direct, id 0xFFFFFFFF): its payload, kept to decode then.
+#[derive(Debug)]
+struct Deferred {
+    code: u8,
+    flags: u8,
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+/// Payload bytes of an execute-direct kept until its prepare is answered.
+const MAX_DEFERRED: usize = 64 * 1024;
 
 /// Where the observer is in an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +186,8 @@ pub struct Session {
     infile: bool,
     /// The client is authenticating again (COM_CHANGE_USER).
     reauthenticating: bool,
+    /// The client said goodbye (COM_QUIT).
+    quit: bool,
     last_done: Option<Instant>,
     opened: Instant,
     wall: SystemTime,
@@ -201,6 +219,7 @@ impl Session {
             status,
             infile: false,
             reauthenticating: false,
+            quit: false,
             last_done: None,
             opened,
             wall: SystemTime::now() - opened.elapsed(),
@@ -244,6 +263,12 @@ impl Session {
     /// Whether statements may have to wait before they go on.
     pub fn has_checks(&self) -> bool {
         self.checks.is_some() || self.race.is_some()
+    }
+
+    /// Whether the client sent COM_QUIT: a client that closes without it
+    /// was killed or lost.
+    pub fn quit(&self) -> bool {
+        self.quit
     }
 
     /// The client is sending a file: its packets are data, not commands.
@@ -424,6 +449,7 @@ impl Session {
                     next,
                     cursor: None,
                     reading: Reading::Start,
+                    deferred: None,
                 });
             }
             command::STMT_PREPARE => {
@@ -479,14 +505,19 @@ impl Session {
                     record: Some(running),
                 });
             }
-            command::QUIT => {}
+            command::QUIT => self.quit = true,
             command::CHANGE_USER => {
                 self.reauthenticating = true;
                 self.queue.push_back(Pending::ChangeUser);
             }
             command::STATISTICS => self.queue.push_back(Pending::Statistics),
             command::FIELD_LIST => self.queue.push_back(Pending::FieldList),
-            command::PING | command::RESET_CONNECTION | command::SET_OPTION => {
+            command::RESET_CONNECTION => {
+                // The server forgets the session's statements and cursors.
+                self.reset();
+                self.queue.push_back(Pending::Simple { record: None });
+            }
+            command::PING | command::SET_OPTION => {
                 self.queue.push_back(Pending::Simple { record: None });
             }
             _ => {
@@ -504,36 +535,47 @@ impl Session {
             self.counts.undecoded += 1;
             return;
         };
+        if id == u32::MAX
+            && let Some(sql) = self.queue.iter().rev().find_map(|p| match p {
+                Pending::Prepare { sql, .. } => Some(sql.clone()),
+                _ => None,
+            })
+        {
+            // MariaDB's execute-direct: the prepare went in the same write
+            // and this runs "the statement just prepared", whose id,
+            // parameters and types come with the prepare's answer, which
+            // the server sends before this one's.
+            self.step_check(&sql, &[]);
+            let keep = body.len().min(MAX_DEFERRED);
+            let deferred = Deferred {
+                code,
+                flags,
+                body: body[..keep].to_vec(),
+                truncated: truncated || keep < body.len(),
+            };
+            let running = self.running(sql, None);
+            self.queue.push_back(Pending::Statements {
+                running,
+                next: VecDeque::new(),
+                cursor: None,
+                reading: Reading::Start,
+                deferred: Some(Box::new(deferred)),
+            });
+            return;
+        }
         let Some(id) = self.statement_id(id) else {
             self.counts.undecoded += 1;
+            self.queue.push_back(Pending::Simple { record: None });
             return;
         };
-        let Some(statement) = self.statements.get_mut(&id) else {
+        let Some(sql) = self.statements.get(&id).map(|s| s.sql.clone()) else {
             // Prepared before the observer saw it (cannot happen on a
             // connection observed from its start): answered, not recorded.
             self.counts.undecoded += 1;
             self.queue.push_back(Pending::Simple { record: None });
             return;
         };
-        let sql = statement.sql.clone();
-        let params = if code == command::STMT_EXECUTE {
-            // After the id, the flags (1 byte) and the iteration count (4).
-            let rest = body.get(9..).unwrap_or_default();
-            let long = std::mem::take(&mut statement.long);
-            values::params(
-                rest,
-                statement.params,
-                &mut statement.types,
-                &long,
-                truncated,
-            )
-        } else {
-            None
-        };
-        if code == command::STMT_EXECUTE && params.is_none() && statement.params > 0 {
-            self.counts.undecoded += 1;
-        }
-        let params = params.unwrap_or_default();
+        let params = self.decode(code, id, body, truncated);
         self.step_check(&sql, &params);
         let cursor = (code == command::STMT_EXECUTE && flags != 0).then_some(id);
         if cursor.is_some() {
@@ -545,11 +587,60 @@ impl Session {
             next: VecDeque::new(),
             cursor,
             reading: Reading::Start,
+            deferred: None,
         });
+    }
+
+    /// The parameters of an execute of statement `id` (`body`: the payload
+    /// after the command byte); none for a bulk execute.
+    fn decode(&mut self, code: u8, id: u32, body: &[u8], truncated: bool) -> Vec<Option<String>> {
+        let Some(statement) = self.statements.get_mut(&id) else {
+            return Vec::new();
+        };
+        if code != command::STMT_EXECUTE {
+            return Vec::new();
+        }
+        // After the id, the flags (1 byte) and the iteration count (4).
+        let rest = body.get(9..).unwrap_or_default();
+        let long = std::mem::take(&mut statement.long);
+        let params = values::params(
+            rest,
+            statement.params,
+            &mut statement.types,
+            &long,
+            truncated,
+        );
+        if params.is_none() && statement.params > 0 {
+            self.counts.undecoded += 1;
+        }
+        params.unwrap_or_default()
+    }
+
+    /// The answer to an execute-direct begins: its prepare has been
+    /// answered, so its statement is known now.
+    fn resolve(&mut self, d: Deferred) {
+        let id = self.last_prepared;
+        let params = match id {
+            Some(id) => self.decode(d.code, id, &d.body, d.truncated),
+            None => Vec::new(),
+        };
+        let opened = id.filter(|_| d.code == command::STMT_EXECUTE && d.flags != 0);
+        if let Some(Pending::Statements {
+            running, cursor, ..
+        }) = self.queue.front_mut()
+        {
+            running.params = (!params.is_empty()).then(|| Arc::new(params));
+            *cursor = opened;
+        }
     }
 
     /// A whole packet from the server.
     pub fn server_packet(&mut self, packet: Packet<'_>) {
+        if let Some(Pending::Statements { deferred, .. }) = self.queue.front_mut()
+            && let Some(d) = deferred.take()
+        {
+            self.resolve(*d);
+        }
         let Some(pending) = self.queue.front_mut() else {
             // Unasked: the server's own message before it closes the
             // connection (an ERR saying it was killed), or bytes of a
@@ -558,6 +649,11 @@ impl Session {
         };
         let p = packet.payload;
         let first = p.first().copied();
+        if first == Some(0xff) && p.get(1..3) == Some(&[0xff, 0xff]) {
+            // MariaDB's progress report (error number 0xFFFF, for clients
+            // that set CLIENT_PROGRESS): the statement is still running.
+            return;
+        }
         let deprecate_eof = self.capabilities & capability::DEPRECATE_EOF != 0;
         match pending {
             Pending::Statements {
@@ -662,6 +758,8 @@ impl Session {
                         };
                         let error = messages::err(p);
                         self.queue.pop_front();
+                        // An execute-direct behind it runs nothing prepared.
+                        self.last_prepared = None;
                         self.finish(running, None, error);
                     }
                     _ => self.undecoded_answer(),
@@ -1259,6 +1357,80 @@ mod tests {
     }
 
     #[test]
+    fn an_execute_direct_runs_the_statement_its_prepare_names() {
+        let mut s = Session::new(1, CAPS, status::AUTOCOMMIT, Instant::now());
+        let prepare_answer = |id: u32| {
+            let mut answer = vec![0];
+            answer.extend_from_slice(&id.to_le_bytes());
+            answer.extend_from_slice(&1u16.to_le_bytes()); // columns
+            answer.extend_from_slice(&1u16.to_le_bytes()); // params
+            answer.extend_from_slice(&[0, 0, 0]);
+            vec![answer, b"param".to_vec(), eof(2), b"col".to_vec(), eof(2)]
+        };
+        let direct = |sql: &str, value: i64| {
+            let mut bytes = Vec::new();
+            let mut prepare = vec![command::STMT_PREPARE];
+            prepare.extend_from_slice(sql.as_bytes());
+            bytes.extend(encode(0, &prepare));
+            let mut execute = vec![command::STMT_EXECUTE];
+            execute.extend_from_slice(&u32::MAX.to_le_bytes());
+            execute.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0x08, 0]);
+            execute.extend_from_slice(&value.to_le_bytes());
+            bytes.extend(encode(0, &execute));
+            bytes
+        };
+        let result = vec![vec![1], b"col".to_vec(), eof(2), vec![0, 0, 1], eof(2)];
+        let mut up = PacketDecoder::new(|_| usize::MAX);
+        // Two statements, each prepared and run in one write; the first
+        // again with the other still prepared.
+        for (sql, id, value) in [
+            ("select ? + 1", 1, 1),
+            ("select concat(?, 'b')", 2, 7),
+            ("select ? + 1", 3, 5),
+        ] {
+            up.feed(&direct(sql, value), |p| s.client_packet(p));
+            let mut answers = prepare_answer(id);
+            answers.extend(result.clone());
+            feed_server(&mut s, &answers);
+        }
+        let got: Vec<_> = s
+            .take()
+            .map(|r| (r.sql.to_string(), r.params.map(|p| p.to_vec()), r.rows))
+            .collect();
+        let one = |v: &str| Some(vec![Some(v.to_owned())]);
+        assert_eq!(
+            got,
+            vec![
+                ("select ? + 1".into(), one("1"), Some(1)),
+                ("select concat(?, 'b')".into(), one("7"), Some(1)),
+                ("select ? + 1".into(), one("5"), Some(1)),
+            ]
+        );
+        assert_eq!(s.counts.undecoded, 0);
+    }
+
+    #[test]
+    fn progress_reports_are_not_errors() {
+        let mut s = Session::new(1, CAPS, status::AUTOCOMMIT, Instant::now());
+        feed_client(&mut s, 0, &query("LOAD DATA LOCAL INFILE 'x' INTO TABLE t"));
+        feed_server(&mut s, &[vec![0xfb, b'x']]);
+        assert!(s.in_infile());
+        let mut d = PacketDecoder::new(|_| usize::MAX);
+        d.feed(&encode(2, b"1,a\n"), |p| s.client_packet(p));
+        d.feed(&encode(3, b""), |p| s.client_packet(p));
+        assert!(!s.in_infile());
+        feed_server(
+            &mut s,
+            &[
+                b"\xff\xff\xff\x01\x02\x02\x00\x00\x00\x0fEnd bulk insert".to_vec(),
+                ok(3, status::AUTOCOMMIT),
+            ],
+        );
+        let got: Vec<_> = s.take().map(|r| (r.rows, r.error.is_none())).collect();
+        assert_eq!(got, vec![(Some(3), true)]);
+    }
+
+    #[test]
     fn a_statement_cut_off_by_the_close_is_recorded_failed() {
         let mut s = Session::new(1, CAPS, status::AUTOCOMMIT, Instant::now());
         feed_client(&mut s, 0, &query("select sleep(5)"));
@@ -1274,7 +1446,11 @@ mod tests {
                 "select ';' ; select `a;b` -- x;\n; # y;\n select 'it''s;\\';'",
                 true
             ),
-            vec!["select ';'", "select `a;b` -- x;", "# y;\n select 'it''s;\\';'"]
+            vec![
+                "select ';'",
+                "select `a;b` -- x;",
+                "# y;\n select 'it''s;\\';'"
+            ]
         );
         assert_eq!(
             statements("select 1; select 2", false),

@@ -962,7 +962,18 @@ mod tests {
                 .describe(),
             "127.0.0.1:5432"
         );
-        assert!(Upstream::from_url("mysql://root@localhost/x").is_err());
+        let my = Upstream::from_url("mysql://root@localhost/x").expect("valid");
+        assert_eq!(
+            (my.describe(), my.protocol),
+            ("localhost:3306".into(), Protocol::Mysql)
+        );
+        assert_eq!(
+            Upstream::from_url("mariadb://db:3307")
+                .expect("valid")
+                .protocol,
+            Protocol::Mysql
+        );
+        assert!(Upstream::from_url("redis://localhost").is_err());
         let shown = redact::url("postgres://app:s3cret@db.example:6543/shop?password=s3cret");
         assert!(!shown.contains("s3cret"), "{shown}");
         let through = url_through(
