@@ -28,8 +28,9 @@
 # machine the relay's share of the kernel's loopback work is most of it.
 #
 # Every statement recorded: the queries sysbench counted over the flowaudit
-# rounds must equal the statements in the proxy's report (capture.recorded)
-# and the lines of its trace, with none dropped.
+# rounds must equal the statements in the proxy's report (capture.recorded,
+# and summary.statements, those audited) and the lines of its trace, with
+# none dropped.
 #
 # Memory: a fresh proxy, started under /usr/bin/time -v, relays
 # $MEMORY_STATEMENTS statements (`--events=$MEMORY_STATEMENTS --time=0`, 8
@@ -61,12 +62,12 @@ if ! command -v sysbench >/dev/null 2>&1; then
     echo "== installing sysbench (Debian package)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sysbench >/dev/null
 fi
-sysbench --version | head -1
+sysbench --version | sed -n 1p
 if ! command -v haproxy >/dev/null 2>&1; then
     echo "== installing haproxy (Debian package)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
 fi
-haproxy -v | head -1
+haproxy -v | sed -n 1p
 if [ ! -x /usr/bin/time ]; then
     echo "== installing time (Debian package)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
@@ -138,9 +139,10 @@ stop_proxy() {
     wait "$LAUNCHED_PID" || true
 }
 
-# The statements of a report: recorded and dropped.
+# The statements of a report: recorded and dropped by the capture, and
+# audited (the summary's count).
 report_counts() {
-    python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["capture"]; print(c["recorded"], c["dropped"])' "$1"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=r["capture"]; print(c["recorded"], c["dropped"], r["summary"]["statements"])' "$1"
 }
 
 # The server's connections to the bench database, once the previous run's are gone.
@@ -224,7 +226,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 stop_proxy
-read -r RECORDED DROPPED <<<"$(report_counts "$WORK/rounds.json")"
+read -r RECORDED DROPPED AUDITED <<<"$(report_counts "$WORK/rounds.json")"
 LINES="$(wc -l <"$WORK/rounds.jsonl")"
 
 echo "== memory: a fresh proxy relays $MEMORY_STATEMENTS statements (--events=$MEMORY_STATEMENTS --time=0, 8 threads)"
@@ -239,7 +241,7 @@ MEM_SENT="$(awk '/^ *total:/ {print $2}' "$WORK/memory.out")"
 HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$PROXY_PID/status")"
 stop_proxy
 LIFE_KB="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")"
-read -r MEM_RECORDED MEM_DROPPED <<<"$(report_counts "$WORK/memory.json")"
+read -r MEM_RECORDED MEM_DROPPED MEM_AUDITED <<<"$(report_counts "$WORK/memory.json")"
 MEM_LINES="$(wc -l <"$WORK/memory.jsonl")"
 
 echo
@@ -268,13 +270,14 @@ awk -v hz="$HZ" -v fn="$SENT" -v fu="$FU" -v fk="$FK" -v hn="$HN" -v hu="$HU" -v
 }'
 
 VERDICT=PASS
-if [ "$RECORDED" -ne $((SENT + ERRORS)) ] || [ "$LINES" -ne "$RECORDED" ] || [ "$DROPPED" -ne 0 ] \
-    || [ "$MEM_RECORDED" -ne "$MEM_SENT" ] || [ "$MEM_LINES" -ne "$MEM_RECORDED" ] || [ "$MEM_DROPPED" -ne 0 ]; then
+if [ "$RECORDED" -ne $((SENT + ERRORS)) ] || [ "$LINES" -ne "$RECORDED" ] || [ "$AUDITED" -ne "$RECORDED" ] \
+    || [ "$DROPPED" -ne 0 ] || [ "$MEM_RECORDED" -ne "$MEM_SENT" ] || [ "$MEM_LINES" -ne "$MEM_RECORDED" ] \
+    || [ "$MEM_AUDITED" -ne "$MEM_RECORDED" ] || [ "$MEM_DROPPED" -ne 0 ]; then
     VERDICT=FAIL; MISSED=1
 fi
 echo "every statement recorded: $VERDICT"
-echo "  rounds: sysbench sent $SENT queries ($ERRORS ignored errors); the report recorded $RECORDED, $DROPPED dropped; the trace has $LINES lines"
-echo "  memory run: sysbench sent $MEM_SENT queries; the report recorded $MEM_RECORDED, $MEM_DROPPED dropped; the trace has $MEM_LINES lines"
+echo "  rounds: sysbench sent $SENT queries ($ERRORS ignored errors); the report recorded $RECORDED ($AUDITED audited), $DROPPED dropped; the trace has $LINES lines"
+echo "  memory run: sysbench sent $MEM_SENT queries; the report recorded $MEM_RECORDED ($MEM_AUDITED audited), $MEM_DROPPED dropped; the trace has $MEM_LINES lines"
 
 VERDICT=PASS
 awk -v a="$HWM_KB" -v b="$LIFE_KB" -v l="$MEMORY_LIMIT_MB" 'BEGIN { exit (a < l * 1024 && b < l * 1024) ? 0 : 1 }' \
