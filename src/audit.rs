@@ -62,6 +62,8 @@ pub struct Audit {
     params: ParamsMode,
     /// Statements whose bind values were dropped (here or when recorded).
     params_dropped: u64,
+    /// What the HTML report draws of each step, when it is asked for.
+    timeline: Option<crate::report::timeline::Recorder>,
 }
 
 #[derive(Debug)]
@@ -153,6 +155,7 @@ impl Audit {
             inputs: Vec::new(),
             params: ParamsMode::Keep,
             params_dropped: 0,
+            timeline: None,
         })
     }
 
@@ -160,6 +163,13 @@ impl Audit {
     /// every example then see them so.
     pub fn with_params(mut self, params: ParamsMode) -> Self {
         self.params = params;
+        self
+    }
+
+    /// Keeps what the HTML report draws of each step (its statements, up to
+    /// a bound, and its transactions); see [`crate::report::timeline`].
+    pub fn with_timeline(mut self, on: bool) -> Self {
+        self.timeline = on.then(crate::report::timeline::Recorder::new);
         self
     }
 
@@ -360,6 +370,9 @@ impl Audit {
                 rule.observe(&statement);
             }
         }
+        if let Some(timeline) = &mut self.timeline {
+            timeline.observe(&statement);
+        }
     }
 
     /// Connection `conn` ended (the proxy saw it close, a server log its
@@ -501,6 +514,8 @@ impl Audit {
             summary,
             capture: None,
             inputs: Vec::new(),
+            timeline: self.timeline.map(crate::report::timeline::Recorder::finish),
+            comparison: None,
         };
         if let Some(b) = &self.baseline {
             report.tighten = b.improvements(&report);

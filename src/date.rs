@@ -73,9 +73,48 @@ fn days_in_month(year: i32, month: u8) -> u8 {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, written digit by digit: the proxy and
+/// the SQLite capture format one for every statement.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let date = Date::from_days((secs / 86_400) as i64);
+    let rest = secs % 86_400;
+    let mut out = String::with_capacity(27);
+    push_digits(&mut out, u64::try_from(date.year).unwrap_or(0), 4);
+    out.push('-');
+    push_digits(&mut out, u64::from(date.month), 2);
+    out.push('-');
+    push_digits(&mut out, u64::from(date.day), 2);
+    out.push('T');
+    push_digits(&mut out, rest / 3600, 2);
+    out.push(':');
+    push_digits(&mut out, rest / 60 % 60, 2);
+    out.push(':');
+    push_digits(&mut out, rest % 60, 2);
+    out.push('.');
+    push_digits(&mut out, u64::from(since.subsec_micros()), 6);
+    out.push('Z');
+    out
+}
+
+fn push_digits(out: &mut String, value: u64, width: u32) {
+    for i in (0..width).rev() {
+        out.push(char::from(b'0' + (value / 10u64.pow(i) % 10) as u8));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Date;
+
+    #[test]
+    fn times_are_rfc3339_utc_with_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::new(1_795_618_244, 500_000_000);
+        assert_eq!(super::rfc3339(t), "2026-11-25T14:50:44.500000Z");
+        assert_eq!(super::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+    }
 
     #[test]
     fn parses_and_refuses() {

@@ -619,6 +619,7 @@ fn finding(
     let hash = xxhash_rust::xxh3::xxh3_64(fingerprint.as_bytes());
     Finding {
         location: None,
+        driver: None,
         rule: INVARIANT_VIOLATED,
         severity,
         flow: flow.to_owned(),

@@ -191,6 +191,11 @@ pub struct Finding {
     /// by the audit after the rules finish; absent when nothing is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// Fingerprint hash of the statement that drove the one it is about (an
+    /// N+1's source query), for the HTML report's timeline; not part of the
+    /// JSON report.
+    #[serde(skip)]
+    pub driver: Option<String>,
 }
 
 /// Where an event was read: which of the audit's inputs, and its line there

@@ -43,6 +43,7 @@ pub fn compare(config: &RuleConfig, small: &Report, large: Report) -> Report {
                 if *after > was && enabled && !allowed {
                     grown.push(Finding {
                         location: None,
+                        driver: None,
                         rule: N_PLUS_ONE,
                         severity,
                         flow: flow.name.clone(),
@@ -112,6 +113,55 @@ pub fn compare(config: &RuleConfig, small: &Report, large: Report) -> Report {
     report.summary.infos = count(Severity::Info);
     report.summary.allowed = report.allowed.len() as u64;
     report
+}
+
+/// Each step's fingerprints counted in both runs, for the HTML report's
+/// chart: the steps of the large run in its order, each fingerprint of
+/// either run with its two counts.
+pub fn comparison(
+    small: &Report,
+    large: &Report,
+    names: (&str, &str),
+) -> crate::report::Comparison {
+    let mut steps = Vec::new();
+    for flow in &large.flows {
+        for step in &flow.steps {
+            let before = small
+                .flows
+                .iter()
+                .filter(|f| f.name == flow.name)
+                .flat_map(|f| &f.steps)
+                .find(|s| s.name == step.name);
+            let Some(before) = before else { continue };
+            let mut fingerprints: Vec<(String, String, u64, u64)> = step
+                .fingerprints
+                .iter()
+                .filter(|(_, c)| c.query)
+                .map(|(hash, c)| {
+                    let was = before.fingerprints.get(hash).map_or(0, |b| b.count);
+                    (hash.clone(), c.text.clone(), was, c.count)
+                })
+                .collect();
+            fingerprints.extend(
+                before
+                    .fingerprints
+                    .iter()
+                    .filter(|(hash, c)| c.query && !step.fingerprints.contains_key(*hash))
+                    .map(|(hash, c)| (hash.clone(), c.text.clone(), c.count, 0)),
+            );
+            fingerprints.sort_by(|a, b| b.3.cmp(&a.3).then_with(|| a.0.cmp(&b.0)));
+            steps.push(crate::report::ComparedStep {
+                flow: flow.name.clone(),
+                step: step.name.clone(),
+                fingerprints,
+            });
+        }
+    }
+    crate::report::Comparison {
+        small: names.0.to_owned(),
+        large: names.1.to_owned(),
+        steps,
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //!   `sqlite3_expanded_sql` (see [`super::expanded`]; where they cannot be,
 //!   `sql` is the expanded text with the literals inline and `params` is
 //!   absent, which the fingerprint reads as the parameter set), the
-//!   transaction status (`sqlite3_get_autocommit`) and the connection;
+//!   transaction status (`sqlite3_get_autocommit`), the connection, and the
+//!   wall-clock time it started (`ts`, which the HTML report's timeline
+//!   draws);
 //! - `SQLITE_TRACE_ROW`: one more result row;
 //! - `SQLITE_TRACE_PROFILE` (the run ended: done, failed, or reset early):
 //!   the duration since the run started, timed here with `Instant` because
@@ -366,6 +368,7 @@ unsafe fn statement_started(stmt: *mut sqlite3_stmt, text: *const c_char) -> Opt
                 sql,
                 params,
                 txn: Some(txn),
+                ts: Some(crate::date::rfc3339(std::time::SystemTime::now())),
                 source: Some(SOURCE.to_owned()),
                 ..Event::default()
             },

@@ -132,7 +132,8 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
     let baseline = args.audit.load_baseline()?;
     let mut audit = Audit::with_baseline(config, baseline.as_ref())
         .context("invalid rule settings")?
-        .with_params(args.audit.params);
+        .with_params(args.audit.params)
+        .with_timeline(args.audit.format == crate::report::Format::Html);
     let options = LogOptions {
         log_line_prefix: args.log_line_prefix.clone(),
         ..LogOptions::default()

@@ -52,5 +52,15 @@ pub fn compare(
     // A baseline describes the large run's counts; the small run is only a reference.
     let small = audit_of(&args.small, None)?;
     let large = audit_of(&args.large, args.audit.baseline.clone())?;
-    Ok(crate::scale::compare(config, &small, large))
+    let comparison = crate::scale::comparison(
+        &small,
+        &large,
+        (
+            &args.small.display().to_string(),
+            &args.large.display().to_string(),
+        ),
+    );
+    let mut report = crate::scale::compare(config, &small, large);
+    report.comparison = Some(comparison);
+    Ok(report)
 }

@@ -114,7 +114,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     let baseline = args.audit.load_baseline()?;
     let mut audit = Audit::with_baseline(&config, baseline.as_ref())
         .context("invalid rule settings")?
-        .with_params(args.audit.params);
+        .with_params(args.audit.params)
+        .with_timeline(args.audit.format == crate::report::Format::Html);
     for event in demo.events {
         audit.push(event);
     }

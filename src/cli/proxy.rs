@@ -218,7 +218,8 @@ impl CaptureArgs {
         let baseline = audit_args.load_baseline()?;
         let audit = Audit::with_baseline(&config, baseline.as_ref())
             .context("invalid rule settings")?
-            .with_params(audit_args.params);
+            .with_params(audit_args.params)
+            .with_timeline(audit_args.format == crate::report::Format::Html);
         let trace: Option<Box<dyn std::io::Write + Send>> = match &self.trace {
             Some(path) => Some(Box::new(std::fs::File::create(path).with_context(
                 || format!("cannot write the trace to {}", path.display()),

@@ -1,10 +1,12 @@
 //! What an audit found, and its renderings: one file per output format.
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
 pub mod sarif;
 pub mod table;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 
@@ -42,6 +44,30 @@ pub struct Report {
     /// The files audited, for formats that point at a location (SARIF).
     #[serde(skip)]
     pub inputs: Vec<String>,
+    /// What the HTML report draws of each step; kept only for that format.
+    #[serde(skip)]
+    pub timeline: Option<timeline::Timeline>,
+    /// `compare`'s counts of both runs, for the HTML report's chart.
+    #[serde(skip)]
+    pub comparison: Option<Comparison>,
+}
+
+/// What `compare` measured: each step's fingerprints counted in the small
+/// and the large run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comparison {
+    pub small: String,
+    pub large: String,
+    pub steps: Vec<ComparedStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComparedStep {
+    pub flow: String,
+    pub step: String,
+    /// (fingerprint hash, text, small count, large count), by the large
+    /// count, most first.
+    pub fingerprints: Vec<(String, String, u64, u64)>,
 }
 
 /// The proxy's own counts: nothing it saw goes unaccounted.
@@ -168,6 +194,9 @@ pub enum Format {
     Junit,
     /// Compact Markdown for a pull-request comment.
     Markdown,
+    /// One self-contained HTML file: the summary, each step's timeline and
+    /// its findings.
+    Html,
 }
 
 /// Renders a report in the chosen format; `fail_on` decides which findings
@@ -184,6 +213,7 @@ pub fn render(
         Format::Sarif => sarif::render(report),
         Format::Junit => junit::render(report, fail_on),
         Format::Markdown => markdown::render(report),
+        Format::Html => html::render(report),
     }
 }
 

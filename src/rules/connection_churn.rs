@@ -164,6 +164,7 @@ impl Rule for ConnectionChurn {
             };
             out.push(Finding {
                 location: None,
+                driver: None,
                 rule: META.id,
                 severity: self.severity,
                 flow: churn.key.flow.clone(),

@@ -95,6 +95,7 @@ impl Rule for MissingStep {
                     count: 0,
                     examples: Vec::new(),
                     location: None,
+                    driver: None,
                     help: "if the step was renamed or removed, write the baseline again with \
                            --write-baseline; if the run skipped it, run it again"
                         .to_owned(),

@@ -420,6 +420,7 @@ impl NPlusOne {
         };
         Finding {
             location: None,
+            driver: Some(format!("{:016x}", source.hash)),
             rule: META.id,
             severity: self.severity,
             flow: key.flow.clone(),

@@ -96,6 +96,7 @@ impl Rule for QueryBudget {
             if !matched {
                 out.push(Finding {
                     location: None,
+                    driver: None,
                     rule: META.id,
                     severity: Severity::Info,
                     flow: b.flow.clone(),
@@ -120,6 +121,7 @@ impl Rule for QueryBudget {
                 }
                 out.push(Finding {
                     location: None,
+                    driver: None,
                     rule: META.id,
                     severity: self.severity,
                     flow: b.flow.clone(),

@@ -276,6 +276,7 @@ impl Rule for QueryCountRegression {
                 count: runs.queries,
                 examples: Vec::new(),
                 location: None,
+                driver: None,
                 help: "remove the added queries (batch, eager-load), or write the baseline again \
                        with --write-baseline if the growth is meant"
                     .to_owned(),

@@ -193,6 +193,7 @@ impl Rule for RepeatedQuery {
                 };
                 found.push(Finding {
                     location: None,
+                    driver: None,
                     rule: META.id,
                     severity: self.severity,
                     flow: key.flow.clone(),

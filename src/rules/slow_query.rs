@@ -129,6 +129,7 @@ impl Rule for SlowQuery {
             let median = group.slow[group.slow.len() / 2];
             out.push(Finding {
                 location: None,
+                driver: None,
                 rule: META.id,
                 severity: self.severity,
                 flow: key.flow.clone(),

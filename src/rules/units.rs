@@ -234,6 +234,7 @@ pub fn step_finding(
 ) -> crate::model::Finding {
     crate::model::Finding {
         location: None,
+        driver: None,
         rule: meta.id,
         severity,
         flow: flow_step.0.clone(),

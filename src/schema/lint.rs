@@ -86,6 +86,7 @@ pub fn finding(
 ) -> Finding {
     Finding {
         location: None,
+        driver: None,
         rule: meta.id,
         severity,
         flow: SCHEMA_FLOW.to_owned(),

@@ -37,7 +37,7 @@ pub use frame::{Frame, FrameDecoder, skip_client, skip_server};
 pub use logger::{LogLines, log_to};
 pub use race::{Race, Waits};
 pub use recorder::{Recorded, Recorder, Sink, Stats, Writer, start as start_writer};
-pub use session::{FaultFn, FaultHook, Session, rfc3339};
+pub use session::{FaultFn, FaultHook, Session};
 pub use steps::{Check, Seen, StepChecks, StepTracker};
 pub use values::{MAX_PARAMS_TEXT, MAX_VALUE_TEXT, mark_cut};
 

@@ -95,7 +95,7 @@ impl Recorded {
                 .params
                 .map(|p| Arc::try_unwrap(p).unwrap_or_else(|shared| shared.as_ref().clone()))
                 .filter(|p| !p.is_empty()),
-            ts: Some(super::session::rfc3339(self.started)),
+            ts: Some(crate::date::rfc3339(self.started)),
             conn: Some(self.conn),
             txn: Some(self.txn),
             rows: self.rows,
