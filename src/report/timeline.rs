@@ -22,6 +22,9 @@ pub const STEP_DETAIL: usize = 1_000;
 pub const RUN_DETAIL: usize = 10_000;
 /// Most fingerprint lanes a step keeps; further fingerprints share one lane.
 pub const STEP_LANES: usize = 40;
+/// Most steps drawn: a run of more steps than anyone reads one by one
+/// draws the first ones, and says so.
+pub const STEPS_DRAWN: usize = 1_000;
 /// Most characters of a statement's text kept for its bar.
 const SQL_CHARS: usize = 300;
 
@@ -122,6 +125,8 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// A step's timeline. A search: for a test or a few lookups; a report
+    /// walks [`Self::steps`] in order.
     pub fn step(&self, flow: &str, step: &str) -> Option<&StepTimeline> {
         self.steps
             .iter()
@@ -163,6 +168,9 @@ impl Recorder {
 
     /// Takes in one audited statement of step number `statement.step`.
     pub fn observe(&mut self, statement: &Statement<'_>) {
+        if statement.step >= STEPS_DRAWN {
+            return;
+        }
         while self.steps.len() <= statement.step {
             self.steps.push(StepState {
                 key: statement.key.clone(),

@@ -10,6 +10,7 @@ pub mod timeline;
 
 use std::fmt::Write;
 
+use super::timeline as timeline_data;
 use super::{Report, in_run_order};
 use crate::model::{Finding, Severity};
 
@@ -111,6 +112,43 @@ pub fn render(report: &Report) -> String {
     if let Some(comparison) = &report.comparison {
         chart::section(&mut body, comparison, &report.findings);
     }
+    let steps: usize = report.flows.iter().map(|f| f.steps.len()).sum();
+    if report
+        .timeline
+        .as_ref()
+        .is_some_and(|t| !t.steps.is_empty())
+    {
+        body.push_str(
+            "<aside class=\"key\"><h2>Reading the timelines</h2>\n<p>Each step's \
+            statements are bars on a time axis, one lane per connection; hover over one for its \
+            SQL, bind values, rows and duration. A finding's button marks its statements.</p>\n",
+        );
+        body.push_str(timeline::LEGEND);
+        if steps > super::timeline::STEPS_DRAWN {
+            let _ = writeln!(
+                body,
+                "<p>The run has {} steps: the first {} are drawn, the others counted only.</p>",
+                crate::rules::thousands(steps as u64),
+                crate::rules::thousands(super::timeline::STEPS_DRAWN as u64)
+            );
+        }
+        body.push_str("</aside>\n");
+    }
+    let timelines: std::collections::HashMap<(&str, &str), &timeline_data::StepTimeline> = report
+        .timeline
+        .iter()
+        .flat_map(|t| &t.steps)
+        .map(|t| ((t.key.flow.as_str(), t.key.step.as_str()), t))
+        .collect();
+    // Each step's findings in run order, grouped once.
+    let mut by_step: std::collections::HashMap<(&str, &str), Vec<(usize, &Finding)>> =
+        std::collections::HashMap::new();
+    for f in &shown {
+        by_step
+            .entry((f.flow.as_str(), f.step.as_str()))
+            .or_default()
+            .push((number(f), *f));
+    }
     let mut step_no = 0;
     for flow in &report.flows {
         let _ = writeln!(
@@ -120,11 +158,9 @@ pub fn render(report: &Report) -> String {
             esc(&flow.name)
         );
         for step in &flow.steps {
-            let of_step: Vec<(usize, &Finding)> = shown
-                .iter()
-                .filter(|f| f.flow == flow.name && f.step == step.name)
-                .map(|f| (number(f), *f))
-                .collect();
+            let of_step = by_step
+                .remove(&(flow.name.as_str(), step.name.as_str()))
+                .unwrap_or_default();
             let _ = writeln!(
                 body,
                 "<section class=\"step\" id=\"step-{step_no}\" aria-labelledby=\"step-{step_no}-h\">\n\
@@ -145,19 +181,16 @@ pub fn render(report: &Report) -> String {
                 counts.push(format!("baseline {}", count(b, "query", "queries")));
             }
             let _ = writeln!(body, "<p class=\"counts\">{}</p>", counts.join(" · "));
-            if let Some(t) = report
-                .timeline
-                .as_ref()
-                .and_then(|t| t.step(&flow.name, &step.name))
-            {
+            if let Some(t) = timelines.get(&(flow.name.as_str(), step.name.as_str())) {
                 timeline::figure(&mut body, t, &of_step, step_no);
             }
             if of_step.is_empty() {
                 body.push_str("<p class=\"clean\">No findings in this step.</p>\n");
             } else {
                 body.push_str("<ol class=\"findings\">\n");
+                let figure = format!("timeline-{step_no}");
                 for (n, f) in &of_step {
-                    finding(&mut body, *n, f, Some(step_no));
+                    finding(&mut body, *n, f, Some(&figure));
                 }
                 body.push_str("</ol>\n");
             }
@@ -166,27 +199,21 @@ pub fn render(report: &Report) -> String {
         }
         body.push_str("</section>\n");
     }
-    let elsewhere: Vec<&Finding> = shown
-        .iter()
-        .copied()
-        .filter(|f| {
-            !report
-                .flows
-                .iter()
-                .any(|fl| fl.name == f.flow && fl.steps.iter().any(|st| st.name == f.step))
-        })
-        .collect();
+    // What no step took: findings about the run as a whole.
+    let mut elsewhere: Vec<(usize, &Finding)> = by_step.into_values().flatten().collect();
+    elsewhere.sort_by_key(|(n, _)| *n);
     if !elsewhere.is_empty() {
         body.push_str(
             "<section class=\"flow\" aria-labelledby=\"other-h\">\n<h2 id=\"other-h\">Findings \
              about the run as a whole</h2>\n<ol class=\"findings\">\n",
         );
-        for f in elsewhere {
-            finding(&mut body, number(f), f, None);
+        for (n, f) in elsewhere {
+            finding(&mut body, n, f, None);
         }
         body.push_str("</ol>\n</section>\n");
     }
     set_aside(&mut body, report);
+    rules_section(&mut body, &report.findings);
     body.push_str("</main>\n");
     page(&title, &body)
 }
@@ -324,12 +351,15 @@ fn findings_index(
 
 /// One finding: its message, the statement it is about, examples, the fix
 /// and the rule's documentation; a button that shows its statements.
-pub fn finding(body: &mut String, n: usize, f: &Finding, step: Option<usize>) {
+///
+/// `figure` is the id of the drawing that shows its statements (a step's
+/// timeline, the ER diagram); without one, it has no button.
+pub fn finding(body: &mut String, n: usize, f: &Finding, figure: Option<&str>) {
     let _ = writeln!(
         body,
-        "<li class=\"finding {sev}\" id=\"finding-{n}\" data-finding=\"{n}\"{step}>",
+        "<li class=\"finding {sev}\" id=\"finding-{n}\" data-finding=\"{n}\"{figure}>",
         sev = f.severity.as_str(),
-        step = step.map_or_else(String::new, |s| format!(" data-step=\"{s}\"")),
+        figure = figure.map_or_else(String::new, |id| format!(" data-figure=\"{}\"", esc(id))),
     );
     let _ = writeln!(
         body,
@@ -339,7 +369,7 @@ pub fn finding(body: &mut String, n: usize, f: &Finding, step: Option<usize>) {
         crate::rules::thousands(f.count)
     );
     let _ = writeln!(body, "<p class=\"message\">{}</p>", esc(&f.message));
-    if step.is_some() {
+    if figure.is_some() {
         let _ = writeln!(
             body,
             "<button type=\"button\" class=\"show\" data-finding=\"{n}\" aria-pressed=\"false\">\
@@ -372,17 +402,42 @@ pub fn finding(body: &mut String, n: usize, f: &Finding, step: Option<usize>) {
         "<p class=\"fix\"><strong>Fix:</strong> {}</p>",
         esc(&f.help)
     );
-    if let Some(meta) = crate::rules::REGISTRY.iter().find(|m| m.id == f.rule) {
+    if crate::rules::REGISTRY.iter().any(|m| m.id == f.rule) {
         let _ = writeln!(
             body,
-            "<details class=\"doc\"><summary>About <code>{}</code> (<code>flowaudit rules explain \
-             {}</code>)</summary>\n<pre>{}</pre>\n</details>",
-            esc(f.rule),
-            esc(f.rule),
-            esc(meta.documentation().trim_end())
+            "<p class=\"about\"><a href=\"#rule-{id}\">About <code>{id}</code></a></p>",
+            id = esc(f.rule)
         );
     }
     body.push_str("</li>\n");
+}
+
+/// The documentation of the rules `findings` name (`flowaudit rules
+/// explain`), once each, where their findings link.
+pub fn rules_section<'a>(body: &mut String, findings: impl IntoIterator<Item = &'a Finding>) {
+    let ids: std::collections::BTreeSet<&str> = findings.into_iter().map(|f| f.rule).collect();
+    let metas: Vec<_> = crate::rules::REGISTRY
+        .iter()
+        .filter(|m| ids.contains(m.id))
+        .collect();
+    if metas.is_empty() {
+        return;
+    }
+    body.push_str(
+        "<section id=\"rules\" aria-labelledby=\"rules-h\">\n<h2 id=\"rules-h\">The rules \
+         that found them</h2>\n",
+    );
+    for m in metas {
+        let _ = writeln!(
+            body,
+            "<details class=\"doc\" id=\"rule-{id}\"><summary><code>{id}</code>: {} \
+             (<code>flowaudit rules explain {id}</code>)</summary>\n<pre>{}</pre>\n</details>",
+            esc(m.summary),
+            esc(m.documentation().trim_end()),
+            id = esc(m.id),
+        );
+    }
+    body.push_str("</section>\n");
 }
 
 /// Findings set aside: allowed by a rule file, or known from the baseline.

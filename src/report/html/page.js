@@ -1,7 +1,8 @@
 // flowaudit's HTML report: links findings to what they are about. A click
 // on a finding's button (or Enter on a focused finding) highlights the
 // statements, transactions, loops and chart lines that carry its number in
-// `data-f`, and the query that drove an N+1 (`data-src`). j / k move between
+// `data-f` (`data-findings` in the ER diagram), and the query that drove an
+// N+1 (`data-src`). j / k move between
 // findings, Esc clears. The page reads whole without this script.
 (function () {
   "use strict";
@@ -35,8 +36,8 @@
     if (button) button.setAttribute("aria-pressed", "true");
     var marked = 0;
     var first = null;
-    Array.prototype.forEach.call(document.querySelectorAll("[data-f]"), function (el) {
-      if (has(el, "data-f", n)) {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-f], [data-findings]"), function (el) {
+      if (has(el, "data-f", n) || has(el, "data-findings", n)) {
         el.classList.add("hl");
         marked += 1;
         if (!first) first = el;
@@ -48,8 +49,8 @@
         marked += 1;
       }
     });
-    var step = item.getAttribute("data-step");
-    var figure = step === null ? null : document.getElementById("timeline-" + step);
+    var id = item.getAttribute("data-figure");
+    var figure = id === null ? null : document.getElementById(id);
     detail.textContent = marked
       ? marked + " element" + (marked === 1 ? "" : "s") + " of the report show finding " +
         item.querySelector("code").textContent + "."
@@ -103,10 +104,13 @@
     event.preventDefault();
   });
 
-  // A link to #finding-N from the index selects it.
+  // A link to #finding-N from the index selects it; one to #rule-ID opens
+  // that rule's documentation.
   function fromHash() {
     var m = /^#finding-(\d+)$/.exec(window.location.hash);
     if (m) select(m[1], false);
+    var rule = /^#rule-/.test(window.location.hash) && document.getElementById(window.location.hash.slice(1));
+    if (rule) rule.open = true;
   }
   window.addEventListener("hashchange", fromHash);
   fromHash();

@@ -179,3 +179,34 @@ fn no_timeline_unless_asked() {
     assert!(html.contains("n-plus-one"));
     assert!(!html.contains("<figure class=\"timeline\""));
 }
+
+/// Many small steps: the run draws at most RUN_DETAIL statements one by one
+/// and STEPS_DRAWN steps, so the page stays a few megabytes whatever the run.
+#[test]
+fn a_run_of_many_steps_stays_bounded() {
+    use super::super::timeline::{RUN_DETAIL, STEPS_DRAWN};
+    let steps = STEPS_DRAWN + 200;
+    let mut events = Vec::new();
+    for s in 0..steps {
+        events.push(ev(&format!("SET flowaudit.step = 's{s}'"), 1, 0, 0));
+        for i in 0..12u64 {
+            let mut e = ev(
+                "SELECT * FROM stock WHERE product_id = $1",
+                1 + i % 3,
+                (s as u64) * 1_000 + i * 20,
+                10,
+            );
+            e.params = Some(vec![Some(format!("{i}"))]);
+            events.push(e);
+        }
+    }
+    let report = audit(events);
+    let timeline = report.timeline.as_ref().expect("timeline");
+    assert_eq!(timeline.steps.len(), STEPS_DRAWN);
+    let bars: usize = timeline.steps.iter().map(|s| s.bars.len()).sum();
+    assert!(bars <= RUN_DETAIL, "{bars} bars");
+    assert!(timeline.steps.iter().any(|s| s.summarised));
+    let html = super::render(&report);
+    assert!(html.contains("the first 1,000 are drawn"));
+    assert!(html.len() < 5 * 1024 * 1024, "{} bytes", html.len());
+}

@@ -75,14 +75,14 @@ pub fn figure(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)
         )
     };
     let _ = writeln!(body, "<figcaption>{}</figcaption>", esc(&caption));
-    body.push_str(LEGEND);
     body.push_str("</figure>\n");
 }
 
-const LEGEND: &str = "<ul class=\"legend\" aria-label=\"Legend\">\
+/// How to read the timelines, shown once above them.
+pub const LEGEND: &str = "<ul class=\"legend\" aria-label=\"Legend\">\
 <li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"st\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/></svg> statement</li>\
-<li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"st hl\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/></svg> a selected finding's statement</li>\
-<li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"st src\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/></svg> the query that drove an N+1</li>\
+<li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"st key-hl\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/></svg> a selected finding's statement</li>\
+<li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"st key-src\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/></svg> the query that drove an N+1</li>\
 <li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"st failed\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/><path class=\"x\" d=\"M5 2l8 8M13 2l-8 8\"/></svg> failed</li>\
 <li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"band committed\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/></svg> transaction committed</li>\
 <li><svg width=\"18\" height=\"12\" aria-hidden=\"true\"><rect class=\"band rolled-back\" x=\"1\" y=\"1\" width=\"16\" height=\"10\"/></svg> rolled back</li>\
@@ -415,10 +415,12 @@ fn axis(body: &mut String, t: &StepTimeline, lanes: usize) {
     let mut at = 0;
     while at <= span {
         let x = LABEL + at as f64 / span as f64 * plot;
+        // The last label ends at the plot's edge rather than past it.
+        let anchor = if x > RIGHT - 40.0 { "end" } else { "start" };
         let _ = writeln!(
             body,
             "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{bottom:.1}\"/>\
-             <text class=\"tick\" x=\"{x:.1}\" y=\"14\">{}</text>",
+             <text class=\"tick\" x=\"{x:.1}\" y=\"14\" text-anchor=\"{anchor}\">{}</text>",
             AXIS - 6.0,
             tick_label(at, step)
         );
