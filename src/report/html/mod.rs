@@ -181,16 +181,19 @@ pub fn render(report: &Report) -> String {
                 counts.push(format!("baseline {}", count(b, "query", "queries")));
             }
             let _ = writeln!(body, "<p class=\"counts\">{}</p>", counts.join(" · "));
-            if let Some(t) = timelines.get(&(flow.name.as_str(), step.name.as_str())) {
-                timeline::figure(&mut body, t, &of_step, step_no);
-            }
+            let marked = match timelines.get(&(flow.name.as_str(), step.name.as_str())) {
+                Some(t) => timeline::figure(&mut body, t, &of_step, step_no),
+                None => Default::default(),
+            };
             if of_step.is_empty() {
                 body.push_str("<p class=\"clean\">No findings in this step.</p>\n");
             } else {
                 body.push_str("<ol class=\"findings\">\n");
+                // A button only where the timeline has something to show.
                 let figure = format!("timeline-{step_no}");
                 for (n, f) in &of_step {
-                    finding(&mut body, *n, f, Some(&figure));
+                    let drawn = marked.contains(n).then_some(figure.as_str());
+                    finding(&mut body, *n, f, drawn);
                 }
                 body.push_str("</ol>\n");
             }

@@ -36,17 +36,23 @@ const CONTROL: [&str; 6] = [
 ];
 
 /// Writes the step's timeline figure, with `findings` (their numbers in the
-/// report, and themselves) linked to the statements they are about.
-pub fn figure(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)], step_no: usize) {
+/// report, and themselves) linked to the statements they are about; returns
+/// the numbers of the findings that mark something in it.
+pub fn figure(
+    body: &mut String,
+    t: &StepTimeline,
+    findings: &[(usize, &Finding)],
+    step_no: usize,
+) -> BTreeSet<usize> {
     let _ = writeln!(
         body,
         "<figure class=\"timeline\" id=\"timeline-{step_no}\">"
     );
-    if t.summarised {
-        lanes(body, t, findings);
+    let marked = if t.summarised {
+        lanes(body, t, findings)
     } else {
-        statements(body, t, findings);
-    }
+        statements(body, t, findings)
+    };
     let caption = if t.summarised {
         format!(
             "{} statements, more than one report draws one by one: a lane per fingerprint \
@@ -76,6 +82,7 @@ pub fn figure(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)
     };
     let _ = writeln!(body, "<figcaption>{}</figcaption>", esc(&caption));
     body.push_str("</figure>\n");
+    marked
 }
 
 /// How to read the timelines, shown once above them.
@@ -201,7 +208,11 @@ fn attr(name: &str, numbers: &[usize]) -> String {
 }
 
 /// Every statement on its connection's lane.
-fn statements(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)]) {
+fn statements(
+    body: &mut String,
+    t: &StepTimeline,
+    findings: &[(usize, &Finding)],
+) -> BTreeSet<usize> {
     let conns: Vec<u64> = t
         .bars
         .iter()
@@ -341,6 +352,14 @@ fn statements(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)
         }
     }
     loops(body, t, findings, &lane_of, &place);
+    links
+        .of
+        .iter()
+        .chain(&links.drove)
+        .chain(links.txn.values())
+        .flatten()
+        .copied()
+        .collect()
 }
 
 /// An N+1's loop drawn against its source: a line from the query that drove
@@ -463,7 +482,8 @@ fn tick_step(span: u64) -> u64 {
 }
 
 /// A step too large to draw one by one: a lane per fingerprint.
-fn lanes(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)]) {
+fn lanes(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)]) -> BTreeSet<usize> {
+    let mut marked = BTreeSet::new();
     let height = AXIS + LANE * t.lanes.len() as f64 + 6.0;
     open_svg(
         body,
@@ -504,6 +524,7 @@ fn lanes(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)]) {
             })
             .map(|(n, _)| *n)
             .collect();
+        marked.extend(of.iter().chain(&drove));
         let text = if lane.fingerprint.is_empty() {
             "(the other fingerprints)".to_owned()
         } else {
@@ -537,6 +558,7 @@ fn lanes(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)]) {
             esc(&shown)
         );
     }
+    marked
 }
 
 #[cfg(test)]

@@ -1,0 +1,108 @@
+//! `--format html` from the commands that write it (issue 18): the page is
+//! one file that loads nothing, with each step's timeline and findings. The
+//! browser's view of the same pages (console, network, clicks) is checked by
+//! tests/browser/check_report.js, which .ci/run runs in headless Chromium.
+
+use assert_cmd::Command;
+
+fn flowaudit() -> Command {
+    let mut cmd = Command::cargo_bin("flowaudit").expect("the binary is built");
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+    cmd
+}
+
+fn html_of(cmd: &mut Command, code: i32) -> String {
+    let out = cmd.assert().code(code).get_output().stdout.clone();
+    let page = String::from_utf8(out).expect("utf-8 output");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.trim_end().ends_with("</html>"));
+    for outside in ["http://", "https://", "<link", " src=", "@import"] {
+        assert!(!page.contains(outside), "{outside} in the page");
+    }
+    page
+}
+
+#[test]
+fn analyze_writes_a_timeline_per_step_and_links_findings() {
+    let page = html_of(
+        flowaudit().args(["analyze", "checkout.jsonl", "--format", "html"]),
+        1,
+    );
+    let steps = page.matches("<section class=\"step\"").count();
+    let timelines = page.matches("<figure class=\"timeline\"").count();
+    assert!(steps >= 2, "{steps} steps");
+    assert_eq!(steps, timelines, "each step has its timeline");
+    assert!(page.contains("n-plus-one"));
+    // Every finding shown with a button marks some statement of the timeline.
+    let marked: std::collections::BTreeSet<usize> = regex::Regex::new(r#"data-f="([0-9 ]+)""#)
+        .expect("regex")
+        .captures_iter(&page)
+        .flat_map(|c| {
+            c[1].split(' ')
+                .map(|n| n.parse::<usize>().expect("a number"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let buttons: Vec<usize> = regex::Regex::new(r#"class="show" data-finding="([0-9]+)""#)
+        .expect("regex")
+        .captures_iter(&page)
+        .map(|c| c[1].parse().expect("a number"))
+        .collect();
+    assert!(!buttons.is_empty());
+    for n in &buttons {
+        assert!(marked.contains(n), "finding {n} marks nothing: {marked:?}");
+    }
+}
+
+#[test]
+fn the_demo_writes_html_with_real_times() {
+    let page = html_of(flowaudit().args(["demo", "--format", "html"]), 0);
+    for step in ["register", "browse", "add_to_cart", "checkout"] {
+        assert!(
+            page.contains(&format!("<span class=\"sep\">›</span> {step}</h3>")),
+            "{step}"
+        );
+    }
+    // The SQLite capture stamps times: the axis is in time, not in order.
+    assert!(!page.contains("in the order they ran"));
+    assert!(page.contains(" µs</text>") || page.contains(" ms</text>"));
+    assert!(page.contains("N+1 ×24"));
+}
+
+#[test]
+fn compare_draws_the_growth() {
+    let page = html_of(
+        flowaudit().args([
+            "compare",
+            "scale/loop-8.jsonl",
+            "scale/loop-24.jsonl",
+            "--format",
+            "html",
+        ]),
+        1,
+    );
+    assert!(page.contains("<svg class=\"growth\""));
+    assert!(
+        page.contains("class=\"line grew\" data-f=\"0\""),
+        "the N+1's line"
+    );
+    assert!(page.contains("8 → 24 (N+1)"));
+    // The banner lookups ran 10 times at both sizes: a flat line, no finding.
+    assert!(page.contains("class=\"line flat\""));
+    assert!(page.contains("10 → 10"));
+}
+
+#[test]
+fn an_empty_trace_is_a_page_that_says_so() {
+    let page = html_of(
+        flowaudit().args([
+            "analyze",
+            "empty.jsonl",
+            "--allow-empty",
+            "--format",
+            "html",
+        ]),
+        0,
+    );
+    assert!(page.contains("No statements were captured."));
+}
