@@ -3,7 +3,10 @@
 //! browser's view of the same pages (console, network, clicks) is checked by
 //! tests/browser/check_report.js, which .ci/run runs in headless Chromium.
 
+mod support;
+
 use assert_cmd::Command;
+use support::pg;
 
 fn flowaudit() -> Command {
     let mut cmd = Command::cargo_bin("flowaudit").expect("the binary is built");
@@ -105,4 +108,77 @@ fn an_empty_trace_is_a_page_that_says_so() {
         0,
     );
     assert!(page.contains("No statements were captured."));
+}
+
+/// A run through the PostgreSQL proxy: two psql sessions at once (two
+/// lanes), an N+1 in one, a transaction whose insert fails and rolls back in
+/// the other; times from the proxy's clock.
+#[test]
+fn run_through_the_proxy_draws_connections_and_a_rolled_back_transaction() {
+    if !pg::available("flowaudit run --format html") {
+        return;
+    }
+    let db = pg::TestDb::new("html");
+    db.direct("create table products(id int primary key, name text)");
+    db.direct("create table stock(product_id int primary key, qty int)");
+    db.direct("insert into products select g, 'p' || g from generate_series(1, 6) g");
+    db.direct("insert into stock select g, 10 from generate_series(1, 6) g");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut browse = String::from(
+        "SET flowaudit.flow = 'shop';\nSET flowaudit.step = 'browse';\n\
+         select id, name from products order by id;\n",
+    );
+    for id in 1..=6 {
+        browse.push_str(&format!("select qty from stock where product_id = {id};\n"));
+    }
+    let checkout = "SET flowaudit.flow = 'shop';\nSET flowaudit.step = 'checkout';\nBEGIN;\n\
+                    update stock set qty = qty - 1 where product_id = 1;\n\
+                    insert into stock values (1, 5);\nROLLBACK;\n";
+    std::fs::write(dir.path().join("browse.sql"), browse).expect("script");
+    std::fs::write(dir.path().join("checkout.sql"), checkout).expect("script");
+    let report = dir.path().join("report.html");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowaudit"))
+        .args([
+            "run",
+            "--skip-invariants",
+            "--upstream",
+            &db.url(pg::PG_ADDR),
+        ])
+        .args(["--format", "html", "--output"])
+        .arg(&report)
+        .args(["--", "sh", "-c"])
+        .arg(
+            "psql -X -q -o /dev/null \"$DATABASE_URL\" -f browse.sql & \
+             psql -X -q -o /dev/null \"$DATABASE_URL\" -f checkout.sql 2>/dev/null; wait",
+        )
+        .current_dir(dir.path())
+        .output()
+        .expect("flowaudit run");
+    assert_eq!(out.status.code(), Some(1), "{}", pg::text(&out));
+    let page = std::fs::read_to_string(&report).expect("the report");
+    assert!(page.contains("<code>proxy</code>"), "the capture source");
+    assert!(page.contains("<dt>Capture</dt>"));
+    let browse_at = page
+        .find("<span class=\"sep\">›</span> browse</h3>")
+        .expect("browse");
+    let checkout_at = page
+        .find("<span class=\"sep\">›</span> checkout</h3>")
+        .expect("checkout");
+    let (browse, checkout) = if browse_at < checkout_at {
+        (&page[browse_at..checkout_at], &page[checkout_at..])
+    } else {
+        (&page[browse_at..], &page[checkout_at..browse_at])
+    };
+    // The proxy stamps every statement: a time axis, not an order.
+    assert!(!browse.contains("in the order they ran"));
+    assert!(browse.contains("N+1 ×6"), "{browse}");
+    assert_eq!(browse.matches("class=\"st\" ").count(), 7, "{browse}");
+    assert!(
+        checkout.contains("class=\"band rolled-back\""),
+        "{checkout}"
+    );
+    assert!(checkout.contains("class=\"st failed\""), "{checkout}");
+    assert!(checkout.contains("failed: 23505"), "the SQLSTATE on hover");
+    // Each step ran on its own session: a lane named by its connection.
+    assert!(browse.contains(">conn ") && checkout.contains(">conn "));
 }
