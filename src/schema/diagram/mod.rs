@@ -6,6 +6,7 @@
 pub mod dot;
 pub mod layout;
 pub mod mermaid;
+pub mod svg;
 
 use super::SchemaReview;
 use super::model::Table;
