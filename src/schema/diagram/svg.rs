@@ -306,8 +306,10 @@ impl<'a> Diagram<'a> {
             label = xml(&label),
         );
         let _ = writeln!(out, "<title>{}</title>", xml(&label));
+        // Marker ids have `_` after `er`, table ids `-`: a table named
+        // `arrow` cannot take a marker's id.
         out.push_str("<defs>\n");
-        for (id, colour) in [("er-arrow", BLUE), ("er-arrow-implied", ORANGE)] {
+        for (id, colour) in [("er_arrow", BLUE), ("er_arrow_implied", ORANGE)] {
             // The parent end: an arrowhead into the parent's column.
             let _ = writeln!(
                 out,
@@ -316,7 +318,7 @@ impl<'a> Diagram<'a> {
                  orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"{colour}\"/></marker>"
             );
         }
-        for (id, colour) in [("er-many", BLUE), ("er-many-implied", ORANGE)] {
+        for (id, colour) in [("er_many", BLUE), ("er_many_implied", ORANGE)] {
             // The child end: a crow's foot (many child rows to one parent).
             let _ = writeln!(
                 out,
@@ -391,7 +393,7 @@ impl<'a> Diagram<'a> {
         };
         let label = fit(&e.label, room, LABEL_CHAR_W);
         let (colour, dashes, suffix) = if e.implied {
-            (ORANGE, " stroke-dasharray=\"6 4\"", "-implied")
+            (ORANGE, " stroke-dasharray=\"6 4\"", "_implied")
         } else {
             (BLUE, "", "")
         };
@@ -399,7 +401,7 @@ impl<'a> Diagram<'a> {
             out,
             "<g class=\"er-edge{}\" data-child=\"{}\" data-parent=\"{}\"{}><title>{}</title>\
              <path d=\"{path}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"{dashes} \
-             marker-start=\"url(#er-many{suffix})\" marker-end=\"url(#er-arrow{suffix})\"/>\
+             marker-start=\"url(#er_many{suffix})\" marker-end=\"url(#er_arrow{suffix})\"/>\
              <text x=\"{}\" y=\"{}\" text-anchor=\"{anchor}\" font-size=\"10\" fill=\"{INK}\" \
              stroke=\"#FFFFFF\" stroke-width=\"3\" paint-order=\"stroke\">{}</text></g>",
             if e.implied { " implied" } else { "" },
@@ -554,7 +556,7 @@ impl<'a> Diagram<'a> {
             } else {
                 y + 3.5
             }),
-            if worst == Severity::Warning { 8 } else { 10 },
+            if worst == Severity::Warning { 9 } else { 10 },
         );
     }
 }
@@ -934,14 +936,14 @@ mod tests {
         assert_eq!(dashed.len(), 1);
         assert_eq!(
             attr(dashed[0], "marker-end"),
-            Some("url(#er-arrow-implied)")
+            Some("url(#er_arrow_implied)")
         );
         assert!(svg.contains(">product_id (implied)</text>"));
         assert!(svg.contains(
             "<title>order_items(product_id) → products(id) (implied by its name)</title>"
         ));
         // Markers are defined once each.
-        for id in ["er-arrow", "er-arrow-implied", "er-many", "er-many-implied"] {
+        for id in ["er_arrow", "er_arrow_implied", "er_many", "er_many_implied"] {
             assert_eq!(svg.matches(&format!("<marker id=\"{id}\"")).count(), 1);
         }
     }
@@ -1094,6 +1096,23 @@ mod tests {
                 ("a.b".to_owned(), "er-a-b-2".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn tables_named_like_markers_keep_their_own_ids() {
+        let mut many = table("many", &["id", "arrow_id"], &["id"]);
+        many.foreign_keys.push(fk(&["arrow_id"], "arrow", &["id"]));
+        let svg = render(&review(
+            vec![table("arrow", &["id"], &["id"]), many],
+            vec![],
+        ));
+        let ids: Vec<&str> = tags(&svg, " id=\"")
+            .iter()
+            .filter_map(|t| attr(t, "id"))
+            .collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "{ids:?}");
+        assert!(svg.contains("marker-end=\"url(#er_arrow)\""));
     }
 
     #[test]
