@@ -182,6 +182,63 @@ fn orphans(r: &SchemaReview, subject: &str) -> (u64, Vec<String>) {
     (f.count, f.examples.clone())
 }
 
+/// The SVG ER diagram of a review (issue 18): tags balanced, a box per shown
+/// table, and every finding marked on its table, the ones about a
+/// relationship on the child's columns too.
+fn assert_svg_marks_every_finding(r: &SchemaReview) {
+    use flowaudit::schema::diagram;
+    let svg = diagram::svg::render(r);
+    let mut open: Vec<&str> = Vec::new();
+    for tag in svg.split('<').skip(1) {
+        let tag = &tag[..tag.find('>').expect("tag closes")];
+        if let Some(closing) = tag.strip_prefix('/') {
+            assert_eq!(open.pop(), Some(closing), "unbalanced </{closing}>");
+        } else if !tag.ends_with('/') {
+            open.push(tag.split(' ').next().unwrap_or_default());
+        }
+    }
+    assert!(open.is_empty(), "unclosed {open:?}");
+    assert_eq!(
+        svg.matches("class=\"er-table\"").count(),
+        diagram::tables(r).len()
+    );
+    // The indices an opening tag's data-findings lists, for tags containing `needle`.
+    let marked_by = |needle: &str| -> BTreeSet<usize> {
+        svg.match_indices(needle)
+            .flat_map(|(at, _)| {
+                let tag = &svg[at..at + svg[at..].find('>').expect("tag closes")];
+                tag.split_once("data-findings=\"")
+                    .map(|(_, list)| list[..list.find('"').expect("quoted")].to_owned())
+                    .unwrap_or_default()
+                    .split(' ')
+                    .filter_map(|i| i.parse().ok())
+                    .collect::<Vec<usize>>()
+            })
+            .collect()
+    };
+    let ids = diagram::svg::table_ids(r);
+    for (i, f) in r.findings.iter().enumerate() {
+        let (_, id) = ids
+            .iter()
+            .find(|(name, _)| *name == f.step)
+            .unwrap_or_else(|| panic!("no box for {}", f.step));
+        assert!(
+            marked_by(&format!("id=\"{id}\"")).contains(&i),
+            "{f:?} not on {id}"
+        );
+        assert!(
+            marked_by("class=\"er-finding ").contains(&i),
+            "no badge for {f:?}"
+        );
+        if f.rule != "missing-primary-key" {
+            assert!(
+                marked_by("class=\"er-column\"").contains(&i),
+                "{f:?} on no column"
+            );
+        }
+    }
+}
+
 #[test]
 fn postgres_fixture_shows_every_finding() {
     let Some(db) = postgres_with("postgres.sql") else {
@@ -419,6 +476,21 @@ fn sqlite_fixture_shows_every_finding() {
             .iter()
             .any(|i| i.name == "stock_lower_code" && i.expression)
     );
+}
+
+#[test]
+fn sqlite_fixture_svg_diagram_marks_every_finding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_with(dir.path(), "fixture.db", "sqlite.sql");
+    assert_svg_marks_every_finding(&run_review(&url));
+}
+
+#[test]
+fn postgres_fixture_svg_diagram_marks_every_finding() {
+    let Some(db) = postgres_with("postgres.sql") else {
+        return;
+    };
+    assert_svg_marks_every_finding(&run_review(&db.url));
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! ER diagrams of a review, one module per format: the reviewed tables (and
 //! the parents they refer to) with their key columns; declared relationships
-//! drawn solid, implied ones dashed.
+//! drawn solid, implied ones dashed. The SVG one is laid out here too
+//! ([`layout`]), for the HTML report.
 
 pub mod dot;
+pub mod layout;
 pub mod mermaid;
+pub mod svg;
 
 use super::SchemaReview;
 use super::model::Table;
