@@ -912,3 +912,34 @@ fn analyze_with_a_database_honours_the_baseline() {
         .collect();
     assert_eq!(identities.len(), 3, "{baseline}");
 }
+
+/// `schema --format html` on the PostgreSQL fixture: each finding listed
+/// with a button that marks its table in the diagram (`data-findings`).
+#[test]
+fn postgres_fixture_html_page_links_every_finding_to_the_diagram() {
+    let Some(db) = postgres_with("postgres.sql") else {
+        return;
+    };
+    let out = assert_cmd::Command::cargo_bin("flowaudit")
+        .expect("the binary is built")
+        .args(["schema", &db.url, "--format", "html"])
+        .output()
+        .expect("flowaudit schema");
+    assert_eq!(out.status.code(), Some(1), "the fixture has errors");
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    let findings = run_review(&db.url).findings.len();
+    assert!(findings > 0);
+    assert_eq!(page.matches("<li class=\"finding ").count(), findings);
+    assert!(page.contains("class=\"er-edge implied\""));
+    for n in 0..findings {
+        assert!(
+            page.contains(&format!(
+                "class=\"show\" data-finding=\"{n}\" aria-pressed=\"false\""
+            )),
+            "finding {n} has no button"
+        );
+        let marked =
+            regex::Regex::new(&format!(r#"data-findings="(\d+ )*{n}( \d+)*""#)).expect("regex");
+        assert!(marked.is_match(&page), "finding {n} is marked nowhere");
+    }
+}

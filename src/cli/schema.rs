@@ -42,8 +42,9 @@ pub struct SchemaArgs {
     /// ./rules when it exists. The built-in defaults always load first.
     #[arg(long = "rules", value_name = "PATH")]
     pub rules: Vec<PathBuf>,
-    /// Report format: a relationships table and findings, JSON, Markdown, or
-    /// an ER diagram (mermaid, dot).
+    /// Report format: a relationships table and findings, JSON, Markdown, an
+    /// ER diagram (mermaid, dot), or a self-contained HTML page with the
+    /// diagram and the findings marked on it.
     #[arg(long, value_enum, default_value_t = SchemaFormat::Table)]
     pub format: SchemaFormat,
     /// Write the report to FILE instead of standard output.

@@ -1,6 +1,7 @@
 //! Renderings of a schema review, one module per format (the ER diagrams
 //! are in [`super::diagram`]).
 
+pub mod html;
 pub mod json;
 pub mod markdown;
 pub mod table;
@@ -23,6 +24,9 @@ pub enum SchemaFormat {
     Mermaid,
     /// A Graphviz digraph (`dot -Tsvg`).
     Dot,
+    /// One self-contained HTML page: the ER diagram as SVG with the findings
+    /// marked on their tables, the relationships and the findings.
+    Html,
 }
 
 pub fn render(review: &SchemaReview, format: SchemaFormat, width: usize) -> String {
@@ -32,6 +36,7 @@ pub fn render(review: &SchemaReview, format: SchemaFormat, width: usize) -> Stri
         SchemaFormat::Markdown => markdown::render(review),
         SchemaFormat::Mermaid => super::diagram::mermaid::render(review),
         SchemaFormat::Dot => super::diagram::dot::render(review),
+        SchemaFormat::Html => html::render(review),
     }
 }
 
