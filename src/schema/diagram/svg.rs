@@ -753,6 +753,7 @@ mod tests {
             examples: vec![],
             help: String::new(),
             location: None,
+            driver: None,
         }
     }
 
