@@ -920,7 +920,7 @@ fn postgres_fixture_html_page_links_every_finding_to_the_diagram() {
     let Some(db) = postgres_with("postgres.sql") else {
         return;
     };
-    let out = assert_cmd::Command::cargo_bin("flowaudit")
+    let out = Command::cargo_bin("flowaudit")
         .expect("the binary is built")
         .args(["schema", &db.url, "--format", "html"])
         .output()
