@@ -7,15 +7,16 @@
 //
 //   node tests/browser/check_report.js REPORT.html --screenshot OUT.png \
 //     [--step NAME]... [--rule RULE]... [--click RULE:MIN] [--keys] \
-//     [--expect SELECTOR:MIN]... [--clip SELECTOR] [--width PX] \
+//     [--expect SELECTOR:MIN]... [--clip SELECTOR | --top PX] [--width PX] \
 //     [--max-load-ms MS] [--runs N]
 //
 // --click RULE:MIN   click the first finding of RULE; at least MIN elements
 //                    must be highlighted (statements, bands, ER tables)
 // --keys             `j` must focus a finding, Escape clear the selection
 // --expect SEL:MIN   at least MIN elements match the CSS selector SEL
-// --clip SELECTOR    screenshot from the top of the page to the bottom of the
-//                    first element SELECTOR matches (else the whole page)
+// --clip SELECTOR    screenshot the first element SELECTOR matches (else the
+//                    whole page)
+// --top PX          screenshot the top PX pixels of the page
 // --runs N           load the page N times; the median load time is the one
 //                    printed and compared with --max-load-ms
 //
@@ -56,6 +57,7 @@ for (let i = 0; i < args.length; i++) {
       break;
     }
     case "--clip": opts.clip = value(); break;
+    case "--top": opts.top = Number(value()); break;
     case "--width": opts.width = Number(value()); break;
     case "--max-load-ms": opts.maxLoad = Number(value()); break;
     case "--runs": opts.runs = Number(value()); break;
@@ -188,10 +190,15 @@ const fail = (message) => failures.push(message);
           const el = document.querySelector(selector);
           if (!el) return null;
           const r = el.getBoundingClientRect();
-          return { x: 0, y: 0, width: document.documentElement.clientWidth, height: Math.ceil(r.bottom + window.scrollY + 12) };
+          const pad = 12;
+          return {
+            x: Math.max(0, r.left - pad), y: Math.max(0, r.top + window.scrollY - pad),
+            width: Math.ceil(r.width + 2 * pad), height: Math.ceil(r.height + 2 * pad),
+          };
         }, opts.clip);
         if (!clip) fail(`--clip ${opts.clip}: nothing matches`);
       }
+      if (!clip && opts.top) clip = { x: 0, y: 0, width: opts.width, height: opts.top };
       await page.screenshot(clip ? { path: opts.screenshot, clip } : { path: opts.screenshot, fullPage: true });
       console.log(`${name}: screenshot ${opts.screenshot}`);
     }
