@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Opens a flowaudit HTML report in headless Chromium (Debian's, driven by
 // puppeteer-core) and checks what a reader would meet: no console error, no
-// network request, the expected steps and findings in the DOM, and a click on
-// a finding that highlights its statements. Writes a screenshot; prints how
+// network request, the expected steps and findings in the DOM, a click on a
+// finding that highlights its statements, and the summary and findings read
+// the same with JavaScript off. Writes a screenshot; prints how
 // long the page took to load (the navigation's loadEventEnd, in ms).
 //
 //   node tests/browser/check_report.js REPORT.html --screenshot OUT.png \
@@ -176,6 +177,21 @@ const fail = (message) => failures.push(message);
           if (item) item.querySelector("button.show").click();
         }, opts.clicks[0].rule);
       }
+    }
+    // Without the script the summary and every finding are still there.
+    const bare = await browser.newPage();
+    await bare.setJavaScriptEnabled(false);
+    await bare.goto(url, { waitUntil: "load", timeout: 120000 });
+    const without = await bare.evaluate(() => ({
+      summary: Boolean(document.querySelector("#summary dl")),
+      findings: document.querySelectorAll("li.finding").length,
+      text: Array.from(document.querySelectorAll("li.finding .message")).every((p) => p.textContent.trim().length > 0),
+    }));
+    await bare.close();
+    const withScript = await page.evaluate(() => document.querySelectorAll("li.finding").length);
+    if (!without.summary) fail("without JavaScript the summary is missing");
+    if (without.findings !== withScript || !without.text) {
+      fail(`without JavaScript ${without.findings} findings are readable, with it ${withScript}`);
     }
     if (opts.screenshot) {
       // The status line sits over the page's bottom: not part of the picture.

@@ -210,3 +210,34 @@ fn a_run_of_many_steps_stays_bounded() {
     assert!(html.contains("the first 1,000 are drawn"));
     assert!(html.len() < 5 * 1024 * 1024, "{} bytes", html.len());
 }
+
+/// A transaction still open when its step ends is drawn as such, and the
+/// next step's part of it too.
+#[test]
+fn a_transaction_open_at_the_step_end_is_drawn_open() {
+    let mut events = vec![ev("SET flowaudit.step = 'cart'", 1, 0, 0)];
+    let mut begin = ev("BEGIN", 1, 10, 5);
+    begin.txn = Some(TxnStatus::Idle);
+    let mut write = ev("UPDATE carts SET n = n + 1 WHERE id = 1", 1, 20, 5);
+    write.txn = Some(TxnStatus::Open);
+    events.extend([begin, write]);
+    events.push(ev("SET flowaudit.step = 'pay'", 1, 30, 0));
+    let mut pay = ev("INSERT INTO payments (id) VALUES (1)", 1, 40, 5);
+    pay.txn = Some(TxnStatus::Open);
+    let mut commit = ev("COMMIT", 1, 50, 5);
+    commit.txn = Some(TxnStatus::Open);
+    events.extend([pay, commit]);
+    let report = audit(events);
+    let timeline = report.timeline.as_ref().expect("timeline");
+    let outcome = |step: &str| {
+        let t = timeline.step("(unattributed)", step).expect("step");
+        assert_eq!(t.bands.len(), 1, "{step}: {:?}", t.bands);
+        t.bands[0].outcome
+    };
+    use crate::report::timeline::Outcome;
+    assert_eq!(outcome("cart"), Outcome::Open);
+    assert_eq!(outcome("pay"), Outcome::Committed);
+    let html = super::render(&report);
+    assert!(html.contains("<rect class=\"band open\""));
+    assert!(html.contains("<rect class=\"band committed\""));
+}
