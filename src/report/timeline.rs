@@ -18,14 +18,16 @@ use crate::rules::Statement;
 /// per-fingerprint lanes.
 pub const STEP_DETAIL: usize = 1_000;
 /// Most statements the whole run draws one by one: what keeps a report of
-/// many small steps under a few megabytes.
+/// many small steps under a few megabytes. It counts every statement ever
+/// kept, also those of a step that later had too many and was summarised,
+/// so that the work of keeping them is bounded too.
 pub const RUN_DETAIL: usize = 10_000;
 /// Most fingerprint lanes a step keeps; further fingerprints share one lane.
 pub const STEP_LANES: usize = 40;
 /// Most steps drawn: a run of more steps than anyone reads one by one
 /// draws the first ones, and says so.
 pub const STEPS_DRAWN: usize = 1_000;
-/// Most characters of a statement's text kept for its bar.
+/// Most characters of a fingerprint's text kept for its lane.
 const SQL_CHARS: usize = 300;
 
 /// One statement drawn as a bar.
@@ -41,11 +43,10 @@ pub struct Bar {
     pub timed: bool,
     /// Fingerprint hash (16 hex digits), as findings name it.
     pub fingerprint: String,
-    /// The statement as findings' examples show it (text and bind values).
+    /// The statement as findings' examples show it: its text on one line
+    /// without tags, cut to 160 characters, and its bind values. The
+    /// timeline shows it on hover, and matches findings' examples with it.
     pub example: String,
-    /// Its text, cut to a few hundred characters.
-    pub sql: String,
-    pub params: Option<String>,
     pub rows: Option<u64>,
     /// SQLSTATE and message of a failed statement.
     pub error: Option<String>,
@@ -138,7 +139,8 @@ impl Timeline {
 #[derive(Debug, Default)]
 pub struct Recorder {
     steps: Vec<StepState>,
-    /// Statements kept one by one over all steps.
+    /// Statements kept one by one over all steps, including those dropped
+    /// since (see [`RUN_DETAIL`]).
     detailed: usize,
 }
 
@@ -259,7 +261,6 @@ impl Recorder {
         }
         if step.bars.len() >= STEP_DETAIL || self.detailed >= RUN_DETAIL {
             // Too many to draw one by one: the lanes stand for them.
-            self.detailed -= step.bars.len();
             step.bars = Vec::new();
             step.bands = HashMap::new();
             step.summarised = true;
@@ -297,17 +298,6 @@ impl Recorder {
             timed: event.duration_us.is_some(),
             fingerprint: format!("{hash:016x}"),
             example: statement.example(),
-            sql: cut(&event.sql, SQL_CHARS),
-            params: event.params.as_ref().filter(|p| !p.is_empty()).map(|p| {
-                let shown: Vec<String> = p
-                    .iter()
-                    .map(|v| {
-                        v.as_deref()
-                            .map_or_else(|| "NULL".to_owned(), |v| cut(v, 60))
-                    })
-                    .collect();
-                cut(&shown.join(", "), SQL_CHARS)
-            }),
             rows: event.rows,
             error: event
                 .error

@@ -127,7 +127,8 @@ fn links(bars: &[Bar], findings: &[(usize, &Finding)]) -> Links {
     let mut txn: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     // Each distinct statement once: a loop's thousand runs are one text
     // each, but the examples are few.
-    let mut by_example: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_example: std::collections::HashMap<&str, Vec<usize>> =
+        std::collections::HashMap::new();
     for (i, b) in bars.iter().enumerate() {
         by_example.entry(b.example.as_str()).or_default().push(i);
     }
@@ -141,12 +142,16 @@ fn links(bars: &[Bar], findings: &[(usize, &Finding)]) -> Links {
                     .map(|(i, _)| i),
             );
         }
-        for (example, at) in &by_example {
-            if CONTROL.contains(&example.trim_end_matches(';').to_ascii_uppercase().as_str()) {
-                continue;
-            }
-            if f.examples.iter().any(|e| names(e, example)) {
-                mine.extend(at);
+        // Each place in an example where a statement may stand is looked
+        // up: the cost follows the examples, not the step's statements.
+        for e in &f.examples {
+            for part in statements_in(e) {
+                let Some(at) = by_example.get(part) else {
+                    continue;
+                };
+                if !CONTROL.contains(&part.trim_end_matches(';').to_ascii_uppercase().as_str()) {
+                    mine.extend(at);
+                }
             }
         }
         if f.fingerprint_hash.is_none() {
@@ -173,30 +178,30 @@ fn links(bars: &[Bar], findings: &[(usize, &Finding)]) -> Links {
     Links { of, drove, txn }
 }
 
-/// Whether a finding's example `text` shows `statement` (as
-/// [`crate::rules::Statement::example`] writes it): the whole of it, or one
-/// of the statements it strings together, not a prefix of a longer one.
-fn names(text: &str, statement: &str) -> bool {
-    if statement.is_empty() {
-        return false;
-    }
-    let mut from = 0;
-    while let Some(at) = text[from..].find(statement) {
-        let start = from + at;
-        let end = start + statement.len();
-        let before = text[..start].chars().next_back();
-        let after = &text[end..];
-        let starts = matches!(before, None | Some(' ' | ']' | ';'));
-        let ends = after.is_empty() || after.starts_with("  ") || after.starts_with(';');
-        if starts && ends {
-            return true;
-        }
-        from = start + statement.len().max(1);
-        while !text.is_char_boundary(from) {
-            from += 1;
-        }
-    }
-    false
+/// The places in a finding's example `text` where a statement (as
+/// [`crate::rules::Statement::example`] writes it) may stand: the whole of
+/// it, or a piece that the rules' wording puts around it (`[label] `,
+/// `read: `, `; `, `  -- failed, then: `), never a prefix of a longer
+/// value. A piece starts at the text's start or after a space, `]` or `;`,
+/// and ends at its end or before two spaces or a `;`.
+fn statements_in(text: &str) -> impl Iterator<Item = &str> {
+    let starts: Vec<usize> = text
+        .char_indices()
+        .filter(|&(i, _)| i == 0 || text[..i].ends_with([' ', ']', ';']))
+        .map(|(i, _)| i)
+        .collect();
+    let mut ends: Vec<usize> = text
+        .char_indices()
+        .filter(|&(i, _)| text[i..].starts_with("  ") || text[i..].starts_with(';'))
+        .map(|(i, _)| i)
+        .collect();
+    ends.push(text.len());
+    starts.into_iter().flat_map(move |start| {
+        let ends = ends.clone();
+        ends.into_iter()
+            .filter(move |&end| end > start)
+            .map(move |end| &text[start..end])
+    })
 }
 
 fn attr(name: &str, numbers: &[usize]) -> String {
@@ -314,10 +319,7 @@ fn statements(
         if b.error.is_some() {
             class.push_str(" failed");
         }
-        let mut tip = b.sql.clone();
-        if let Some(p) = &b.params {
-            let _ = write!(tip, "\nparams: {p}");
-        }
+        let mut tip = b.example.clone();
         let mut facts = Vec::new();
         if let Some(r) = b.rows {
             facts.push(format!("{r} row{}", if r == 1 { "" } else { "s" }));
@@ -563,9 +565,12 @@ fn lanes(body: &mut String, t: &StepTimeline, findings: &[(usize, &Finding)]) ->
 
 #[cfg(test)]
 mod tests {
+    fn names(text: &str, statement: &str) -> bool {
+        super::statements_in(text).any(|part| part == statement)
+    }
+
     #[test]
     fn names_whole_statements_only() {
-        use super::names;
         let s = "SELECT * FROM t WHERE id = $1  -- params: '1'";
         assert!(names(s, s));
         assert!(names(&format!("[write] {s}"), s));
