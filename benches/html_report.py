@@ -19,28 +19,13 @@ Needs Debian's chromium and puppeteer-core (.ci/run installs both; or
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 import analyze_stream  # noqa: E402
-
-
-def measure(cmd, runs):
-    times, peaks = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-        times.append(time.perf_counter() - start)
-        if proc.returncode not in (0, 1):
-            sys.exit(f"{' '.join(cmd)} failed with {proc.returncode}:\n{proc.stderr}")
-        peaks.append(int(proc.stderr.strip().splitlines()[-1]))
-    return statistics.median(times), max(peaks)
 
 
 def open_in_browser(path, runs):
@@ -68,9 +53,9 @@ def main():
         print(f"trace: {n:,} statements, {os.path.getsize(trace) / 1e6:.0f} MB")
         html = os.path.join(tmp, "report.html")
         # --skip-invariants: ./rules holds the demo shop's invariants.
-        json_time, json_peak = measure([exe, "analyze", trace, "--skip-invariants", "--format", "json",
+        json_time, json_peak = analyze_stream.measure([exe, "analyze", trace, "--skip-invariants", "--format", "json",
                                         "--output", os.path.join(tmp, "report.json")], args.runs)
-        html_time, html_peak = measure([exe, "analyze", trace, "--skip-invariants", "--format", "html",
+        html_time, html_peak = analyze_stream.measure([exe, "analyze", trace, "--skip-invariants", "--format", "html",
                                         "--output", html], args.runs)
         size = os.path.getsize(html)
         print(f"analyze --format json: median {json_time:.2f} s, peak {json_peak / 1024:.0f} MB")

@@ -43,7 +43,8 @@ pub fn page(title: &str, body: &str) -> String {
     out
 }
 
-/// Text for HTML and SVG, in content and in quoted attributes.
+/// Text for HTML and SVG (XML), in content and in quoted attributes;
+/// control characters XML does not allow are dropped.
 pub fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -53,6 +54,8 @@ pub fn esc(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\n' | '\t' | '\r' => out.push(c),
+            c if c.is_control() => {}
             c => out.push(c),
         }
     }
@@ -443,6 +446,26 @@ pub fn rules_section<'a>(body: &mut String, findings: impl IntoIterator<Item = &
     body.push_str("</section>\n");
 }
 
+/// A finding a rule file allowed, with the file and its reason; `flow`:
+/// whether to name its flow (a schema finding's is always `schema`).
+pub fn allowed(body: &mut String, a: &super::AllowedFinding, flow: bool) {
+    let _ = writeln!(
+        body,
+        "<li>{} <code>{}</code> {}{}: {} <em>allowed by {}: {}</em></li>",
+        badge(a.finding.severity),
+        esc(a.finding.rule),
+        if flow {
+            format!("{} › ", esc(&a.finding.flow))
+        } else {
+            String::new()
+        },
+        esc(&a.finding.step),
+        esc(&a.finding.message),
+        esc(&a.file),
+        esc(&a.reason)
+    );
+}
+
 /// Findings set aside: allowed by a rule file, or known from the baseline.
 fn set_aside(body: &mut String, report: &Report) {
     if report.allowed.is_empty() && report.known.is_empty() {
@@ -452,17 +475,7 @@ fn set_aside(body: &mut String, report: &Report) {
         "<section aria-labelledby=\"aside-h\">\n<h2 id=\"aside-h\">Set aside</h2>\n<ul class=\"aside\">\n",
     );
     for a in &report.allowed {
-        let _ = writeln!(
-            body,
-            "<li>{} <code>{}</code> {} › {}: {} <em>allowed by {}: {}</em></li>",
-            badge(a.finding.severity),
-            esc(a.finding.rule),
-            esc(&a.finding.flow),
-            esc(&a.finding.step),
-            esc(&a.finding.message),
-            esc(&a.file),
-            esc(&a.reason)
-        );
+        allowed(body, a, true);
     }
     for f in &report.known {
         let _ = writeln!(

@@ -29,6 +29,7 @@ use std::fmt::Write;
 use super::layout::{self, MARGIN, Rect};
 use super::{key_columns, tables};
 use crate::model::Severity;
+use crate::report::html::esc;
 use crate::schema::SchemaReview;
 use crate::schema::lint::SCHEMA_FLOW;
 use crate::schema::relations::Origin;
@@ -303,9 +304,9 @@ impl<'a> Diagram<'a> {
              font-family=\"{FONT}\" font-size=\"12\" fill=\"{INK}\">",
             w = num(width),
             h = num(height),
-            label = xml(&label),
+            label = esc(&label),
         );
-        let _ = writeln!(out, "<title>{}</title>", xml(&label));
+        let _ = writeln!(out, "<title>{}</title>", esc(&label));
         // Marker ids have `_` after `er`, table ids `-`: a table named
         // `arrow` cannot take a marker's id.
         out.push_str("<defs>\n");
@@ -405,13 +406,13 @@ impl<'a> Diagram<'a> {
              <text x=\"{}\" y=\"{}\" text-anchor=\"{anchor}\" font-size=\"10\" fill=\"{INK}\" \
              stroke=\"#FFFFFF\" stroke-width=\"3\" paint-order=\"stroke\">{}</text></g>",
             if e.implied { " implied" } else { "" },
-            xml(&self.nodes[e.child].id),
-            xml(&self.nodes[e.parent].id),
+            esc(&self.nodes[e.child].id),
+            esc(&self.nodes[e.parent].id),
             findings_attr(&e.findings),
-            xml(&e.title),
+            esc(&e.title),
             num(label_x),
             num(label_y),
-            xml(&label),
+            esc(&label),
         );
         if anchor == "start" {
             label_x + width(&label, LABEL_CHAR_W) + 8.0
@@ -430,8 +431,8 @@ impl<'a> Diagram<'a> {
         let _ = writeln!(
             out,
             "<g class=\"er-table\" id=\"{}\" data-table=\"{}\"{}>",
-            xml(&node.id),
-            xml(&node.name),
+            esc(&node.id),
+            esc(&node.name),
             findings_attr(&node.findings)
         );
         let _ = writeln!(
@@ -454,7 +455,7 @@ impl<'a> Diagram<'a> {
             "<text x=\"{}\" y=\"{}\" font-weight=\"bold\">{}</text>",
             num(b.x + PAD),
             num(b.y + HEADER_H / 2.0 + 4.0),
-            xml(&node.name)
+            esc(&node.name)
         );
         if !node.table_findings.is_empty() {
             self.badge(out, &node.table_findings, b.right(), b.y + HEADER_H / 2.0);
@@ -481,14 +482,14 @@ impl<'a> Diagram<'a> {
                 out,
                 "<g class=\"er-column\" data-column=\"{}\"{}><text x=\"{}\" y=\"{}\">{}</text>\
                  <text x=\"{}\" y=\"{}\" fill=\"{GREY}\" font-style=\"italic\">{}</text>",
-                xml(row.name),
+                esc(row.name),
                 findings_attr(&row.findings),
                 num(b.x + PAD),
                 num(y + 4.0),
-                xml(row.name),
+                esc(row.name),
                 num(b.x + PAD + node.name_w + 12.0),
                 num(y + 4.0),
-                xml(row.data_type),
+                esc(row.data_type),
             );
             if !row.marks.is_empty() {
                 let _ = write!(
@@ -497,7 +498,7 @@ impl<'a> Diagram<'a> {
                      fill=\"{GREY}\">{}</text>",
                     num(marks_x),
                     num(y + 4.0),
-                    xml(&row.marks)
+                    esc(&row.marks)
                 );
             }
             if !row.findings.is_empty() {
@@ -546,7 +547,7 @@ impl<'a> Diagram<'a> {
              </text></g>",
             worst.as_str(),
             findings_attr(indices),
-            xml(&title.join("\n")),
+            esc(&title.join("\n")),
             num(cx),
             num(y),
             severity_colour(worst),
@@ -642,25 +643,6 @@ fn slug(name: &str) -> String {
     } else {
         trimmed.to_owned()
     }
-}
-
-/// Text and attribute values escaped for XML; control characters XML does
-/// not allow are dropped.
-fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The estimated width of `text` at `per_char` pixels a character, wide
@@ -847,7 +829,7 @@ mod tests {
         for (at, _) in svg.match_indices('&') {
             let entity = &svg[at..svg[at..].find(';').map_or(svg.len(), |e| at + e + 1)];
             assert!(
-                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"].contains(&entity),
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"].contains(&entity),
                 "raw & at {at}: {entity}"
             );
         }
@@ -987,7 +969,7 @@ mod tests {
         assert_sound(&svg);
         assert!(svg.contains(">a&lt;b&amp;&quot;c</text>"));
         assert!(svg.contains("data-table=\"a&lt;b&amp;&quot;c\""));
-        assert!(svg.contains(">we&lt;ird&amp;&apos;x</text>"));
+        assert!(svg.contains(">we&lt;ird&amp;&#39;x</text>"));
         assert!(svg.contains(">int&lt;8&gt;</text>"));
         assert!(svg.contains("id=\"er-a-b-c\""));
         assert!(svg.contains("about a&lt;b&amp;&quot;c"));

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::{HEADER, row, summary};
-use crate::report::html::{badge, esc, finding, page};
+use crate::report::html::{allowed, esc, finding, page};
 use crate::rules::plural;
 use crate::schema::SchemaReview;
 
@@ -114,16 +114,7 @@ pub fn render(review: &SchemaReview) -> String {
              <ul class=\"aside\">\n",
         );
         for a in &review.allowed {
-            let _ = writeln!(
-                body,
-                "<li>{} <code>{}</code> {}: {} <em>allowed by {}: {}</em></li>",
-                badge(a.finding.severity),
-                esc(a.finding.rule),
-                esc(&a.finding.step),
-                esc(&a.finding.message),
-                esc(&a.file),
-                esc(&a.reason)
-            );
+            allowed(&mut body, a, false);
         }
         body.push_str("</ul>\n</section>\n");
     }
