@@ -415,15 +415,25 @@ impl Attributor {
         let seq = self.seq;
         self.seq += 1;
         let conn_id = event.conn.unwrap_or(0);
-        let fingerprint = match self.fingerprints.get(&event.sql) {
-            Some(fp) => fp.clone(),
-            None => {
-                let fp = fingerprint(&event.sql);
-                if self.fingerprints.len() >= FINGERPRINT_CACHE {
-                    self.fingerprints.clear();
+        // MySQL reads `\'` in a string as a quote; a text where that matters is
+        // fingerprinted as its dialect reads it, and kept out of the cache, which
+        // is keyed by text alone.
+        let mysql_escapes = crate::rules::units::Dialect::of(&event)
+            == crate::rules::units::Dialect::MySql
+            && event.sql.contains('\\');
+        let fingerprint = if mysql_escapes {
+            crate::fingerprint::fingerprint_mysql(&event.sql)
+        } else {
+            match self.fingerprints.get(&event.sql) {
+                Some(fp) => fp.clone(),
+                None => {
+                    let fp = fingerprint(&event.sql);
+                    if self.fingerprints.len() >= FINGERPRINT_CACHE {
+                        self.fingerprints.clear();
+                    }
+                    self.fingerprints.insert(event.sql.clone(), fp.clone());
+                    fp
                 }
-                self.fingerprints.insert(event.sql.clone(), fp.clone());
-                fp
             }
         };
         let marker = parse_marker(&event.sql);

@@ -64,11 +64,12 @@
 //!
 //! # Limitations
 //!
-//! * Plain `'…'` strings follow standard SQL (PostgreSQL with `standard_conforming_strings`):
-//!   a backslash does not escape the quote. A MySQL string such as `'O\'Brien'` therefore
-//!   ends early and the rest of the statement is tokenised as if outside a string; the result
-//!   is still deterministic but may differ from the same statement with another literal.
-//!   MySQL run with `NO_BACKSLASH_ESCAPES`, PostgreSQL and SQLite are unaffected.
+//! * Plain `'…'` strings follow standard SQL (PostgreSQL with `standard_conforming_strings`,
+//!   SQLite): a backslash does not escape the quote. MySQL's statements are fingerprinted
+//!   with [`fingerprint_mysql`], where `\'` inside a string is an escaped quote as MySQL
+//!   reads it by default, so that `'O\'Brien'` (which PyMySQL and mysql2 send for
+//!   `O'Brien`) is one value. A MySQL server run with `NO_BACKSLASH_ESCAPES` reads `'a\'`
+//!   as a whole string; its statements may then fingerprint apart.
 //! * MySQL double-quoted strings (`WHERE name = "bob"` without `ANSI_QUOTES`) are read as
 //!   quoted identifiers, so the value stays in the fingerprint.
 //! * MySQL `#` comments are not removed (see above).
@@ -196,16 +197,26 @@ pub struct Fingerprint {
 /// truncated or non-SQL text, gets a deterministic fingerprint. Each thread keeps a small
 /// scratch buffer between calls.
 pub fn fingerprint(sql: &str) -> Fingerprint {
+    fingerprint_in(sql, false)
+}
+
+/// [`fingerprint`] of a statement MySQL or MariaDB ran: a backslash inside a `'…'` string
+/// escapes the next character, as the server reads it by default.
+pub fn fingerprint_mysql(sql: &str) -> Fingerprint {
+    fingerprint_in(sql, true)
+}
+
+fn fingerprint_in(sql: &str, backslash: bool) -> Fingerprint {
     let reused = SCRATCH.try_with(|scratch| {
         scratch
             .try_borrow_mut()
             .ok()
-            .map(|mut scratch| fingerprint_with(sql, &mut scratch))
+            .map(|mut scratch| fingerprint_with(sql, backslash, &mut scratch))
     });
     // Without the thread's buffers (during thread teardown), use fresh ones.
     match reused {
         Ok(Some(fp)) => fp,
-        _ => fingerprint_with(sql, &mut Scratch::default()),
+        _ => fingerprint_with(sql, backslash, &mut Scratch::default()),
     }
 }
 
@@ -237,8 +248,8 @@ const SCRATCH_KEEP_TOKENS: usize = 1 << 16;
 /// The same for the output buffer, in bytes.
 const SCRATCH_KEEP_BYTES: usize = 1 << 20;
 
-fn fingerprint_with(sql: &str, scratch: &mut Scratch) -> Fingerprint {
-    lex(sql, &mut scratch.toks);
+fn fingerprint_with(sql: &str, backslash: bool, scratch: &mut Scratch) -> Fingerprint {
+    lex(sql, backslash, &mut scratch.toks);
     let (text, values) =
         Renderer::new(sql, &scratch.toks, &mut scratch.stack, &mut scratch.out).render();
     let kind = statement_kind(sql, &scratch.toks);
@@ -845,13 +856,14 @@ fn non_ident_bytes(w: u64) -> u64 {
 /// Splits `sql` into tokens. Every token boundary falls on an ASCII byte or the end of the
 /// input, so every token is a valid `str` slice; all non-ASCII bytes belong to words,
 /// strings, quoted identifiers or comments.
-fn lex(sql: &str, toks: &mut Vec<Tok>) {
+fn lex(sql: &str, backslash: bool, toks: &mut Vec<Tok>) {
     toks.clear();
     toks.reserve(sql.len() / 3 + 8);
     let mut lexer = Lexer {
         src: sql.as_bytes(),
         text: sql,
         pos: 0,
+        backslash,
         toks,
     };
     lexer.run();
@@ -861,6 +873,8 @@ struct Lexer<'a> {
     src: &'a [u8],
     text: &'a str,
     pos: usize,
+    /// A backslash escapes the next byte inside `'…'` (MySQL's default).
+    backslash: bool,
     toks: &'a mut Vec<Tok>,
 }
 
@@ -909,7 +923,7 @@ impl Lexer<'_> {
                 b'-' if self.peek(1) == b'-' => self.line_comment(),
                 b'/' if self.peek(1) == b'*' => self.block_comment(),
                 b'\'' => {
-                    self.quoted_body(b'\'', false);
+                    self.quoted_body(b'\'', self.backslash);
                     self.push(TokKind::Literal, start);
                 }
                 b'"' | b'`' => {
@@ -1888,6 +1902,37 @@ fn data_verb(word: &str) -> Option<StatementKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// MySQL reads `\'` in a string as a quote (PyMySQL and mysql2 escape so);
+    /// standard SQL, PostgreSQL and SQLite read the backslash as itself.
+    #[test]
+    fn mysql_backslash_escapes_stay_inside_the_string() {
+        let plain = "select id from orders where customer = 'Smith' and id > 1";
+        for escaped in [
+            r"select id from orders where customer = 'O\'Brien' and id > 1",
+            r"select id from orders where customer = 'back\\slash' and id > 1",
+            r"select id from orders where customer = 'a\'b\\c\'' and id > 1",
+        ] {
+            let (a, b) = (fingerprint_mysql(escaped), fingerprint_mysql(plain));
+            assert_eq!(a.text, b.text, "{escaped}");
+            assert_eq!(a.hash, b.hash);
+            assert_ne!(a.values, b.values, "other values: {escaped}");
+        }
+        assert_eq!(
+            fingerprint_mysql(plain).text,
+            "select id from orders where customer = ? and id > ?"
+        );
+        // PostgreSQL's standard strings: 'a\' is the whole literal.
+        assert_eq!(
+            fingerprint(r"select 'a\' as x, 1").text,
+            fingerprint("select 'b' as x, 1").text
+        );
+        assert_ne!(
+            fingerprint_mysql(r"select 'a\' as x, 1").text,
+            fingerprint_mysql("select 'b' as x, 1").text,
+            "MySQL reads 'a\\' as unterminated"
+        );
+    }
 
     #[test]
     fn ident_len_agrees_with_the_byte_classes() {

@@ -400,6 +400,67 @@ print(json.dumps(seen))
     }
 }
 
+/// PyMySQL interpolates values itself and escapes a quote as `\'`, as MySQL
+/// reads it by default: a loop over names such as `O'Brien` is one
+/// statement with one fingerprint, so the N+1 counts every run. Read with
+/// standard SQL's quoting, `'O\'Brien'` would end early and each such name
+/// would become a fingerprint of its own, leaving the loop short.
+#[test]
+fn pymysql_escaped_quotes_keep_one_fingerprint_per_statement() {
+    if !mysql::available("PyMySQL through the proxy") {
+        return;
+    }
+    let Some(python) = corpus_python("PyMySQL through the proxy") else {
+        return;
+    };
+    let db = TestDb::new("escapes");
+    db.direct("create table customers (id int primary key, name varchar(40))");
+    db.direct("create table orders (id int primary key, customer varchar(40))");
+    let proxy = ProxyProcess::start(&upstream(), &[]);
+    let script = r#"
+import os, pymysql
+names = ["O'Brien", "Smith", "D'Arcy", "back\\slash", "quote'and\\both", "Lee"]
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="root",
+                    database=os.environ["DB"], autocommit=True)
+cur = c.cursor()
+cur.executemany("insert into customers (id, name) values (%s, %s)", list(enumerate(names)))
+cur.execute("SET @flowaudit_step = 'statement'")
+cur.execute("select id, name from customers order by id")
+for _, name in cur.fetchall():
+    cur.execute("select id from orders where customer = %s", (name,))
+c.close()
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("PORT", proxy.port())
+        .env("DB", &db.name)
+        .output()
+        .expect("python runs");
+    let stopped = proxy.stop();
+    assert!(out.status.success(), "{}", text(&out));
+    // The escapes went to the server as PyMySQL wrote them.
+    assert_eq!(
+        with_sql(&stopped.trace, "where customer = 'O\\'Brien'").len(),
+        1,
+        "{}",
+        stopped.trace_text
+    );
+    let loops: Vec<&Value> = stopped.report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "n-plus-one")
+        .collect();
+    assert_eq!(loops.len(), 1, "{:#}", stopped.report);
+    assert_eq!(loops[0]["step"], "statement");
+    assert_eq!(
+        loops[0]["fingerprint"], "select id from orders where customer = ?",
+        "{:#}",
+        loops[0]
+    );
+    assert_eq!(loops[0]["count"], 6, "every name's lookup: {:#}", loops[0]);
+}
+
 /// Payloads of 16 MB and more, which the protocol sends as several packets,
 /// from PyMySQL (it splits them itself): a statement of exactly 2^24 bytes
 /// with its command byte (a full packet and a one-byte one) recorded whole;
