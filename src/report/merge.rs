@@ -76,6 +76,12 @@ pub fn parse(path: &str, text: &str) -> Result<Report, MergeError> {
     struct Head {
         version: Option<serde_json::Value>,
     }
+    // serde reads a struct from an array too; a report is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(MergeError::NotAReport {
+            path: path.to_owned(),
+        });
+    }
     let head: Head = serde_json::from_str(text).map_err(|e| match e.classify() {
         // Well-formed JSON, but not an object: not a report at all.
         serde_json::error::Category::Data => MergeError::NotAReport {
@@ -424,4 +430,232 @@ fn union_in_order<'a>(lists: impl Iterator<Item = &'a [String]>) -> Vec<String> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Location;
+
+    fn finding(rule: &'static str, hash: Option<&str>, count: u64, message: &str) -> Finding {
+        Finding {
+            rule,
+            severity: Severity::Warning,
+            flow: "shop".into(),
+            step: "browse".into(),
+            message: message.into(),
+            fingerprint: hash.map(|_| "select ?".into()),
+            fingerprint_hash: hash.map(Into::into),
+            count,
+            examples: vec![format!("example of {message}")],
+            help: "fix it".into(),
+            location: Some(Location {
+                input: Some(format!("{message}.jsonl")),
+                ..Location::default()
+            }),
+            driver: None,
+        }
+    }
+
+    fn step(name: &str, statements: u64, duration_us: Option<u64>) -> StepReport {
+        StepReport {
+            name: name.into(),
+            statements,
+            queries: statements,
+            duration_us,
+            transactions: 1,
+            connections: 1,
+            baseline_statements: Some(10),
+            baseline_queries: None,
+            fingerprints: BTreeMap::new(),
+        }
+    }
+
+    fn report(steps: Vec<StepReport>, findings: Vec<Finding>) -> Report {
+        let statements = steps.iter().map(|s| s.statements).sum();
+        Report {
+            version: VERSION,
+            sources: vec!["proxy".into()],
+            flows: vec![FlowReport {
+                name: "shop".into(),
+                steps,
+            }],
+            findings,
+            allowed: Vec::new(),
+            known: Vec::new(),
+            tighten: Vec::new(),
+            notes: vec!["a note".into()],
+            summary: Summary {
+                statements,
+                markers: 1,
+                errors: 0,
+                warnings: 0,
+                infos: 0,
+                allowed: 0,
+                known: 0,
+            },
+            capture: None,
+            inputs: Vec::new(),
+            timeline: None,
+            comparison: None,
+        }
+    }
+
+    #[test]
+    fn findings_of_one_key_add_up_and_keep_the_largest_part_s_message() {
+        let mut a = finding("n-plus-one", Some("00aa"), 3, "ran 3×");
+        a.examples = (0..8).map(|i| format!("a{i}")).collect();
+        let mut b = finding("n-plus-one", Some("00aa"), 5, "ran 5×");
+        b.severity = Severity::Error;
+        b.examples = vec!["b0".into(), "a1".into(), "b1".into(), "b2".into()];
+        let merged = merge(vec![
+            report(vec![step("browse", 4, None)], vec![a]),
+            report(vec![step("browse", 6, Some(7))], vec![b]),
+        ])
+        .expect("merges");
+        assert_eq!(merged.findings.len(), 1);
+        let f = &merged.findings[0];
+        assert_eq!(f.count, 8);
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(f.message, "ran 5×");
+        assert_eq!(
+            f.location.as_ref().and_then(|l| l.input.as_deref()),
+            Some("ran 5×.jsonl")
+        );
+        // b's first, then a's it lacks, ten at most.
+        assert_eq!(
+            f.examples,
+            ["b0", "a1", "b1", "b2", "a0", "a2", "a3", "a4", "a5", "a6"]
+        );
+        let s = &merged.flows[0].steps[0];
+        assert_eq!(
+            (s.statements, s.duration_us, s.connections),
+            (10, Some(7), 2)
+        );
+        assert_eq!(s.baseline_statements, Some(10));
+        assert_eq!(merged.summary.statements, 10);
+        assert_eq!(merged.summary.markers, 2);
+        assert_eq!(merged.summary.errors, 1);
+        assert_eq!(merged.notes[0], "a note");
+        assert_eq!(merged.notes.len(), 2, "{:?}", merged.notes);
+        assert!(merged.notes[1].contains("1 finding was found in more than one"));
+    }
+
+    #[test]
+    fn findings_without_a_fingerprint_merge_by_message() {
+        let merged = merge(vec![
+            report(
+                vec![],
+                vec![finding("non-atomic-write", None, 2, "2 writes")],
+            ),
+            report(
+                vec![],
+                vec![
+                    finding("non-atomic-write", None, 2, "2 writes"),
+                    finding("non-atomic-write", None, 3, "3 writes"),
+                ],
+            ),
+        ])
+        .expect("merges");
+        let got: Vec<(&str, u64)> = merged
+            .findings
+            .iter()
+            .map(|f| (f.message.as_str(), f.count))
+            .collect();
+        assert_eq!(got, [("2 writes", 4), ("3 writes", 3)]);
+    }
+
+    #[test]
+    fn a_report_s_repeated_key_merges_with_the_other_s_repeat() {
+        let twice = || {
+            vec![
+                finding("slow-query", Some("00bb"), 1, "took 120 ms"),
+                finding("slow-query", Some("00bb"), 1, "took 150 ms"),
+            ]
+        };
+        let merged = merge(vec![report(vec![], twice()), report(vec![], twice())]).expect("merges");
+        let counts: Vec<u64> = merged.findings.iter().map(|f| f.count).collect();
+        assert_eq!(counts, [2, 2]);
+    }
+
+    #[test]
+    fn baselines_stay_when_equal_and_durations_when_any_has_one() {
+        let mut other = step("browse", 1, None);
+        other.baseline_statements = Some(11);
+        other.baseline_queries = None;
+        let merged = merge(vec![
+            report(vec![step("browse", 1, None)], vec![]),
+            report(vec![other], vec![]),
+        ])
+        .expect("merges");
+        let s = &merged.flows[0].steps[0];
+        assert_eq!(s.baseline_statements, None);
+        assert_eq!(s.duration_us, None);
+    }
+
+    #[test]
+    fn sources_notes_and_capture_are_unions_and_sums() {
+        let mut a = report(vec![], vec![]);
+        a.sources = vec!["pg-log".into(), "proxy".into()];
+        a.capture = Some(CaptureStats {
+            connections: 2,
+            recorded: 10,
+            dropped: 1,
+            undecoded_frames: 0,
+            refused: 0,
+        });
+        let mut b = report(vec![], vec![]);
+        b.sources = vec!["mysql-proxy".into()];
+        b.notes = vec!["a note".into(), "another".into()];
+        let merged = merge(vec![a, b]).expect("merges");
+        assert_eq!(merged.sources, ["mysql-proxy", "pg-log", "proxy"]);
+        assert_eq!(merged.notes[..2], ["a note", "another"]);
+        assert_eq!(merged.notes[2], "merged from 2 reports");
+        let c = merged.capture.expect("one report had capture stats");
+        assert_eq!((c.connections, c.recorded, c.dropped), (2, 10, 1));
+    }
+
+    #[test]
+    fn orders_merge_where_they_agree_and_break_cycles_at_the_smallest_name() {
+        let merged = |orders: &[&[&str]]| merge_orders(orders.iter().map(|o| o.to_vec()));
+        assert_eq!(
+            merged(&[&["register", "browse", "pay"], &["browse", "cart", "pay"]]),
+            ["register", "browse", "cart", "pay"]
+        );
+        assert_eq!(merged(&[&["b", "a"]]), ["b", "a"]);
+        // z waits for nothing; x and y contradict each other.
+        assert_eq!(merged(&[&["y", "x"], &["x", "y"], &["z"]]), ["z", "x", "y"]);
+        assert_eq!(
+            merged(&[&["b", "a"], &["a", "b"]]),
+            merged(&[&["a", "b"], &["b", "a"]])
+        );
+    }
+
+    #[test]
+    fn parse_names_what_is_wrong_and_where() {
+        let err = |text: &str| parse("r.json", text).expect_err("refused").to_string();
+        assert_eq!(
+            err("{\"version\": 2, \"flows\": []}"),
+            "r.json: a version 2 report; this flowaudit reads version 1"
+        );
+        assert_eq!(
+            err("[1]"),
+            "r.json: not a flowaudit JSON report (no object with a \"version\")"
+        );
+        assert_eq!(
+            err("{\"version\": 1,\n  \"flows\": ["),
+            "r.json:2:12: EOF while parsing a list"
+        );
+        let mut text = super::super::json::render(&report(
+            vec![],
+            vec![finding("slow-query", Some("00cc"), 1, "slow")],
+        ));
+        text = text.replace("\"slow-query\"", "\"slowest-query\"");
+        let e = err(&text);
+        assert!(
+            e.starts_with("r.json:") && e.contains("unknown rule id \"slowest-query\""),
+            "{e}"
+        );
+        assert!(matches!(merge(Vec::new()), Err(MergeError::NoReports)));
+    }
 }
