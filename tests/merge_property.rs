@@ -297,10 +297,16 @@ proptest! {
         runs_in_a in any::<u16>(),
     ) {
         let whole = audit(&runs.iter().collect::<Vec<_>>());
-        let (a, b): (Vec<(usize, &Run)>, Vec<(usize, &Run)>) =
-            runs.iter().enumerate().partition(|(i, _)| runs_in_a & (1 << i) != 0);
-        let half = |h: Vec<(usize, &Run)>| roundtrip(&audit(&h.into_iter().map(|(_, r)| r).collect::<Vec<_>>()));
-        let merged = merge(vec![half(a), half(b)]).expect("two reports merge");
+        let half = |in_a: bool| {
+            let runs: Vec<&Run> = runs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (runs_in_a & (1 << i) != 0) == in_a)
+                .map(|(_, r)| r)
+                .collect();
+            roundtrip(&audit(&runs))
+        };
+        let merged = merge(vec![half(true), half(false)]).expect("two reports merge");
         let whole_steps = steps(&whole);
         let merged_steps = steps(&merged);
         prop_assert_eq!(whole_steps.keys().collect::<Vec<_>>(), merged_steps.keys().collect::<Vec<_>>());

@@ -32,8 +32,8 @@
 //!   known are counted again from the merged findings.
 //!
 //! The output does not depend on the order the reports are given in: they
-//! are first put in a canonical order (by their JSON text), and everything
-//! "first" above means first in that order.
+//! are first put in a canonical order (by a 128-bit hash of their JSON
+//! text), and everything "first" above means first in that order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -130,11 +130,18 @@ pub fn merge(reports: Vec<Report>) -> Result<Report, MergeError> {
     if reports.is_empty() {
         return Err(MergeError::NoReports);
     }
-    let mut keyed: Vec<(String, Report)> = reports
+    // The canonical order: by a hash of each report's JSON text (kept
+    // instead of the text, which is as large as the report).
+    let mut keyed: Vec<(u128, Report)> = reports
         .into_iter()
-        .map(|r| (super::json::render(&r), r))
+        .map(|r| {
+            (
+                xxhash_rust::xxh3::xxh3_128(super::json::render(&r).as_bytes()),
+                r,
+            )
+        })
         .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|k| k.0);
     let reports: Vec<Report> = keyed.into_iter().map(|(_, r)| r).collect();
 
     let flows = merge_flows(&reports);
