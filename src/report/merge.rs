@@ -216,26 +216,27 @@ fn merge_flows(reports: &[Report]) -> Vec<FlowReport> {
             .iter()
             .map(|r| r.flows.iter().map(|f| f.name.as_str()).collect()),
     );
-    // flow → step → the step's reports, in report order.
+    // flow → step → the step's reports, in report order; flow → each
+    // report's order of its steps. One pass over the reports: no flow is
+    // searched for once per flow.
     let mut steps: BTreeMap<&str, BTreeMap<&str, Vec<&StepReport>>> = BTreeMap::new();
+    let mut step_orders: BTreeMap<&str, Vec<Vec<&str>>> = BTreeMap::new();
     for flow in reports.iter().flat_map(|r| &r.flows) {
         let by_step = steps.entry(flow.name.as_str()).or_default();
         for step in &flow.steps {
             by_step.entry(step.name.as_str()).or_default().push(step);
         }
+        step_orders
+            .entry(flow.name.as_str())
+            .or_default()
+            .push(flow.steps.iter().map(|s| s.name.as_str()).collect());
     }
     flow_order
         .into_iter()
         .map(|flow| {
-            let step_order = merge_orders(reports.iter().map(|r| {
-                r.flows
-                    .iter()
-                    .filter(|f| f.name == flow)
-                    .flat_map(|f| f.steps.iter().map(|s| s.name.as_str()))
-                    .collect()
-            }));
+            let orders = step_orders.remove(flow.as_str()).unwrap_or_default();
             let by_step = steps.get(flow.as_str());
-            let steps = step_order
+            let steps = merge_orders(orders.into_iter())
                 .into_iter()
                 .map(|name| {
                     let parts = by_step
