@@ -168,11 +168,17 @@ pub struct StepKey {
 /// The name used when nothing attributes a statement.
 pub const UNATTRIBUTED: &str = "(unattributed)";
 
+/// A rule's id, one of the registry's own strings. (An alias, so that
+/// serde's derive does not take the field for one borrowed from the input.)
+pub type RuleId = &'static str;
+
 /// What a rule reports. Findings are sorted by (flow, step, rule, fingerprint)
 /// before anyone sees them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    pub rule: &'static str,
+    /// A [`crate::rules::REGISTRY`] id; reading a report back refuses any other.
+    #[serde(deserialize_with = "crate::rules::registered_id")]
+    pub rule: RuleId,
     pub severity: Severity,
     pub flow: String,
     pub step: String,
@@ -208,7 +214,7 @@ pub struct Origin {
 
 /// Where a statement came from (issue 14): the code its sqlcommenter (or
 /// Rails `query_log_tags`) tags name, and the trace or log it was read from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     /// The source file the tags name (`file`, or `source_location`'s path).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 pub mod analyze;
 pub mod compare;
 pub mod demo;
+pub mod merge;
 pub mod proxy;
 pub mod rules;
 pub mod run;
@@ -48,6 +49,10 @@ pub enum Command {
     /// Compare two traces of the same flows run with different amounts of data:
     /// statements whose count grows with the data are N+1s.
     Compare(compare::CompareArgs),
+    /// Combine JSON reports of the same flows from many machines or CI
+    /// shards into one: counts add, findings merge by rule, step and
+    /// fingerprint.
+    Merge(merge::MergeArgs),
     /// Relay PostgreSQL connections to --upstream, record every statement,
     /// and audit them when stopped (Ctrl-C or SIGTERM).
     Proxy(proxy::ProxyArgs),
@@ -391,6 +396,7 @@ pub fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Merge(args) => merge::run(&args),
         Command::Proxy(args) => proxy::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Rules(args) => rules::run(&args),

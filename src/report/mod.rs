@@ -4,18 +4,21 @@ pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
+pub mod merge;
 pub mod sarif;
 pub mod table;
 pub mod timeline;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::Finding;
 
 /// The result of one audit; `version` is the JSON report's format version.
-#[derive(Debug, Clone, Serialize)]
+/// `Deserialize` reads a JSON report back (`flowaudit merge`): the fields
+/// the JSON leaves out take their empty values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub version: u32,
     /// The capture sources the statements came from.
@@ -27,14 +30,14 @@ pub struct Report {
     /// Findings that a rule file's `[[allow]]` set aside, with its reason.
     pub allowed: Vec<AllowedFinding>,
     /// Findings the `--baseline` already has: shown, not failing.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known: Vec<Finding>,
     /// Where the run is better than the `--baseline` (fewer queries, other
     /// queries at the same count, findings fixed): it can be tightened there.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tighten: Vec<String>,
     /// Notes about the run itself (an expired allowance, …).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub summary: Summary,
     /// What the capture source counted of its own work (the proxy's
@@ -71,7 +74,7 @@ pub struct ComparedStep {
 }
 
 /// The proxy's own counts: nothing it saw goes unaccounted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureStats {
     /// Client connections relayed to the server.
     pub connections: u64,
@@ -86,13 +89,13 @@ pub struct CaptureStats {
     pub refused: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FlowReport {
     pub name: String,
     pub steps: Vec<StepReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepReport {
     pub name: String,
     /// Every statement attributed to the step, markers excluded.
@@ -131,7 +134,7 @@ pub struct FingerprintCount {
     pub allows: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AllowedFinding {
     #[serde(flatten)]
     pub finding: Finding,
@@ -139,7 +142,7 @@ pub struct AllowedFinding {
     pub file: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub statements: u64,
     pub markers: u64,
@@ -148,7 +151,7 @@ pub struct Summary {
     pub infos: u64,
     pub allowed: u64,
     /// Findings known from the baseline (not counted above).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub known: u64,
 }
 

@@ -85,6 +85,17 @@ pub fn meta(id: &str) -> Option<&'static RuleMeta> {
     REGISTRY.iter().copied().find(|m| m.id == id)
 }
 
+/// Reads a rule id (a JSON report's `rule`) as the registry's own `&'static
+/// str`; an id this build does not know is an error naming it.
+pub fn registered_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let id: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
+    meta(&id).map(|m| m.id).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown rule id \"{id}\" (`flowaudit rules list` names the rules this build knows)"
+        ))
+    })
+}
+
 /// What the catalogue knows of a rule.
 #[derive(Debug)]
 pub struct RuleMeta {
