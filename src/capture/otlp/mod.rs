@@ -350,8 +350,11 @@ impl Assembler {
             StepFrom::Attr(name) => attr_in(chain, name),
             StepFrom::Name(pattern) => chain[1..].iter().find_map(|held| {
                 let caps = pattern.captures(&held.span.name)?;
-                let m = caps.get(1).or_else(|| caps.get(0))?;
-                Some(m.as_str().to_owned())
+                Some(
+                    caps.get(1)
+                        .map_or(&*held.span.name, |m| m.as_str())
+                        .to_owned(),
+                )
             }),
         })
     }
