@@ -274,7 +274,7 @@ fn read_file(
             ..Default::default()
         };
         let mut reader = OtlpReader::new(input, path, otlp);
-        while let Some(event) = reader.next() {
+        for event in reader.by_ref() {
             let (event, line) = event.map_err(|e| match e {
                 OtlpError::Io { path, source } => cannot_read(&path, &source),
                 e => anyhow::anyhow!(
