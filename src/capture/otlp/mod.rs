@@ -143,11 +143,29 @@ struct ResourceInfo {
     instance: Option<String>,
 }
 
+/// What is kept of a span while its trace is open: what attribution reads
+/// and, for a database span, its statement without flow and step. The rest
+/// of the span (its other attributes, its events) is dropped on arrival.
 #[derive(Debug)]
 struct Held {
-    span: Span,
+    parent: String,
+    name: String,
+    /// The attributes attribution reads ([`Assembler::kept`]), as text.
+    kept: Vec<(String, String)>,
     resource: Arc<ResourceInfo>,
-    line: Option<u64>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Other,
+    /// A database span without statement text.
+    NoText,
+    Statement {
+        start: u64,
+        event: Box<Event>,
+        line: Option<u64>,
+    },
 }
 
 #[derive(Debug)]
@@ -164,6 +182,9 @@ struct OpenTrace {
 #[derive(Debug)]
 pub struct Assembler {
     options: Options,
+    /// The attributes attribution reads: `flowaudit.flow`, `flowaudit.step`,
+    /// `http.route` and those the `--step-from` rules name.
+    kept: Vec<String>,
     traces: HashMap<String, OpenTrace>,
     /// Open traces by age, oldest first.
     order: BTreeMap<u64, String>,
@@ -174,8 +195,19 @@ pub struct Assembler {
 
 impl Assembler {
     pub fn new(options: Options) -> Self {
+        let mut kept: Vec<String> = ["flowaudit.flow", "flowaudit.step", "http.route"]
+            .map(str::to_owned)
+            .to_vec();
+        for rule in &options.step_from {
+            if let StepFrom::Attr(name) = rule
+                && !kept.contains(name)
+            {
+                kept.push(name.clone());
+            }
+        }
         Self {
             options,
+            kept,
             traces: HashMap::new(),
             order: BTreeMap::new(),
             next_seq: 0,
@@ -206,27 +238,55 @@ impl Assembler {
     fn push_span(&mut self, span: Span, resource: &Arc<ResourceInfo>, line: Option<u64>) {
         self.stats.spans += 1;
         let is_root = span.parent_span_id.is_empty();
-        let trace_id = span.trace_id.clone();
-        let trace = match self.traces.get_mut(&trace_id) {
-            Some(trace) => trace,
+        let kind = if is_database(&span) {
+            self.stats.database_spans += 1;
+            match statement(&span, resource) {
+                Some(event) => Kind::Statement {
+                    start: span.start_time_unix_nano,
+                    event: Box::new(event),
+                    line,
+                },
+                None => {
+                    self.stats.without_text += 1;
+                    Kind::NoText
+                }
+            }
+        } else {
+            Kind::Other
+        };
+        let kept = self
+            .kept
+            .iter()
+            .filter_map(|k| Some((k.clone(), span.attr_text(k)?)))
+            .collect();
+        let Span {
+            trace_id,
+            span_id,
+            parent_span_id,
+            name,
+            ..
+        } = span;
+        let held = Held {
+            parent: parent_span_id,
+            name,
+            kept,
+            resource: Arc::clone(resource),
+            kind,
+        };
+        match self.traces.get_mut(&trace_id) {
+            Some(trace) => {
+                trace.spans.insert(span_id, held);
+            }
             None => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.order.insert(seq, trace_id.clone());
-                self.traces.entry(trace_id.clone()).or_insert(OpenTrace {
-                    seq,
-                    spans: HashMap::new(),
-                })
+                let mut spans = HashMap::new();
+                spans.insert(span_id, held);
+                self.traces
+                    .insert(trace_id.clone(), OpenTrace { seq, spans });
             }
-        };
-        trace.spans.insert(
-            span.span_id.clone(),
-            Held {
-                span,
-                resource: Arc::clone(resource),
-                line,
-            },
-        );
+        }
         if is_root {
             self.stats.traces_closed += 1;
             self.close(&trace_id);
@@ -271,93 +331,108 @@ impl Assembler {
     }
 
     fn close(&mut self, trace_id: &str) {
-        let Some(trace) = self.traces.remove(trace_id) else {
+        let Some(mut trace) = self.traces.remove(trace_id) else {
             return;
         };
         self.order.remove(&trace.seq);
-        let mut events = Vec::new();
-        for held in trace.spans.values() {
-            if !is_database(&held.span) {
-                continue;
+        // Flow and step first (they read the spans), then the statements
+        // are taken out.
+        let mut named = Vec::new();
+        for (id, held) in &trace.spans {
+            if matches!(held.kind, Kind::Statement { .. }) {
+                let chain = ancestors(id, &trace.spans);
+                named.push((id.clone(), self.flow(&chain), self.step(&chain)));
             }
-            self.stats.database_spans += 1;
-            match self.event(held, &trace.spans) {
-                Some(event) => events.push((held.span.start_time_unix_nano, event, held.line)),
-                None => self.stats.without_text += 1,
+        }
+        let mut events = Vec::with_capacity(named.len());
+        for (id, flow, step) in named {
+            if let Some(held) = trace.spans.remove(&id)
+                && let Kind::Statement {
+                    start,
+                    mut event,
+                    line,
+                } = held.kind
+            {
+                event.flow = flow;
+                event.step = step;
+                events.push((start, *event, line));
             }
         }
         // Start-time order; equal starts in the order of the statements' text
         // and connection, so that the output never depends on hashing.
         events.sort_by(|a, b| {
-            (a.0, &a.1.sql, a.1.conn, &a.1.ts).cmp(&(b.0, &b.1.sql, b.1.conn, &b.1.ts))
+            (a.0, &a.1.sql, a.1.conn, &a.1.params).cmp(&(b.0, &b.1.sql, b.1.conn, &b.1.params))
         });
         self.stats.statements += events.len() as u64;
         self.ready
             .extend(events.into_iter().map(|(_, event, line)| (event, line)));
     }
 
-    /// The statement of a database span, or `None` when it has no text.
-    fn event(&self, held: &Held, spans: &HashMap<String, Held>) -> Option<Event> {
-        let span = &held.span;
-        let sql = span
-            .attr("db.query.text")
-            .or_else(|| span.attr("db.statement"))
-            .and_then(json::AnyValue::as_str)?
-            .to_owned();
-        let chain = ancestors(span, spans);
-        let flow = attr_in(&chain, "flowaudit.flow").or_else(|| {
+    /// `flowaudit.flow` on the span or an ancestor, else the service of the
+    /// topmost span known (the root's, when it arrived).
+    fn flow(&self, chain: &[&Held]) -> Option<String> {
+        attr_in(chain, "flowaudit.flow").or_else(|| {
             chain
-                .last()
-                .and_then(|top| top.resource.service.clone())
-                .or_else(|| held.resource.service.clone())
-        });
-        let step = attr_in(&chain, "flowaudit.step")
-            .or_else(|| self.step_from(&chain))
-            .or_else(|| attr_in(&chain[1..], "http.route"))
-            .or_else(|| (chain.len() > 1).then(|| chain[chain.len() - 1].span.name.clone()));
-        let start = span.start_time_unix_nano;
-        let end = span.end_time_unix_nano;
-        let failed = span.status.code == STATUS_CODE_ERROR;
-        Some(Event {
-            sql,
-            params: params::of_span(span),
-            ts: (start > 0).then(|| crate::date::rfc3339(UNIX_EPOCH + Duration::from_nanos(start))),
-            conn: Some(connection(held)),
-            flow,
-            step,
-            rows: [
-                "db.response.returned_rows",
-                "db.rows_affected",
-                "db.response.affected_rows",
-            ]
-            .iter()
-            .find_map(|k| span.attr(k).and_then(json::AnyValue::as_u64)),
-            duration_us: (start > 0 && end >= start).then(|| (end - start) / 1_000),
-            error: failed.then(|| SqlError {
-                code: span
-                    .attr_text("db.response.status_code")
-                    .or_else(|| span.attr_text("error.type"))
-                    .unwrap_or_default(),
-                message: span.status.message.clone(),
-            }),
-            source: Some(source_of(span).to_owned()),
-            ..Event::default()
+                .iter()
+                .rev()
+                .find_map(|held| held.resource.service.clone())
         })
     }
 
-    fn step_from(&self, chain: &[&Held]) -> Option<String> {
-        self.options.step_from.iter().find_map(|rule| match rule {
-            StepFrom::Attr(name) => attr_in(chain, name),
-            StepFrom::Name(pattern) => chain[1..].iter().find_map(|held| {
-                let caps = pattern.captures(&held.span.name)?;
-                Some(
-                    caps.get(1)
-                        .map_or(&*held.span.name, |m| m.as_str())
-                        .to_owned(),
-                )
-            }),
-        })
+    /// `flowaudit.step` on the span or an ancestor, else the `--step-from`
+    /// rules in order, else the nearest ancestor's `http.route`, else the
+    /// topmost ancestor's name.
+    fn step(&self, chain: &[&Held]) -> Option<String> {
+        let ancestors = chain.get(1..).unwrap_or_default();
+        attr_in(chain, "flowaudit.step")
+            .or_else(|| {
+                self.options.step_from.iter().find_map(|rule| match rule {
+                    StepFrom::Attr(name) => attr_in(chain, name),
+                    StepFrom::Name(pattern) => ancestors.iter().find_map(|held| {
+                        let caps = pattern.captures(&held.name)?;
+                        Some(caps.get(1).map_or(&*held.name, |m| m.as_str()).to_owned())
+                    }),
+                })
+            })
+            .or_else(|| attr_in(ancestors, "http.route"))
+            .or_else(|| ancestors.last().map(|held| held.name.clone()))
     }
+}
+
+/// The statement of a database span, without flow and step, or `None` when
+/// it has no text.
+fn statement(span: &Span, resource: &ResourceInfo) -> Option<Event> {
+    let sql = span
+        .attr("db.query.text")
+        .or_else(|| span.attr("db.statement"))
+        .and_then(json::AnyValue::as_str)?
+        .to_owned();
+    let start = span.start_time_unix_nano;
+    let end = span.end_time_unix_nano;
+    let failed = span.status.code == STATUS_CODE_ERROR;
+    Some(Event {
+        sql,
+        params: params::of_span(span),
+        ts: (start > 0).then(|| crate::date::rfc3339(UNIX_EPOCH + Duration::from_nanos(start))),
+        conn: Some(connection(span, resource)),
+        rows: [
+            "db.response.returned_rows",
+            "db.rows_affected",
+            "db.response.affected_rows",
+        ]
+        .iter()
+        .find_map(|k| span.attr(k).and_then(json::AnyValue::as_u64)),
+        duration_us: (start > 0 && end >= start).then(|| (end - start) / 1_000),
+        error: failed.then(|| SqlError {
+            code: span
+                .attr_text("db.response.status_code")
+                .or_else(|| span.attr_text("error.type"))
+                .unwrap_or_default(),
+            message: span.status.message.clone(),
+        }),
+        source: Some(source_of(span).to_owned()),
+        ..Event::default()
+    })
 }
 
 /// A database call: the span names a database system or carries a statement.
@@ -372,25 +447,28 @@ fn is_database(span: &Span) -> bool {
     .any(|k| span.attr(k).is_some())
 }
 
-/// The span and its known ancestors, nearest first (a cycle or a missing
-/// parent ends the walk).
-fn ancestors<'a>(span: &Span, spans: &'a HashMap<String, Held>) -> Vec<&'a Held> {
-    let mut chain = Vec::new();
-    if let Some(held) = spans.get(&span.span_id) {
-        chain.push(held);
-    }
-    let mut parent = &span.parent_span_id;
-    while !parent.is_empty() && chain.len() <= spans.len() {
-        let Some(held) = spans.get(parent) else { break };
-        chain.push(held);
-        parent = &held.span.parent_span_id;
+/// The span `id` and its known ancestors, nearest first (a cycle or a
+/// missing parent ends the walk).
+fn ancestors<'a>(id: &str, spans: &'a HashMap<String, Held>) -> Vec<&'a Held> {
+    let mut chain: Vec<&Held> = spans.get(id).into_iter().collect();
+    while let Some(last) = chain.last()
+        && !last.parent.is_empty()
+        && chain.len() <= spans.len()
+        && let Some(parent) = spans.get(&last.parent)
+    {
+        chain.push(parent);
     }
     chain
 }
 
 /// The attribute `key` as text on the nearest span of `chain` that has it.
 fn attr_in(chain: &[&Held], key: &str) -> Option<String> {
-    chain.iter().find_map(|held| held.span.attr_text(key))
+    chain.iter().find_map(|held| {
+        held.kept
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    })
 }
 
 fn db_system(span: &Span) -> Option<&str> {
@@ -414,8 +492,7 @@ const CONN_MASK: u64 = (1 << 40) - 1;
 
 /// The span's connection: the one its attributes name, else one per parent
 /// span and server.
-fn connection(held: &Held) -> u64 {
-    let span = &held.span;
+fn connection(span: &Span, resource: &ResourceInfo) -> u64 {
     let text = |keys: &[&str]| keys.iter().find_map(|k| span.attr_text(k));
     let mut key = String::new();
     for part in [
@@ -450,7 +527,7 @@ fn connection(held: &Held) -> u64 {
         key.push_str(parent);
     } else {
         key.push_str("named\u{1f}");
-        key.push_str(held.resource.instance.as_deref().unwrap_or(""));
+        key.push_str(resource.instance.as_deref().unwrap_or(""));
         for part in named {
             key.push('\u{1f}');
             key.push_str(&part);
