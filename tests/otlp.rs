@@ -150,14 +150,20 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs the traced shop (shipped) straight on a database of its own; returns
 /// the OTLP file and the application's own counts per step.
-fn traced_shop(python: &Path, dir: &Path, semconv: Option<&str>) -> (PathBuf, PathBuf) {
+fn traced_shop(
+    python: &Path,
+    dir: &Path,
+    variant: &str,
+    semconv: Option<&str>,
+) -> (PathBuf, PathBuf) {
     let db = shop_db("otlp");
-    let otlp = dir.join(format!("shop-{}.json", semconv.unwrap_or("old")));
-    let counts = dir.join(format!("counts-{}.json", semconv.unwrap_or("old")));
+    let tag = format!("{variant}-{}", semconv.unwrap_or("old"));
+    let otlp = dir.join(format!("shop-{tag}.json"));
+    let counts = dir.join(format!("counts-{tag}.json"));
     let mut command = Command::new(python);
     command
         .arg(Path::new(ROOT).join("tests/corpus/python/otel_shop.py"))
-        .args(["--variant", "shipped", "--counts"])
+        .args(["--variant", variant, "--counts"])
         .arg(&counts)
         .arg("--otlp")
         .arg(&otlp)
@@ -190,7 +196,7 @@ fn instrumented_shop_traces_give_the_proxys_findings() {
     let dir = scratch("shop");
 
     // The older conventions (db.statement, db.system), the instrumentation's default.
-    let (otlp, counts) = traced_shop(&python, &dir, None);
+    let (otlp, counts) = traced_shop(&python, &dir, "shipped", None);
     let text = std::fs::read_to_string(&otlp).expect("otlp file");
     assert!(text.contains("\"db.statement\"") && !text.contains("\"db.query.text\""));
     let from_otlp = report(&[&otlp], &["--step-from", STEP_FROM]);
@@ -214,7 +220,7 @@ fn instrumented_shop_traces_give_the_proxys_findings() {
     assert_eq!(from_otlp["sources"], serde_json::json!(["otlp"]));
 
     // The current conventions (db.query.text, db.system.name): the same audit.
-    let (otlp_new, counts_new) = traced_shop(&python, &dir, Some("database"));
+    let (otlp_new, counts_new) = traced_shop(&python, &dir, "shipped", Some("database"));
     let text = std::fs::read_to_string(&otlp_new).expect("otlp file");
     assert!(text.contains("\"db.query.text\"") && !text.contains("\"db.statement\""));
     let from_new = report(&[&otlp_new], &["--step-from", STEP_FROM]);
@@ -273,8 +279,48 @@ fn instrumented_shop_traces_give_the_proxys_findings() {
         only_proxy.is_empty(),
         "findings only the proxy gives: {only_proxy:?}"
     );
+
+    // The fixed shop: no N+1, no repeated query; what the traces cannot see
+    // is its transactions.
+    let (otlp_fixed, counts_fixed) = traced_shop(&python, &dir, "fixed", None);
+    let fixed = report(&[&otlp_fixed], &["--step-from", STEP_FROM]);
+    assert_eq!(statements(&fixed, "shop"), counter(&counts_fixed));
+    let fixed_findings: Vec<(&str, &str)> = fixed["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or(""),
+                f["step"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fixed_findings,
+        FIXED_ONLY_OTLP
+            .iter()
+            .map(|d| (d.0, d.1))
+            .collect::<Vec<_>>()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the traces of the fixed shop report that the proxy does not (it
+/// reports nothing there): its transactions are invisible in the spans.
+const FIXED_ONLY_OTLP: &[(&str, &str, &str)] = &[
+    (
+        "non-atomic-write",
+        "add_to_cart",
+        "the cart and its lines are one psycopg transaction (implicit BEGIN, one commit()), \
+         neither of which is a span",
+    ),
+    (
+        "non-atomic-write",
+        "checkout",
+        "conn.transaction()'s BEGIN and COMMIT are not spans",
+    ),
+];
 
 /// A trace of one request: a handler span, a statement, the root last.
 fn one_request_line() -> String {
