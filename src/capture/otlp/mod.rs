@@ -148,10 +148,12 @@ struct ResourceInfo {
 /// of the span (its other attributes, its events) is dropped on arrival.
 #[derive(Debug)]
 struct Held {
-    parent: String,
+    /// `None` on a root span.
+    parent: Option<u64>,
     name: String,
-    /// The attributes attribution reads ([`Assembler::kept`]), as text.
-    kept: Vec<(String, String)>,
+    /// The attributes attribution reads, by their index in
+    /// [`Assembler::kept`], as text.
+    kept: Vec<(u8, String)>,
     resource: Arc<ResourceInfo>,
     kind: Kind,
 }
@@ -161,18 +163,53 @@ enum Kind {
     Other,
     /// A database span without statement text.
     NoText,
-    Statement {
-        start: u64,
-        event: Box<Event>,
-        line: Option<u64>,
-    },
+    Statement(Box<Pending>),
 }
+
+/// A database span's statement while its trace is open: the [`Event`]
+/// without flow and step, in less room.
+#[derive(Debug)]
+struct Pending {
+    sql: String,
+    params: Option<Vec<Option<String>>>,
+    start: u64,
+    end: u64,
+    conn: u64,
+    rows: Option<u64>,
+    error: Option<SqlError>,
+    source: &'static str,
+    line: Option<u64>,
+}
+
+impl Pending {
+    fn into_event(self, flow: Option<String>, step: Option<String>) -> Event {
+        let (start, end) = (self.start, self.end);
+        Event {
+            sql: self.sql,
+            params: self.params,
+            ts: (start > 0).then(|| crate::date::rfc3339(UNIX_EPOCH + Duration::from_nanos(start))),
+            conn: Some(self.conn),
+            flow,
+            step,
+            rows: self.rows,
+            duration_us: (start > 0 && end >= start).then(|| (end - start) / 1_000),
+            error: self.error,
+            source: Some(self.source.to_owned()),
+            ..Event::default()
+        }
+    }
+}
+
+/// Indexes of the attributes every assembler keeps.
+const FLOW: u8 = 0;
+const STEP: u8 = 1;
+const ROUTE: u8 = 2;
 
 #[derive(Debug)]
 struct OpenTrace {
     /// When it was opened, its key in [`Assembler::order`].
     seq: u64,
-    spans: HashMap<String, Held>,
+    spans: HashMap<u64, Held>,
 }
 
 /// Turns spans, in the order they arrive, into the statements of their
@@ -185,9 +222,9 @@ pub struct Assembler {
     /// The attributes attribution reads: `flowaudit.flow`, `flowaudit.step`,
     /// `http.route` and those the `--step-from` rules name.
     kept: Vec<String>,
-    traces: HashMap<String, OpenTrace>,
+    traces: HashMap<u128, OpenTrace>,
     /// Open traces by age, oldest first.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, u128>,
     next_seq: u64,
     ready: VecDeque<(Event, Option<u64>)>,
     stats: Stats,
@@ -201,6 +238,7 @@ impl Assembler {
         for rule in &options.step_from {
             if let StepFrom::Attr(name) = rule
                 && !kept.contains(name)
+                && kept.len() < usize::from(u8::MAX)
             {
                 kept.push(name.clone());
             }
@@ -237,15 +275,12 @@ impl Assembler {
 
     fn push_span(&mut self, span: Span, resource: &Arc<ResourceInfo>, line: Option<u64>) {
         self.stats.spans += 1;
-        let is_root = span.parent_span_id.is_empty();
+        let parent = span_id(&span.parent_span_id);
+        let is_root = parent.is_none();
         let kind = if is_database(&span) {
             self.stats.database_spans += 1;
-            match statement(&span, resource) {
-                Some(event) => Kind::Statement {
-                    start: span.start_time_unix_nano,
-                    event: Box::new(event),
-                    line,
-                },
+            match statement(&span, resource, line) {
+                Some(pending) => Kind::Statement(Box::new(pending)),
                 None => {
                     self.stats.without_text += 1;
                     Kind::NoText
@@ -254,47 +289,40 @@ impl Assembler {
         } else {
             Kind::Other
         };
-        let kept = self
-            .kept
-            .iter()
-            .filter_map(|k| Some((k.clone(), span.attr_text(k)?)))
+        let kept = (0u8..)
+            .zip(&self.kept)
+            .filter_map(|(i, k)| Some((i, span.attr_text(k)?)))
             .collect();
-        let Span {
-            trace_id,
-            span_id,
-            parent_span_id,
-            name,
-            ..
-        } = span;
+        let trace_id = trace_id(&span.trace_id);
+        let id = span_id(&span.span_id).unwrap_or(0);
         let held = Held {
-            parent: parent_span_id,
-            name,
+            parent,
+            name: span.name,
             kept,
             resource: Arc::clone(resource),
             kind,
         };
         match self.traces.get_mut(&trace_id) {
             Some(trace) => {
-                trace.spans.insert(span_id, held);
+                trace.spans.insert(id, held);
             }
             None => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.order.insert(seq, trace_id.clone());
+                self.order.insert(seq, trace_id);
                 let mut spans = HashMap::new();
-                spans.insert(span_id, held);
-                self.traces
-                    .insert(trace_id.clone(), OpenTrace { seq, spans });
+                spans.insert(id, held);
+                self.traces.insert(trace_id, OpenTrace { seq, spans });
             }
         }
         if is_root {
             self.stats.traces_closed += 1;
-            self.close(&trace_id);
+            self.close(trace_id);
         } else if self.traces.len() > self.options.max_open_traces
             && let Some((_, oldest)) = self.order.pop_first()
         {
             self.stats.traces_evicted += 1;
-            self.close(&oldest);
+            self.close(oldest);
         }
     }
 
@@ -302,7 +330,7 @@ impl Assembler {
     pub fn finish(&mut self) {
         while let Some((_, oldest)) = self.order.pop_first() {
             self.stats.traces_unclosed += 1;
-            self.close(&oldest);
+            self.close(oldest);
         }
     }
 
@@ -330,8 +358,8 @@ impl Assembler {
         self.traces.len()
     }
 
-    fn close(&mut self, trace_id: &str) {
-        let Some(mut trace) = self.traces.remove(trace_id) else {
+    fn close(&mut self, trace_id: u128) {
+        let Some(mut trace) = self.traces.remove(&trace_id) else {
             return;
         };
         self.order.remove(&trace.seq);
@@ -339,23 +367,18 @@ impl Assembler {
         // are taken out.
         let mut named = Vec::new();
         for (id, held) in &trace.spans {
-            if matches!(held.kind, Kind::Statement { .. }) {
-                let chain = ancestors(id, &trace.spans);
-                named.push((id.clone(), self.flow(&chain), self.step(&chain)));
+            if matches!(held.kind, Kind::Statement(_)) {
+                let chain = ancestors(*id, &trace.spans);
+                named.push((*id, self.flow(&chain), self.step(&chain)));
             }
         }
         let mut events = Vec::with_capacity(named.len());
         for (id, flow, step) in named {
             if let Some(held) = trace.spans.remove(&id)
-                && let Kind::Statement {
-                    start,
-                    mut event,
-                    line,
-                } = held.kind
+                && let Kind::Statement(pending) = held.kind
             {
-                event.flow = flow;
-                event.step = step;
-                events.push((start, *event, line));
+                let (start, line) = (pending.start, pending.line);
+                events.push((start, pending.into_event(flow, step), line));
             }
         }
         // Start-time order; equal starts in the order of the statements' text
@@ -371,7 +394,7 @@ impl Assembler {
     /// `flowaudit.flow` on the span or an ancestor, else the service of the
     /// topmost span known (the root's, when it arrived).
     fn flow(&self, chain: &[&Held]) -> Option<String> {
-        attr_in(chain, "flowaudit.flow").or_else(|| {
+        attr_in(chain, FLOW).or_else(|| {
             chain
                 .iter()
                 .rev()
@@ -384,37 +407,39 @@ impl Assembler {
     /// topmost ancestor's name.
     fn step(&self, chain: &[&Held]) -> Option<String> {
         let ancestors = chain.get(1..).unwrap_or_default();
-        attr_in(chain, "flowaudit.step")
+        attr_in(chain, STEP)
             .or_else(|| {
                 self.options.step_from.iter().find_map(|rule| match rule {
-                    StepFrom::Attr(name) => attr_in(chain, name),
+                    StepFrom::Attr(name) => {
+                        let index = self.kept.iter().position(|k| k == name)?;
+                        attr_in(chain, u8::try_from(index).ok()?)
+                    }
                     StepFrom::Name(pattern) => ancestors.iter().find_map(|held| {
                         let caps = pattern.captures(&held.name)?;
                         Some(caps.get(1).map_or(&*held.name, |m| m.as_str()).to_owned())
                     }),
                 })
             })
-            .or_else(|| attr_in(ancestors, "http.route"))
+            .or_else(|| attr_in(ancestors, ROUTE))
             .or_else(|| ancestors.last().map(|held| held.name.clone()))
     }
 }
 
 /// The statement of a database span, without flow and step, or `None` when
 /// it has no text.
-fn statement(span: &Span, resource: &ResourceInfo) -> Option<Event> {
+fn statement(span: &Span, resource: &ResourceInfo, line: Option<u64>) -> Option<Pending> {
     let sql = span
         .attr("db.query.text")
         .or_else(|| span.attr("db.statement"))
         .and_then(json::AnyValue::as_str)?
         .to_owned();
-    let start = span.start_time_unix_nano;
-    let end = span.end_time_unix_nano;
     let failed = span.status.code == STATUS_CODE_ERROR;
-    Some(Event {
+    Some(Pending {
         sql,
         params: params::of_span(span),
-        ts: (start > 0).then(|| crate::date::rfc3339(UNIX_EPOCH + Duration::from_nanos(start))),
-        conn: Some(connection(span, resource)),
+        start: span.start_time_unix_nano,
+        end: span.end_time_unix_nano,
+        conn: connection(span, resource),
         rows: [
             "db.response.returned_rows",
             "db.rows_affected",
@@ -422,7 +447,6 @@ fn statement(span: &Span, resource: &ResourceInfo) -> Option<Event> {
         ]
         .iter()
         .find_map(|k| span.attr(k).and_then(json::AnyValue::as_u64)),
-        duration_us: (start > 0 && end >= start).then(|| (end - start) / 1_000),
         error: failed.then(|| SqlError {
             code: span
                 .attr_text("db.response.status_code")
@@ -430,9 +454,29 @@ fn statement(span: &Span, resource: &ResourceInfo) -> Option<Event> {
                 .unwrap_or_default(),
             message: span.status.message.clone(),
         }),
-        source: Some(source_of(span).to_owned()),
-        ..Event::default()
+        source: source_of(span),
+        line,
     })
+}
+
+/// A span id (16 hex digits) as a number; `None` when empty or all zeros (no
+/// parent). An id in another form is hashed.
+fn span_id(text: &str) -> Option<u64> {
+    let id = if text.len() <= 16 {
+        u64::from_str_radix(text, 16)
+            .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+    } else {
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    };
+    (!text.is_empty() && id != 0).then_some(id)
+}
+
+/// A trace id (32 hex digits) as a number; one in another form is hashed.
+fn trace_id(text: &str) -> u128 {
+    match u128::from_str_radix(text, 16) {
+        Ok(id) if text.len() <= 32 => id,
+        _ => xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+    }
 }
 
 /// A database call: the span names a database system or carries a statement.
@@ -449,12 +493,11 @@ fn is_database(span: &Span) -> bool {
 
 /// The span `id` and its known ancestors, nearest first (a cycle or a
 /// missing parent ends the walk).
-fn ancestors<'a>(id: &str, spans: &'a HashMap<String, Held>) -> Vec<&'a Held> {
-    let mut chain: Vec<&Held> = spans.get(id).into_iter().collect();
+fn ancestors(id: u64, spans: &HashMap<u64, Held>) -> Vec<&Held> {
+    let mut chain: Vec<&Held> = spans.get(&id).into_iter().collect();
     while let Some(last) = chain.last()
-        && !last.parent.is_empty()
         && chain.len() <= spans.len()
-        && let Some(parent) = spans.get(&last.parent)
+        && let Some(parent) = last.parent.and_then(|p| spans.get(&p))
     {
         chain.push(parent);
     }
@@ -462,11 +505,11 @@ fn ancestors<'a>(id: &str, spans: &'a HashMap<String, Held>) -> Vec<&'a Held> {
 }
 
 /// The attribute `key` as text on the nearest span of `chain` that has it.
-fn attr_in(chain: &[&Held], key: &str) -> Option<String> {
+fn attr_in(chain: &[&Held], key: u8) -> Option<String> {
     chain.iter().find_map(|held| {
         held.kept
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| *k == key)
             .map(|(_, v)| v.clone())
     })
 }
