@@ -227,6 +227,8 @@ pub struct Assembler {
     order: BTreeMap<u64, u128>,
     next_seq: u64,
     ready: VecDeque<(Event, Option<u64>)>,
+    /// [`Assembler::finish`] was called: open traces go as they are.
+    finishing: bool,
     stats: Stats,
 }
 
@@ -250,6 +252,7 @@ impl Assembler {
             order: BTreeMap::new(),
             next_seq: 0,
             ready: VecDeque::new(),
+            finishing: false,
             stats: Stats::default(),
         }
     }
@@ -326,22 +329,35 @@ impl Assembler {
         }
     }
 
-    /// Hands out every trace still held, with what is known of it.
+    /// The end of the input: every trace still held is to be handed out
+    /// with what is known of it, one trace at a time as [`Assembler::pop`]
+    /// asks (so that their statements are not all in memory at once), or all
+    /// at once by [`Assembler::drain`].
     pub fn finish(&mut self) {
-        while let Some((_, oldest)) = self.order.pop_first() {
+        self.finishing = true;
+    }
+
+    /// The next statement ready, with the line its span was read at.
+    pub fn pop(&mut self) -> Option<(Event, Option<u64>)> {
+        loop {
+            if let Some(ready) = self.ready.pop_front() {
+                return Some(ready);
+            }
+            if !self.finishing {
+                return None;
+            }
+            let (_, oldest) = self.order.pop_first()?;
             self.stats.traces_unclosed += 1;
             self.close(oldest);
         }
     }
 
-    /// The next statement ready, with the line its span was read at.
-    pub fn pop(&mut self) -> Option<(Event, Option<u64>)> {
-        self.ready.pop_front()
-    }
-
-    /// Moves every statement ready into `out`.
+    /// Moves every statement ready into `out` (after [`Assembler::finish`],
+    /// those of every trace still held).
     pub fn drain(&mut self, out: &mut Vec<Event>) {
-        out.extend(self.ready.drain(..).map(|(event, _)| event));
+        while let Some((event, _)) = self.pop() {
+            out.push(event);
+        }
     }
 
     pub fn stats(&self) -> &Stats {
