@@ -58,8 +58,8 @@ impl Syntax {
     /// The syntax of an event's statement, from its source.
     pub fn of(event: &Event) -> Syntax {
         match event.source.as_deref() {
-            Some("proxy" | "pg-log" | "sqlite") => Syntax::Postgres,
-            Some("mysql-log" | "mysql-proxy" | "mysql" | "mariadb") => Syntax::MySql,
+            Some("proxy" | "pg-log" | "sqlite" | "otlp-sqlite") => Syntax::Postgres,
+            Some("mysql-log" | "mysql-proxy" | "mysql" | "mariadb" | "otlp-mysql") => Syntax::MySql,
             _ => Syntax::Either,
         }
     }
@@ -70,7 +70,7 @@ impl Syntax {
         match format {
             LogFormat::PgStderr | LogFormat::PgCsv | LogFormat::PgJson => Syntax::Postgres,
             LogFormat::MysqlGeneral => Syntax::MySql,
-            LogFormat::Jsonl => Syntax::Either,
+            LogFormat::Jsonl | LogFormat::OtlpJson => Syntax::Either,
         }
     }
 }

@@ -558,7 +558,7 @@ fn a_file_in_no_format_is_exit_2_naming_the_formats_tried() {
     assert!(
         err.contains(
             "not-a-log.txt: not in any format flowaudit reads (tried pg-stderr with \
-             --log-line-prefix '%m [%p] %q%u@%d ', pg-csv, pg-json, mysql-general, jsonl)"
+             --log-line-prefix '%m [%p] %q%u@%d ', pg-csv, pg-json, mysql-general, otlp-json, jsonl)"
         ),
         "{err}"
     );

@@ -8,6 +8,8 @@ use clap::{Args, ValueEnum};
 
 use crate::audit::Audit;
 use crate::capture::logs::{self, LogError, LogFormat, LogOptions, LogReader};
+use crate::capture::otlp::StepFrom;
+use crate::capture::otlp::reader::{OtlpError, OtlpReader};
 use crate::capture::pipeline::{self, Item};
 use crate::report::Report;
 use crate::trace::{TraceError, TraceReader};
@@ -18,8 +20,9 @@ use crate::schema::Touched;
 
 #[derive(Debug, Clone, Args)]
 pub struct AnalyzeArgs {
-    /// Files to audit, in order: traces (JSON Lines, one statement a line) or
-    /// PostgreSQL / MySQL / MariaDB server logs; `.gz` files are read as they are.
+    /// Files to audit, in order: traces (JSON Lines, one statement a line),
+    /// PostgreSQL / MySQL / MariaDB server logs, or OpenTelemetry traces (OTLP
+    /// JSON); `.gz` files are read as they are.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Input format; `auto` detects it from each file's first lines and the
@@ -30,6 +33,14 @@ pub struct AnalyzeArgs {
     /// log_line_prefix` on the server).
     #[arg(long, value_name = "PREFIX", default_value = logs::DEFAULT_LOG_LINE_PREFIX)]
     pub log_line_prefix: String,
+    /// For OpenTelemetry input: where a statement's step comes from when no
+    /// `flowaudit.step` attribute names it, tried in order before the default
+    /// (the nearest `http.route`, else the root span's name): `attr:NAME`, an
+    /// attribute of the span or its nearest ancestor that has it, or
+    /// `name:REGEX`, the nearest ancestor span whose name matches (its first
+    /// capture group, else the whole name). Repeatable.
+    #[arg(long, value_name = "RULE")]
+    pub step_from: Vec<StepFrom>,
     /// The application's database (postgres://…, mysql://…, sqlite:PATH): once
     /// the input is read, the rule files' [[invariant]] queries run on it, and
     /// the schema rules review the tables the statements touched. Read-only,
@@ -62,6 +73,9 @@ pub enum InputFormat {
     PgJson,
     /// The MySQL / MariaDB general query log.
     MysqlGeneral,
+    /// OpenTelemetry traces as the Collector's file exporter writes them (OTLP
+    /// JSON, one request a line): database spans are the statements.
+    OtlpJson,
 }
 
 impl InputFormat {
@@ -73,6 +87,7 @@ impl InputFormat {
             InputFormat::PgCsv => Some(LogFormat::PgCsv),
             InputFormat::PgJson => Some(LogFormat::PgJson),
             InputFormat::MysqlGeneral => Some(LogFormat::MysqlGeneral),
+            InputFormat::OtlpJson => Some(LogFormat::OtlpJson),
         }
     }
 }
@@ -185,9 +200,15 @@ pub fn analyze(args: &AnalyzeArgs, config: &crate::rules::RuleConfig) -> anyhow:
         // The file is read on a thread of its own while this one audits.
         let read_notes = pipeline::run(
             |feed| {
-                read_file(path, format, detected, &options, wrap_bar, &mut |item| {
-                    feed.push(item)
-                })
+                read_file(
+                    path,
+                    format,
+                    detected,
+                    &options,
+                    &args.step_from,
+                    wrap_bar,
+                    &mut |item| feed.push(item),
+                )
             },
             take,
         )?;
@@ -219,6 +240,7 @@ fn read_file(
     format: LogFormat,
     detected: bool,
     options: &LogOptions,
+    step_from: &[StepFrom],
     bar: Option<indicatif::ProgressBar>,
     feed: &mut dyn FnMut(Item) -> bool,
 ) -> anyhow::Result<Vec<String>> {
@@ -245,6 +267,27 @@ fn read_file(
             }
         }
         return Ok(Vec::new());
+    }
+    if format == LogFormat::OtlpJson {
+        let otlp = crate::capture::otlp::Options {
+            step_from: step_from.to_vec(),
+            ..Default::default()
+        };
+        let mut reader = OtlpReader::new(input, path, otlp);
+        for event in reader.by_ref() {
+            let (event, line) = event.map_err(|e| match e {
+                OtlpError::Io { path, source } => cannot_read(&path, &source),
+                e => anyhow::anyhow!(
+                    "{e}\n  hint: every line of an OTLP JSON file is one \
+                     ExportTraceServiceRequest object, as the OpenTelemetry Collector's file \
+                     exporter writes it (README, \"OpenTelemetry traces\")"
+                ),
+            })?;
+            if !feed(Item::Event(event, Some(line))) {
+                break;
+            }
+        }
+        return Ok(reader.notes(detected));
     }
     let mut reader = LogReader::new(input, path, format, detected, options).map_err(log_error)?;
     while let Some(event) = reader.next() {

@@ -37,6 +37,7 @@ pub fn compare(
             files: vec![file.clone()],
             input: InputFormat::Auto,
             log_line_prefix: crate::capture::logs::DEFAULT_LOG_LINE_PREFIX.to_owned(),
+            step_from: Vec::new(),
             database: None,
             // compare takes no --database: its invariants are never checked.
             skip_invariants: true,

@@ -5,9 +5,9 @@
 //!
 //! # Dialects
 //!
-//! The dialect comes from each event's `source`: `mysql-log`, `mysql-proxy` (and `mysql`,
-//! `mariadb`) is MySQL/InnoDB, `sqlite` is SQLite, anything else
-//! (`proxy`, `pg-log`, `postgres`, `trace`, none) is PostgreSQL. They differ
+//! The dialect comes from each event's `source`: `mysql-log`, `mysql-proxy`, `otlp-mysql` (and
+//! `mysql`, `mariadb`) is MySQL/InnoDB, `sqlite` and `otlp-sqlite` are SQLite, anything else
+//! (`proxy`, `pg-log`, `otlp`, `postgres`, `trace`, none) is PostgreSQL. They differ
 //! where it matters here:
 //!
 //! - PostgreSQL: after an error the transaction is aborted; a COMMIT then
@@ -44,8 +44,10 @@ pub enum Dialect {
 impl Dialect {
     pub fn of(event: &Event) -> Self {
         match event.source.as_deref() {
-            Some("mysql-log" | "mysql-proxy" | "mysql" | "mariadb") => Dialect::MySql,
-            Some("sqlite") => Dialect::Sqlite,
+            Some("mysql-log" | "mysql-proxy" | "mysql" | "mariadb" | "otlp-mysql") => {
+                Dialect::MySql
+            }
+            Some("sqlite" | "otlp-sqlite") => Dialect::Sqlite,
             _ => Dialect::Postgres,
         }
     }

@@ -40,16 +40,20 @@ pub enum LogFormat {
     PgCsv,
     PgJson,
     MysqlGeneral,
+    /// OpenTelemetry traces in OTLP JSON (the Collector's file exporter),
+    /// read by [`crate::capture::otlp::reader`].
+    OtlpJson,
     /// flowaudit's own trace (JSON Lines), read by [`crate::trace`].
     Jsonl,
 }
 
 impl LogFormat {
-    pub const ALL: [LogFormat; 5] = [
+    pub const ALL: [LogFormat; 6] = [
         LogFormat::PgStderr,
         LogFormat::PgCsv,
         LogFormat::PgJson,
         LogFormat::MysqlGeneral,
+        LogFormat::OtlpJson,
         LogFormat::Jsonl,
     ];
 
@@ -59,6 +63,7 @@ impl LogFormat {
             LogFormat::PgCsv => "pg-csv",
             LogFormat::PgJson => "pg-json",
             LogFormat::MysqlGeneral => "mysql-general",
+            LogFormat::OtlpJson => "otlp-json",
             LogFormat::Jsonl => "jsonl",
         }
     }
@@ -391,6 +396,7 @@ pub fn detect(path: &Path, options: &LogOptions) -> Result<LogFormat, LogError> 
                 LogFormat::PgCsv => pg_csv::recognises(l),
                 LogFormat::PgJson => pg_json::recognises(l),
                 LogFormat::MysqlGeneral => mysql_general::recognises(l),
+                LogFormat::OtlpJson => crate::capture::otlp::reader::recognises(l),
                 LogFormat::Jsonl => looks_like_trace(l),
             })
             .count();
@@ -408,7 +414,8 @@ pub fn detect(path: &Path, options: &LogOptions) -> Result<LogFormat, LogError> 
     Err(LogError::UnknownFormat {
         path: path.to_owned(),
         tried: format!(
-            "pg-stderr with --log-line-prefix '{}', pg-csv, pg-json, mysql-general, jsonl",
+            "pg-stderr with --log-line-prefix '{}', pg-csv, pg-json, mysql-general, otlp-json, \
+             jsonl",
             options.log_line_prefix
         ),
         first: cut(
@@ -456,8 +463,9 @@ impl std::fmt::Debug for LogReader {
 }
 
 impl LogReader {
-    /// A reader for a server log in `format` (not [`LogFormat::Jsonl`], which
-    /// [`crate::trace::TraceReader`] reads).
+    /// A reader for a server log in `format` (not [`LogFormat::Jsonl`],
+    /// which [`crate::trace::TraceReader`] reads, nor [`LogFormat::OtlpJson`],
+    /// which [`crate::capture::otlp::reader::OtlpReader`] reads).
     pub fn new(
         input: Box<dyn BufRead>,
         path: &Path,
@@ -474,6 +482,7 @@ impl LogReader {
             LogFormat::PgJson => Box::new(pg_json::PgJson::new()),
             LogFormat::MysqlGeneral => Box::new(mysql_general::MysqlGeneral::new(options.max_line)),
             LogFormat::Jsonl => unreachable!("traces are read by trace::TraceReader"),
+            LogFormat::OtlpJson => unreachable!("OTLP JSON is read by otlp::reader::OtlpReader"),
         };
         let mut sink = Sink::new(LogSummary::new(path, format, detected));
         if format == LogFormat::PgStderr
