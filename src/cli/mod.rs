@@ -2,6 +2,7 @@
 //! prints; everything else returns values and typed errors.
 
 pub mod analyze;
+pub mod collect;
 pub mod compare;
 pub mod demo;
 pub mod proxy;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Compare two traces of the same flows run with different amounts of data:
     /// statements whose count grows with the data are N+1s.
     Compare(compare::CompareArgs),
+    /// Receive OpenTelemetry traces over OTLP/HTTP and audit their database
+    /// spans as they arrive; stop with Ctrl-C or SIGTERM.
+    Collect(collect::CollectArgs),
     /// Relay PostgreSQL connections to --upstream, record every statement,
     /// and audit them when stopped (Ctrl-C or SIGTERM).
     Proxy(proxy::ProxyArgs),
@@ -389,6 +393,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Collect(args) => collect::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Proxy(args) => proxy::run(&args),
