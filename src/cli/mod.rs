@@ -2,6 +2,7 @@
 //! prints; everything else returns values and typed errors.
 
 pub mod analyze;
+pub mod collect;
 pub mod compare;
 pub mod demo;
 pub mod merge;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Compare two traces of the same flows run with different amounts of data:
     /// statements whose count grows with the data are N+1s.
     Compare(compare::CompareArgs),
+    /// Receive OpenTelemetry traces over OTLP/HTTP and audit their database
+    /// spans as they arrive; stop with Ctrl-C or SIGTERM.
+    Collect(collect::CollectArgs),
     /// Combine JSON reports of the same flows from many machines or CI
     /// shards into one: counts add, findings merge by rule, step and
     /// fingerprint.
@@ -394,6 +398,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Collect(args) => collect::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Merge(args) => merge::run(&args),

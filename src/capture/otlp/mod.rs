@@ -55,7 +55,9 @@
 
 pub mod json;
 pub mod params;
+pub mod proto;
 pub mod reader;
+pub mod receiver;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
