@@ -73,6 +73,7 @@ pub fn run(args: &CollectArgs) -> anyhow::Result<u8> {
         .spawn(move || -> std::io::Result<(Audit, Assembler)> {
             let mut assembler = Assembler::new(options);
             let mut events: Vec<Event> = Vec::new();
+            let mut ended: Vec<u64> = Vec::new();
             let mut feed = |assembler: &mut Assembler, audit: &mut Audit| -> std::io::Result<()> {
                 assembler.drain(&mut events);
                 for event in events.drain(..) {
@@ -80,6 +81,12 @@ pub fn run(args: &CollectArgs) -> anyhow::Result<u8> {
                         t.write(&event)?;
                     }
                     audit.push(event);
+                }
+                // A request's connection ends with its trace: the audit
+                // keeps the requests still open, not every one received.
+                assembler.take_ended(&mut ended);
+                for conn in ended.drain(..) {
+                    audit.connection_closed(conn);
                 }
                 Ok(())
             };

@@ -177,6 +177,9 @@ struct Pending {
     start: u64,
     end: u64,
     conn: u64,
+    /// The connection stands for the span's request (no attribute named
+    /// one): it ends with its trace.
+    per_trace: bool,
     rows: Option<u64>,
     error: Option<SqlError>,
     source: &'static str,
@@ -229,6 +232,9 @@ pub struct Assembler {
     order: BTreeMap<u64, u128>,
     next_seq: u64,
     ready: VecDeque<(Event, Option<u64>)>,
+    /// Connections of the traces handed out that stood for their request:
+    /// the audit can forget them ([`Assembler::take_ended`]).
+    ended: Vec<u64>,
     /// [`Assembler::finish`] was called: open traces go as they are.
     finishing: bool,
     stats: Stats,
@@ -254,6 +260,7 @@ impl Assembler {
             order: BTreeMap::new(),
             next_seq: 0,
             ready: VecDeque::new(),
+            ended: Vec::new(),
             finishing: false,
             stats: Stats::default(),
         }
@@ -366,6 +373,15 @@ impl Assembler {
         &self.stats
     }
 
+    /// Moves into `out` the connections that ended with the traces handed
+    /// out so far: each stood for one request, and its statements have all
+    /// been popped once [`Assembler::pop`] returns `None`. Passed to
+    /// [`crate::audit::Audit::connection_closed`], they keep the audit's
+    /// state bounded by the requests still open, not by all of them.
+    pub fn take_ended(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.ended);
+    }
+
     /// The most traces held at once.
     pub fn max_open_traces(&self) -> usize {
         self.options.max_open_traces
@@ -396,6 +412,9 @@ impl Assembler {
                 && let Kind::Statement(pending) = held.kind
             {
                 let (start, line) = (pending.start, pending.line);
+                if pending.per_trace && !self.ended.contains(&pending.conn) {
+                    self.ended.push(pending.conn);
+                }
                 events.push((start, pending.into_event(flow, step), line));
             }
         }
@@ -452,12 +471,14 @@ fn statement(span: &Span, resource: &ResourceInfo, line: Option<u64>) -> Option<
         .and_then(json::AnyValue::as_str)?
         .to_owned();
     let failed = span.status.code == STATUS_CODE_ERROR;
+    let (conn, per_trace) = connection(span, resource);
     Some(Pending {
         sql,
         params: params::of_span(span),
         start: span.start_time_unix_nano,
         end: span.end_time_unix_nano,
-        conn: connection(span, resource),
+        conn,
+        per_trace,
         rows: [
             "db.response.returned_rows",
             "db.rows_affected",
@@ -552,8 +573,8 @@ fn source_of(span: &Span) -> &'static str {
 const CONN_MASK: u64 = (1 << 40) - 1;
 
 /// The span's connection: the one its attributes name, else one per parent
-/// span and server.
-fn connection(span: &Span, resource: &ResourceInfo) -> u64 {
+/// span and server (then `true`: it stands for the request).
+fn connection(span: &Span, resource: &ResourceInfo) -> (u64, bool) {
     let text = |keys: &[&str]| keys.iter().find_map(|k| span.attr_text(k));
     let mut key = String::new();
     for part in [
@@ -575,7 +596,8 @@ fn connection(span: &Span, resource: &ResourceInfo) -> u64 {
     .iter()
     .filter_map(|k| span.attr_text(k))
     .collect();
-    if named.is_empty() {
+    let per_trace = named.is_empty();
+    if per_trace {
         key.push_str("parent\u{1f}");
         key.push_str(&span.trace_id);
         key.push('\u{1f}');
@@ -594,7 +616,10 @@ fn connection(span: &Span, resource: &ResourceInfo) -> u64 {
             key.push_str(&part);
         }
     }
-    xxhash_rust::xxh3::xxh3_64(key.as_bytes()) & CONN_MASK
+    (
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes()) & CONN_MASK,
+        per_trace,
+    )
 }
 
 #[cfg(test)]
