@@ -391,3 +391,72 @@ fn otlp_json_is_detected_gzip_too_and_a_bad_line_is_exit_2() {
     assert!(stderr.contains("--step-from"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The SDK's own OTLP/HTTP exporter (protobuf) sending the same shop's spans
+/// to `flowaudit collect`: the findings and per-step counts equal those of
+/// the file the Collector's format writes, and the application's own counts.
+#[test]
+fn the_sdks_otlp_http_exporter_to_collect_gives_the_files_findings() {
+    use std::io::{BufRead, BufReader};
+    if !pg::available("otlp shop through collect") {
+        return;
+    }
+    let Some(python) = otel_python() else {
+        return;
+    };
+    let dir = scratch("collect");
+    let (file, _) = traced_shop(&python, &dir, "shipped", Some("database"));
+    let from_file = report(&[&file], &["--step-from", STEP_FROM]);
+
+    let collected = dir.join("collected.json");
+    let mut collector = flowaudit()
+        .args(["collect", "--listen", "127.0.0.1:0", "--skip-invariants"])
+        .args(["--step-from", STEP_FROM, "--fail-on", "never"])
+        .args(["--format", "json", "--output"])
+        .arg(&collected)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("flowaudit collect starts");
+    let mut stderr = BufReader::new(collector.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("its first line");
+    let endpoint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/v1/traces;"))
+        .map(|w| w.trim_end_matches("/v1/traces;").to_owned())
+        .unwrap_or_else(|| panic!("no endpoint in: {line}"));
+    let db = shop_db("otlphttp");
+    let counts = dir.join("counts-http.json");
+    let out = Command::new(&python)
+        .arg(Path::new(ROOT).join("tests/corpus/python/otel_shop.py"))
+        .args(["--variant", "shipped", "--counts"])
+        .arg(&counts)
+        .args(["--otlp-http", &endpoint])
+        .env("DATABASE_URL", db.url(pg::PG_ADDR))
+        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
+        .output()
+        .expect("python runs");
+    let pid = nix::unistd::Pid::from_raw(collector.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+    let status = collector.wait().expect("collect exits");
+    assert!(out.status.success(), "otel_shop.py: {}", pg::text(&out));
+    assert_eq!(status.code(), Some(0), "collect's exit");
+    let from_collect: Value =
+        serde_json::from_str(&std::fs::read_to_string(&collected).expect("the report"))
+            .expect("JSON");
+    assert_eq!(from_collect["sources"], serde_json::json!(["otlp"]));
+    assert_eq!(findings(&from_collect), findings(&from_file));
+    assert!(
+        findings(&from_collect)
+            .iter()
+            .any(|(rule, step, _)| rule == "n-plus-one" && step == "browse"),
+        "{from_collect:#}"
+    );
+    let mut app = counter(&counts);
+    app.sort();
+    assert_eq!(statements(&from_collect, "shop"), app);
+    assert_eq!(
+        statements(&from_collect, "shop"),
+        statements(&from_file, "shop")
+    );
+}

@@ -1,6 +1,7 @@
 """psycopg_shop.py's journey, traced by OpenTelemetry into an OTLP JSON file.
 
-Usage: python otel_shop.py --variant shipped|fixed --counts FILE --otlp FILE
+Usage: python otel_shop.py --variant shipped|fixed --counts FILE
+       (--otlp FILE | --otlp-http ENDPOINT)
 with the database in DATABASE_URL (postgres://...). tests/otlp.rs runs it.
 
 The application is psycopg_shop.py unchanged; this wrapper adds what an
@@ -82,13 +83,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=("shipped", "fixed"), required=True)
     parser.add_argument("--counts", required=True, metavar="FILE")
-    parser.add_argument("--otlp", required=True, metavar="FILE")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--otlp", metavar="FILE")
+    # The SDK's own OTLP/HTTP exporter (protobuf), as a service sends to a
+    # Collector or to `flowaudit collect`: ENDPOINT is http://host:port.
+    where.add_argument("--otlp-http", metavar="ENDPOINT")
     args = parser.parse_args()
 
+    if args.otlp_http:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=args.otlp_http.rstrip("/") + "/v1/traces")
+    else:
+        exporter = OtlpJsonFile(args.otlp)
     provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
-    provider.add_span_processor(
-        BatchSpanProcessor(OtlpJsonFile(args.otlp), max_export_batch_size=8)
-    )
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=8))
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(tracer_provider=provider, capture_parameters=True)
     tracer = trace.get_tracer("otel_shop")
