@@ -16,7 +16,7 @@ use crate::redact::ParamsMode;
 use crate::report::{AllowedFinding, FingerprintCount, FlowReport, Report, StepReport, Summary};
 use crate::rules::config::Allow;
 use crate::rules::units::Dialect;
-use crate::rules::{REGISTRY, Rule, RuleConfig, RuleSetup, Statement};
+use crate::rules::{REGISTRY, Rule, RuleConfig, RuleMeta, RuleSetup, Statement};
 
 #[derive(Debug, thiserror::Error)]
 #[error("[rules.{rule}]: {source}")]
@@ -32,7 +32,7 @@ pub struct Audit {
     attributor: Attributor,
     ready: Vec<Attributed>,
     /// The enabled rules, with their ids (for inline allowances).
-    rules: Vec<(&'static str, Box<dyn Rule>)>,
+    rules: Vec<(&'static RuleMeta, Box<dyn Rule>)>,
     /// The allowances that have not expired.
     allows: Vec<Allow>,
     /// Notes for the report (expired allowances).
@@ -56,6 +56,8 @@ pub struct Audit {
     extra: Vec<Finding>,
     /// Statements the proxy's stop cut off.
     cut_by_stop: u64,
+    /// Statements whose source could not see their transaction boundaries.
+    txn_unknown: u64,
     /// The files read so far ([`Self::begin_input`]), for findings' locations.
     inputs: Vec<String>,
     /// How bind values enter the audit (`--params`).
@@ -115,7 +117,7 @@ impl Audit {
                 baseline,
             };
             let rule = (m.build)(&setup).map_err(|source| BuildError { rule: m.id, source })?;
-            rules.push((m.id, rule));
+            rules.push((*m, rule));
         }
         Ok(Self {
             attributor: Attributor::new(),
@@ -152,6 +154,7 @@ impl Audit {
             markers: 0,
             extra: Vec::new(),
             cut_by_stop: 0,
+            txn_unknown: 0,
             inputs: Vec::new(),
             params: ParamsMode::Keep,
             params_dropped: 0,
@@ -365,8 +368,12 @@ impl Audit {
             step.duration_us += d;
             step.timed = true;
         }
-        for (id, rule) in &mut self.rules {
-            if !allowed.iter().any(|a| a == id) {
+        if item.event.txn_unknown {
+            self.txn_unknown += 1;
+        }
+        for (meta, rule) in &mut self.rules {
+            let unseen = item.event.txn_unknown && meta.judges_transactions;
+            if !unseen && !allowed.iter().any(|a| a == meta.id) {
                 rule.observe(&statement);
             }
         }
@@ -413,6 +420,24 @@ impl Audit {
             ));
         }
 
+        if self.txn_unknown > 0 {
+            let judges: Vec<&str> = self
+                .rules
+                .iter()
+                .filter(|(meta, _)| meta.judges_transactions)
+                .map(|(meta, _)| meta.id)
+                .collect();
+            if !judges.is_empty() {
+                self.notes.push(format!(
+                    "{} came from a source that sees no BEGIN or COMMIT (such as an OpenTelemetry \
+                     instrumentation of a Python DB-API driver): {} did not judge them, since a \
+                     transaction there cannot be told from autocommit; capture through the proxy \
+                     or the server log to judge them",
+                    crate::rules::plural(self.txn_unknown, "statement", "statements"),
+                    judges.join(", "),
+                ));
+            }
+        }
         match (self.params, self.params_dropped) {
             (ParamsMode::Hash, _) => self.notes.push(
                 "bind values are shown as keyed hashes (--params hash): equal values, equal \
@@ -780,6 +805,73 @@ mod tests {
             "{:?}",
             dropped.notes
         );
+    }
+
+    /// Issue 20: statements whose source cannot see transaction boundaries
+    /// (a Python DB-API driver's OpenTelemetry spans) are not judged by the
+    /// transaction rules, which would take them for autocommit; the other
+    /// rules judge them, and the report says how many were left.
+    #[test]
+    fn statements_of_unknown_transactions_are_left_to_the_other_rules() {
+        let config = RuleConfig::builtin().expect("defaults");
+        let step = |txn_unknown: bool| -> Vec<Event> {
+            let mut events = vec![
+                ev("INSERT INTO orders (id) VALUES (1)", 1),
+                ev("INSERT INTO order_items (order_id) VALUES (1)", 1),
+            ];
+            for _ in 0..6 {
+                events.push(Event {
+                    params: Some(vec![Some("7".into())]),
+                    ..ev("SELECT stock FROM inventory WHERE product_id = $1", 1)
+                });
+            }
+            for e in &mut events {
+                e.step = Some("checkout".into());
+                e.txn_unknown = txn_unknown;
+            }
+            events
+        };
+        let rules = |report: &Report| -> Vec<&'static str> {
+            report.findings.iter().map(|f| f.rule).collect()
+        };
+        let seen = audit_events(&config, step(false)).expect("audit");
+        assert!(
+            rules(&seen).contains(&"non-atomic-write"),
+            "{:?}",
+            rules(&seen)
+        );
+        assert!(!seen.notes.iter().any(|n| n.contains("BEGIN or COMMIT")));
+
+        let unknown = audit_events(&config, step(true)).expect("audit");
+        assert!(
+            !rules(&unknown).contains(&"non-atomic-write"),
+            "{:?}",
+            rules(&unknown)
+        );
+        assert!(
+            rules(&unknown).contains(&"repeated-query"),
+            "{:?}",
+            rules(&unknown)
+        );
+        let noted: Vec<&String> = unknown
+            .notes
+            .iter()
+            .filter(|n| n.contains("no BEGIN or COMMIT"))
+            .collect();
+        assert_eq!(noted.len(), 1, "{:?}", unknown.notes);
+        assert!(
+            noted[0].starts_with("8 statements came from"),
+            "{}",
+            noted[0]
+        );
+        for id in [
+            "commit-after-error",
+            "non-atomic-write",
+            "open-transaction",
+            "partial-write-on-failure",
+        ] {
+            assert!(noted[0].contains(id), "{}", noted[0]);
+        }
     }
 
     /// Issue 13, defect 11: a statement the proxy's stop cut off is not a

@@ -80,6 +80,15 @@ pub struct Event {
     /// rules take its values as unknown, never equal to another's (issue 15).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub params_dropped: bool,
+    /// The source cannot see where this statement's transaction began or
+    /// ended: the OpenTelemetry instrumentations of Python's DB-API drivers
+    /// record no span for the BEGIN the driver sends itself, nor for
+    /// `commit()`. A statement there may be in a transaction or in
+    /// autocommit, so the rules that judge transactions leave it alone
+    /// ([`crate::rules::RuleMeta::judges_transactions`]) and the report
+    /// says how many they left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub txn_unknown: bool,
     /// In memory only, never written: a keyed hash of the passwords
     /// [`crate::redact`] hid from `sql` (0: none), so that the rules that
     /// compare values still tell two passwords apart.

@@ -260,6 +260,7 @@ mod tests {
             instance: Some(2),
             cut_by_stop: true,
             params_dropped: true,
+            txn_unknown: true,
             // In memory only: never written, so 0 comes back.
             hidden_values: 0,
         };

@@ -144,7 +144,7 @@ fn products_trace(trace: u8) -> proto::ExportTraceServiceRequest {
             resource: Some(proto::Resource {
                 attributes: vec![kv("service.name", proto::Value::String("shop".into()))],
             }),
-            scope_spans: vec![proto::ScopeSpans { spans }],
+            scope_spans: vec![proto::ScopeSpans { scope: None, spans }],
         }],
     }
 }

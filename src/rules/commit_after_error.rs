@@ -13,6 +13,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "COMMIT issued after an error inside the transaction",
     doc: CommitAfterError::DOC,
     build,
+    judges_transactions: true,
 };
 
 documented_rule! {

@@ -12,6 +12,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a new connection per statement or per few statements",
     doc: ConnectionChurn::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

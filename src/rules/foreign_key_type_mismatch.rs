@@ -13,6 +13,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "referring and referred columns of different types",
     doc: ForeignKeyTypeMismatch::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

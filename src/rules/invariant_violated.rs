@@ -12,6 +12,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a data invariant from a rule file returned rows",
     doc: InvariantViolated::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

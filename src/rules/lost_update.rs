@@ -20,6 +20,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "two sessions read a row and wrote it back; the later write overwrote the earlier",
     doc: LostUpdate::DOC,
     build,
+    judges_transactions: false,
 };
 
 /// Rows followed at once; past it the record starts afresh (an update lost

@@ -12,6 +12,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a column that refers to a table without a constraint",
     doc: MissingForeignKey::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

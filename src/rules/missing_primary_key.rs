@@ -10,6 +10,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a table without a primary key",
     doc: MissingPrimaryKey::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

@@ -16,6 +16,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a step of the baseline that the run did not run",
     doc: MissingStep::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

@@ -109,6 +109,11 @@ pub struct RuleMeta {
     pub doc: &'static str,
     /// Builds the rule from its settings; an unknown or ill-typed key is an error.
     pub build: fn(&RuleSetup<'_>) -> Result<Box<dyn Rule>, toml::de::Error>,
+    /// The rule's verdict rests on where transactions begin and end: it
+    /// does not see the statements whose source cannot tell
+    /// ([`crate::model::Event::txn_unknown`]), rather than take them for
+    /// autocommit.
+    pub judges_transactions: bool,
 }
 
 impl RuleMeta {

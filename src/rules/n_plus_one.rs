@@ -14,6 +14,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "one statement run once per row of an earlier query, with varying parameters",
     doc: NPlusOne::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

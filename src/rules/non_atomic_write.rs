@@ -13,6 +13,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "the writes of one step not sharing one transaction",
     doc: NonAtomicWrite::DOC,
     build,
+    judges_transactions: true,
 };
 
 documented_rule! {

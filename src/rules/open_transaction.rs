@@ -17,6 +17,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a transaction still open when its step ends",
     doc: OpenTransaction::DOC,
     build,
+    judges_transactions: true,
 };
 
 documented_rule! {

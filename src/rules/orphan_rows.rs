@@ -13,6 +13,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "child rows whose parent does not exist",
     doc: OrphanRows::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

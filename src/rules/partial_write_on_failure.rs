@@ -14,6 +14,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a failed step left some of its writes behind",
     doc: PartialWriteOnFailure::DOC,
     build,
+    judges_transactions: true,
 };
 
 /// Writes kept per run of a step, and failed runs kept for the end.

@@ -11,6 +11,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a flow or step over its budget of statements",
     doc: QueryBudget::DOC,
     build,
+    judges_transactions: false,
 };
 
 /// The step name a flow-wide budget's finding carries.

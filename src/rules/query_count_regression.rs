@@ -19,6 +19,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a step running more queries than the baseline allows",
     doc: QueryCountRegression::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

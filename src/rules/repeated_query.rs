@@ -13,6 +13,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "the same statement with the same parameters run again in a step",
     doc: RepeatedQuery::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

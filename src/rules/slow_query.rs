@@ -11,6 +11,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a statement slower than its threshold",
     doc: SlowQuery::DOC,
     build,
+    judges_transactions: false,
 };
 
 /// Slow runs whose durations are kept per fingerprint and step for the median.

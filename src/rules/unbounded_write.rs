@@ -13,6 +13,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "UPDATE or DELETE without WHERE",
     doc: UnboundedWrite::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

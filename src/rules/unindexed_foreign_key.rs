@@ -12,6 +12,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a foreign key with no index that starts with its columns",
     doc: UnindexedForeignKey::DOC,
     build,
+    judges_transactions: false,
 };
 
 documented_rule! {

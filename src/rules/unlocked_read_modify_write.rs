@@ -19,6 +19,7 @@ pub static META: RuleMeta = RuleMeta {
     summary: "a row read and then updated without a lock or guard",
     doc: UnlockedReadModifyWrite::DOC,
     build,
+    judges_transactions: false,
 };
 
 /// Reads remembered per connection.

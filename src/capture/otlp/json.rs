@@ -44,7 +44,16 @@ impl Resource {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ScopeSpans {
     #[serde(default)]
+    pub scope: Scope,
+    #[serde(default)]
     pub spans: Vec<Span>,
+}
+
+/// The instrumentation library that made a scope's spans.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Scope {
+    #[serde(default)]
+    pub name: String,
 }
 
 /// One span: the fields the conversion reads.

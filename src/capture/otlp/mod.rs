@@ -46,7 +46,13 @@
 //!
 //! A span is exported when it ends, so a trace's children come before its
 //! root. The assembler holds a trace's spans until its root arrives, then
-//! hands out its statements in start-time order. At most
+//! hands out its statements in start-time order, and those that started in
+//! the same instant in the order their spans arrived. That matters: Node's
+//! SDK stamps a span's start to the millisecond (its end is its start plus
+//! the exact duration), so a transaction's last INSERT and its COMMIT often
+//! start in the same millisecond; and an exporter sends a span when it ends,
+//! so one process's spans arrive in the order its statements completed,
+//! which on one connection is the order they ran. At most
 //! [`Options::max_open_traces`] traces are held: beyond that the oldest is
 //! handed out with what is known of it (its statements attributed by the
 //! ancestors that did arrive), as is every trace still open at the end of the
@@ -183,6 +189,10 @@ struct Pending {
     rows: Option<u64>,
     error: Option<SqlError>,
     source: &'static str,
+    txn_unknown: bool,
+    /// The how-manieth span of the input it was: the order of statements
+    /// that started in the same instant.
+    arrival: u64,
     line: Option<u64>,
 }
 
@@ -200,6 +210,7 @@ impl Pending {
             duration_us: (start > 0 && end >= start).then(|| (end - start) / 1_000),
             error: self.error,
             source: Some(self.source.to_owned()),
+            txn_unknown: self.txn_unknown,
             ..Event::default()
         }
     }
@@ -279,20 +290,30 @@ impl Assembler {
                 .and_then(|kv| kv.value.text()),
         });
         for scope in resource_spans.scope_spans {
+            let txn_unknown = hides_transactions(&scope.scope.name);
             for span in scope.spans {
-                self.push_span(span, &resource, line);
+                self.push_span(span, &resource, line, txn_unknown);
             }
         }
     }
 
-    fn push_span(&mut self, span: Span, resource: &Arc<ResourceInfo>, line: Option<u64>) {
+    fn push_span(
+        &mut self,
+        span: Span,
+        resource: &Arc<ResourceInfo>,
+        line: Option<u64>,
+        txn_unknown: bool,
+    ) {
         self.stats.spans += 1;
         let parent = span_id(&span.parent_span_id);
         let is_root = parent.is_none();
         let kind = if is_database(&span) {
             self.stats.database_spans += 1;
-            match statement(&span, resource, line) {
-                Some(pending) => Kind::Statement(Box::new(pending)),
+            match statement(&span, resource, line, txn_unknown) {
+                Some(pending) => Kind::Statement(Box::new(Pending {
+                    arrival: self.stats.spans,
+                    ..pending
+                })),
                 None => {
                     self.stats.without_text += 1;
                     Kind::NoText
@@ -411,18 +432,17 @@ impl Assembler {
             if let Some(held) = trace.spans.remove(&id)
                 && let Kind::Statement(pending) = held.kind
             {
-                let (start, line) = (pending.start, pending.line);
+                let (start, line) = ((pending.start, pending.arrival), pending.line);
                 if pending.per_trace && !self.ended.contains(&pending.conn) {
                     self.ended.push(pending.conn);
                 }
                 events.push((start, pending.into_event(flow, step), line));
             }
         }
-        // Start-time order; equal starts in the order of the statements' text
-        // and connection, so that the output never depends on hashing.
-        events.sort_by(|a, b| {
-            (a.0, &a.1.sql, a.1.conn, &a.1.params).cmp(&(b.0, &b.1.sql, b.1.conn, &b.1.params))
-        });
+        // Start-time order; equal starts in the order the spans arrived (see
+        // the module's documentation), so that the output never depends on
+        // hashing either.
+        events.sort_unstable_by_key(|e| e.0);
         self.stats.statements += events.len() as u64;
         self.ready
             .extend(events.into_iter().map(|(_, event, line)| (event, line)));
@@ -464,7 +484,12 @@ impl Assembler {
 
 /// The statement of a database span, without flow and step, or `None` when
 /// it has no text.
-fn statement(span: &Span, resource: &ResourceInfo, line: Option<u64>) -> Option<Pending> {
+fn statement(
+    span: &Span,
+    resource: &ResourceInfo,
+    line: Option<u64>,
+    txn_unknown: bool,
+) -> Option<Pending> {
     let sql = span
         .attr("db.query.text")
         .or_else(|| span.attr("db.statement"))
@@ -494,8 +519,40 @@ fn statement(span: &Span, resource: &ResourceInfo, line: Option<u64>) -> Option<
             message: span.status.message.clone(),
         }),
         source: source_of(span),
+        txn_unknown,
+        arrival: 0,
         line,
     })
+}
+
+/// The instrumentations that record no span for a transaction's boundaries:
+/// those of Python's DB-API drivers (psycopg, psycopg2, PyMySQL, …, and
+/// SQLAlchemy's, which traces the cursor too) wrap `cursor.execute()` and
+/// `executemany()`, while the BEGIN that the driver sends itself before the
+/// first statement (autocommit off, the DB-API default) and
+/// `connection.commit()` / `rollback()` go to the server without a span. A
+/// statement of theirs may be in a transaction or in autocommit: the
+/// transaction rules leave it alone ([`Event::txn_unknown`]).
+///
+/// Node's `pg` and `mysql2` instrumentations do record them: there BEGIN and
+/// COMMIT are queries (`client.query('BEGIN')`, and mysql2's
+/// `beginTransaction()` sends `START TRANSACTION` through `query()`).
+pub fn hides_transactions(scope: &str) -> bool {
+    const PYTHON_DBAPI: &[&str] = &[
+        "aiopg",
+        "dbapi",
+        "mysql",
+        "mysqlclient",
+        "psycopg",
+        "psycopg2",
+        "pymssql",
+        "pymysql",
+        "sqlalchemy",
+        "sqlite3",
+    ];
+    scope
+        .strip_prefix("opentelemetry.instrumentation.")
+        .is_some_and(|library| PYTHON_DBAPI.contains(&library))
 }
 
 /// A span id (16 hex digits) as a number; `None` when empty or all zeros (no

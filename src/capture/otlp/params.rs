@@ -1,7 +1,10 @@
 //! A database span's bind values: the `db.query.parameter.<key>` attributes
-//! of the current semantic conventions, or the `db.statement.parameters` that
+//! of the current semantic conventions, the `db.statement.parameters` that
 //! the Python DB-API instrumentation writes with `capture_parameters` (the
-//! arguments' `str()`: `('a@b', 7, None)`).
+//! arguments' `str()`: `('a@b', 7, None)`), or the `db.postgresql.values`
+//! array that Node's `@opentelemetry/instrumentation-pg` writes with
+//! `enhancedDatabaseReporting` (each value's text; it writes SQL NULL as the
+//! text `null`, so the two cannot be told apart there).
 
 use super::json::Span;
 
@@ -19,6 +22,9 @@ pub fn of_span(span: &Span) -> Option<Vec<Option<String>>> {
         // (`:id`, `@name`) by their text, after the numbers.
         keyed.sort_by(|a, b| order_key(a.0).cmp(&order_key(b.0)));
         return Some(keyed.into_iter().map(|(_, v)| v).collect());
+    }
+    if let Some(super::json::AnyValue::Array(values)) = span.attr("db.postgresql.values") {
+        return Some(values.iter().map(super::json::AnyValue::text).collect());
     }
     span.attr("db.statement.parameters")
         .and_then(super::json::AnyValue::as_str)

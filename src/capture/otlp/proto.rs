@@ -31,8 +31,18 @@ pub struct Resource {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ScopeSpans {
+    #[prost(message, optional, tag = "1")]
+    pub scope: Option<InstrumentationScope>,
     #[prost(message, repeated, tag = "2")]
     pub spans: Vec<Span>,
+}
+
+/// The instrumentation library that made the spans: its name tells what its
+/// spans leave out ([`super::hides_transactions`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InstrumentationScope {
+    #[prost(string, tag = "1")]
+    pub name: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -143,6 +153,9 @@ impl From<ResourceSpans> for json::ResourceSpans {
                 .scope_spans
                 .into_iter()
                 .map(|s| json::ScopeSpans {
+                    scope: json::Scope {
+                        name: s.scope.map(|scope| scope.name).unwrap_or_default(),
+                    },
                     spans: s.spans.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
@@ -220,6 +233,9 @@ mod tests {
                     }],
                 }),
                 scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "opentelemetry.instrumentation.psycopg".into(),
+                    }),
                     spans: vec![Span {
                         trace_id: vec![0xab; 16],
                         span_id: vec![1, 2, 3, 4, 5, 6, 7, 8],
@@ -244,6 +260,10 @@ mod tests {
         let decoded = decode(&request.encode_to_vec()).expect("decodes");
         let rs = &decoded.resource_spans[0];
         assert_eq!(rs.resource.service_name(), Some("shop"));
+        assert_eq!(
+            rs.scope_spans[0].scope.name,
+            "opentelemetry.instrumentation.psycopg"
+        );
         let span = &rs.scope_spans[0].spans[0];
         assert_eq!(span.trace_id, "ab".repeat(16));
         assert_eq!(span.span_id, "0102030405060708");

@@ -18,6 +18,10 @@ fn attrs(pairs: &[(&str, Value)]) -> Value {
                     Value::Bool(b) => json!({ "boolValue": b }),
                     // The protobuf JSON mapping writes int64 as a string.
                     Value::Number(n) => json!({ "intValue": n.to_string() }),
+                    Value::Array(items) => json!({ "arrayValue": { "values": items
+                        .iter()
+                        .map(|i| json!({ "stringValue": i.as_str().expect("strings") }))
+                        .collect::<Vec<_>>() } }),
                     other => panic!("no attribute of {other}"),
                 };
                 json!({ "key": k, "value": value })
@@ -43,9 +47,14 @@ fn span(
 }
 
 fn request(service: &str, spans: Vec<Value>) -> ResourceSpans {
+    request_from(service, "test", spans)
+}
+
+/// Spans of the instrumentation scope `scope`.
+fn request_from(service: &str, scope: &str, spans: Vec<Value>) -> ResourceSpans {
     let line = json!({ "resourceSpans": [{
         "resource": { "attributes": attrs(&[("service.name", json!(service))]) },
-        "scopeSpans": [{ "scope": { "name": "test" }, "spans": spans }]
+        "scopeSpans": [{ "scope": { "name": scope }, "spans": spans }]
     }]});
     let mut r: ExportTraceServiceRequest = serde_json::from_value(line).expect("a request");
     r.resource_spans.remove(0)
@@ -245,6 +254,17 @@ fn parameters_by_key_number_or_from_the_python_instrumentation() {
                         ("db.statement.parameters", json!("[(1,), (2,)]")),
                     ],
                 ),
+                span(
+                    T1,
+                    "c5",
+                    "r1",
+                    "q",
+                    5,
+                    &[
+                        ("db.statement", json!("select $1, $2")),
+                        ("db.postgresql.values", json!(["7", "corpus@example.com"])),
+                    ],
+                ),
                 span(T1, "r1", "", "job", 0, &[]),
             ],
         ),
@@ -260,8 +280,75 @@ fn parameters_by_key_number_or_from_the_python_instrumentation() {
             some(&[Some("a"), Some("b")]),
             some(&[Some("x"), None]),
             None,
+            some(&[Some("7"), Some("corpus@example.com")]),
         ]
     );
+}
+
+/// Node's SDK stamps starts to the millisecond: statements that start in
+/// the same one keep the order their spans arrived in (the order they
+/// ended), not that of their text, where COMMIT would come before the
+/// INSERT it commits.
+#[test]
+fn equal_starts_keep_the_order_of_arrival() {
+    let mut a = Assembler::new(Options::default());
+    a.push(
+        request(
+            "svc",
+            vec![
+                db(T1, "c1", "r1", "BEGIN", 1_000),
+                db(T1, "c2", "r1", "INSERT INTO t VALUES (1)", 2_000),
+                db(T1, "c3", "r1", "INSERT INTO t VALUES (2)", 3_000),
+                db(T1, "c4", "r1", "COMMIT", 3_000),
+                db(T1, "c5", "r1", "DELETE FROM t", 3_000),
+                span(T1, "r1", "", "job", 0, &[]),
+            ],
+        ),
+        None,
+    );
+    let sql: Vec<String> = drained(&mut a).into_iter().map(|e| e.sql).collect();
+    assert_eq!(
+        sql,
+        [
+            "BEGIN",
+            "INSERT INTO t VALUES (1)",
+            "INSERT INTO t VALUES (2)",
+            "COMMIT",
+            "DELETE FROM t"
+        ]
+    );
+}
+
+/// A Python DB-API driver's instrumentation records no BEGIN and no
+/// `commit()`: its statements' transactions are unknown. Node's pg
+/// instrumentation records them as queries, as does a scope not known.
+#[test]
+fn python_dbapi_instrumentations_leave_transactions_unknown() {
+    for (scope, unknown) in [
+        ("opentelemetry.instrumentation.psycopg", true),
+        ("opentelemetry.instrumentation.psycopg2", true),
+        ("opentelemetry.instrumentation.sqlalchemy", true),
+        ("opentelemetry.instrumentation.asyncpg", false),
+        ("@opentelemetry/instrumentation-pg", false),
+        ("", false),
+    ] {
+        assert_eq!(hides_transactions(scope), unknown, "{scope}");
+        let mut a = Assembler::new(Options::default());
+        a.push(
+            request_from(
+                "svc",
+                scope,
+                vec![
+                    db(T1, "c1", "r1", "insert 1", 1),
+                    span(T1, "r1", "", "job", 0, &[]),
+                ],
+            ),
+            None,
+        );
+        let events = drained(&mut a);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].txn_unknown, unknown, "{scope}");
+    }
 }
 
 #[test]

@@ -220,15 +220,19 @@ async function checkoutFixed(db, userId, cartId) {
 
 // --- the journey --------------------------------------------------------------
 
-async function journey(client, variant, counts) {
+// `aroundStep(name, work)` runs each step; otel_pg_shop.js passes one that
+// makes the step a request of its own (a trace), as a web framework's
+// instrumentation would.
+async function journey(client, variant, counts, aroundStep = (name, work) => work()) {
     const db = new Db(client, counts);
     const shipped = variant === 'shipped';
-    const step = async (name, work) => {
-        await client.query(`SET flowaudit.step = '${name}'`);
-        db.step = name;
-        counts[name] = 0;
-        return work();
-    };
+    const step = (name, work) =>
+        aroundStep(name, async () => {
+            await client.query(`SET flowaudit.step = '${name}'`);
+            db.step = name;
+            counts[name] = 0;
+            return work();
+        });
 
     await client.query(`SET flowaudit.flow = 'shop'`);
     const userId = await step('register', () => register(db));
@@ -241,8 +245,9 @@ async function journey(client, variant, counts) {
     return orderId;
 }
 
-async function main() {
+async function main({ aroundStep, argv } = {}) {
     const { values: args } = parseArgs({
+        args: argv,
         options: { variant: { type: 'string' }, counts: { type: 'string' } },
     });
     if (!['shipped', 'fixed'].includes(args.variant) || !args.counts) {
@@ -260,7 +265,7 @@ async function main() {
     try {
         const client = await pool.connect();
         try {
-            const orderId = await journey(client, args.variant, counts);
+            const orderId = await journey(client, args.variant, counts, aroundStep);
             console.log(`pg_shop (${args.variant}): order ${orderId} placed`);
         } finally {
             client.release();
@@ -279,6 +284,10 @@ async function main() {
     return status;
 }
 
-main().then((status) => {
-    process.exitCode = status;
-});
+module.exports = { main };
+
+if (require.main === module) {
+    main().then((status) => {
+        process.exitCode = status;
+    });
+}
