@@ -117,6 +117,30 @@ fn statements(report: &Value, flow: &str) -> Vec<(String, u64)> {
     steps
 }
 
+/// (step, queries: statements but transaction control and markers) of
+/// `flow`, by step name.
+fn queries(report: &Value, flow: &str) -> Vec<(String, u64)> {
+    let shop = report["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .find(|f| f["name"] == flow)
+        .unwrap_or_else(|| panic!("no flow {flow} in {report}"));
+    let mut steps: Vec<(String, u64)> = shop["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name").to_owned(),
+                s["queries"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    steps.sort();
+    steps
+}
+
 fn counter(path: &Path) -> Vec<(String, u64)> {
     let counts: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("counts")).expect("JSON");
@@ -161,14 +185,25 @@ fn traced_shop(
     variant: &str,
     semconv: Option<&str>,
 ) -> (PathBuf, PathBuf) {
+    traced_app(python, dir, "psycopg", variant, semconv)
+}
+
+/// [`traced_shop`] of the corpus's `app` (`psycopg` or `asyncpg`).
+fn traced_app(
+    python: &Path,
+    dir: &Path,
+    app: &str,
+    variant: &str,
+    semconv: Option<&str>,
+) -> (PathBuf, PathBuf) {
     let db = shop_db("otlp");
-    let tag = format!("{variant}-{}", semconv.unwrap_or("old"));
+    let tag = format!("{app}-{variant}-{}", semconv.unwrap_or("old"));
     let otlp = dir.join(format!("shop-{tag}.json"));
     let counts = dir.join(format!("counts-{tag}.json"));
     let mut command = Command::new(python);
     command
         .arg(Path::new(ROOT).join("tests/corpus/python/otel_shop.py"))
-        .args(["--variant", variant, "--counts"])
+        .args(["--app", app, "--variant", variant, "--counts"])
         .arg(&counts)
         .arg("--otlp")
         .arg(&otlp)
@@ -623,6 +658,76 @@ fn node_pg_instrumentation_gives_the_proxys_findings_transactions_too() {
             "{variant} through collect"
         );
         assert_eq!(findings(&collected), expected, "{variant} through collect");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// asyncpg's instrumentation traces `execute()`, and asyncpg's
+/// `conn.transaction()` sends BEGIN and COMMIT through it: the asyncpg
+/// shop's traces give every finding the proxy gives, the transaction rules'
+/// too, shipped and fixed. Its shipped browse reads the catalogue through a
+/// cursor, whose every fetch is a span: they count as the one statement the
+/// server ran.
+#[test]
+fn asyncpg_instrumentation_gives_the_proxys_findings_transactions_too() {
+    if !pg::available("otlp asyncpg shop") {
+        return;
+    }
+    let Some(python) = otel_python() else { return };
+    let dir = scratch("asyncpg");
+    for variant in ["shipped", "fixed"] {
+        let db = shop_db("otlp_apg_proxy");
+        let proxy_report = dir.join(format!("proxy-{variant}.json"));
+        let out = flowaudit()
+            .args(["run", "--skip-invariants", "--upstream"])
+            .arg(db.url(pg::PG_ADDR))
+            .args(["--format", "json", "--fail-on", "never", "--output"])
+            .arg(&proxy_report)
+            .arg("--")
+            .arg(&python)
+            .arg(Path::new(ROOT).join("tests/corpus/python/asyncpg_shop.py"))
+            .args(["--variant", variant, "--counts"])
+            .arg(dir.join(format!("proxy-counts-{variant}.json")))
+            .output()
+            .expect("flowaudit run starts");
+        assert_eq!(out.status.code(), Some(0), "run: {}", pg::text(&out));
+        let proxy: Value =
+            serde_json::from_str(&std::fs::read_to_string(&proxy_report).expect("report"))
+                .expect("JSON");
+        let expected = findings(&proxy);
+        if variant == "shipped" {
+            for rule in ["n-plus-one", "non-atomic-write"] {
+                assert!(
+                    expected.iter().any(|f| f.0 == rule),
+                    "the proxy finds {rule} in the shipped shop: {expected:?}"
+                );
+            }
+        } else {
+            assert!(expected.is_empty(), "the fixed shop: {expected:?}");
+        }
+
+        let (file, counts) = traced_app(&python, &dir, "asyncpg", variant, None);
+        let traced = report(&[&file], &["--step-from", STEP_FROM]);
+        assert_eq!(
+            findings(&traced),
+            expected,
+            "{variant}: the traces' findings against the proxy's"
+        );
+        let mut app = counter(&counts);
+        app.sort();
+        assert_eq!(
+            queries(&traced, "shop"),
+            app,
+            "{variant}: the application counts its queries, not BEGIN and COMMIT"
+        );
+        assert!(unjudged_note(&traced).is_none(), "{}", traced["notes"]);
+        let folded = traced["notes"]
+            .as_array()
+            .expect("notes")
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|n| n.contains("asyncpg cursor fetches counted with the statement"));
+        assert_eq!(folded, variant == "shipped", "{}", traced["notes"]);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -173,5 +173,12 @@ pub fn run(args: &CollectArgs) -> anyhow::Result<u8> {
         s.traces_evicted,
         assembler.max_open_traces()
     ));
+    if s.cursor_fetches_folded > 0 {
+        report.notes.push(format!(
+            "collect: {} asyncpg cursor fetches counted with the statement whose portal they went \
+             on reading",
+            s.cursor_fetches_folded
+        ));
+    }
     args.audit.emit(&mut report)
 }

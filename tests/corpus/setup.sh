@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ] || ! cmp -s python/requirements.txt .venv/requireme
     .venv/bin/pip install --quiet --disable-pip-version-check -r python/requirements.txt
     cp python/requirements.txt .venv/requirements.txt
 fi
-.venv/bin/python -c 'import sqlalchemy, psycopg, asyncpg, django, pymysql, opentelemetry.sdk, opentelemetry.instrumentation.psycopg, opentelemetry.exporter.otlp.proto.common'
+.venv/bin/python -c 'import sqlalchemy, psycopg, asyncpg, django, pymysql, opentelemetry.sdk, opentelemetry.instrumentation.psycopg, opentelemetry.instrumentation.asyncpg, opentelemetry.exporter.otlp.proto.common'
 
 if [ -f node/package-lock.json ]; then
     if [ ! -d node/node_modules ] || ! cmp -s node/package-lock.json node/node_modules/.package-lock.json.copy; then

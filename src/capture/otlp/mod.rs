@@ -52,7 +52,11 @@
 //! the exact duration), so a transaction's last INSERT and its COMMIT often
 //! start in the same millisecond; and an exporter sends a span when it ends,
 //! so one process's spans arrive in the order its statements completed,
-//! which on one connection is the order they ran. At most
+//! which on one connection is the order they ran. asyncpg's instrumentation
+//! makes a span of each fetch from a cursor: a fetch that follows one of the
+//! same statement and values on its connection goes on reading that
+//! statement's portal, and is counted with it (its time and rows added), as
+//! the server ran it. At most
 //! [`Options::max_open_traces`] traces are held: beyond that the oldest is
 //! handed out with what is known of it (its statements attributed by the
 //! ancestors that did arrive), as is every trace still open at the end of the
@@ -142,6 +146,27 @@ pub struct Stats {
     pub traces_unclosed: u64,
     /// Traces handed out without their root because too many were open.
     pub traces_evicted: u64,
+    /// asyncpg cursor fetches folded into the statement whose portal they
+    /// went on reading ([`ASYNCPG`]).
+    pub cursor_fetches_folded: u64,
+}
+
+/// COMMIT, ROLLBACK (not `ROLLBACK TO`), END or ABORT: the transaction ends,
+/// and its cursors' portals with it.
+fn ends_transaction(sql: &str) -> bool {
+    let mut words = sql.split_whitespace().map(str::to_ascii_uppercase);
+    match words.next().as_deref().map(|w| w.trim_end_matches(';')) {
+        Some("COMMIT" | "END" | "ABORT") => true,
+        Some("ROLLBACK") => words.next().as_deref() != Some("TO"),
+        _ => false,
+    }
+}
+
+fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    }
 }
 
 /// What a span's resource says, shared by its spans.
@@ -193,6 +218,10 @@ struct Pending {
     /// The how-manieth span of the input it was: the order of statements
     /// that started in the same instant.
     arrival: u64,
+    /// A fetch from an asyncpg cursor ([`ASYNCPG`]): when it follows a fetch
+    /// of the same statement and values on its connection, it continues that
+    /// statement's portal and is folded into it.
+    cursor_fetch: bool,
     line: Option<u64>,
 }
 
@@ -290,9 +319,9 @@ impl Assembler {
                 .and_then(|kv| kv.value.text()),
         });
         for scope in resource_spans.scope_spans {
-            let txn_unknown = hides_transactions(&scope.scope.name);
+            let library = scope.scope.name;
             for span in scope.spans {
-                self.push_span(span, &resource, line, txn_unknown);
+                self.push_span(span, &resource, line, &library);
             }
         }
     }
@@ -302,14 +331,14 @@ impl Assembler {
         span: Span,
         resource: &Arc<ResourceInfo>,
         line: Option<u64>,
-        txn_unknown: bool,
+        library: &str,
     ) {
         self.stats.spans += 1;
         let parent = span_id(&span.parent_span_id);
         let is_root = parent.is_none();
         let kind = if is_database(&span) {
             self.stats.database_spans += 1;
-            match statement(&span, resource, line, txn_unknown) {
+            match statement(&span, resource, line, library) {
                 Some(pending) => Kind::Statement(Box::new(Pending {
                     arrival: self.stats.spans,
                     ..pending
@@ -436,16 +465,47 @@ impl Assembler {
                 if pending.per_trace && !self.ended.contains(&pending.conn) {
                     self.ended.push(pending.conn);
                 }
-                events.push((start, pending.into_event(flow, step), line));
+                let fetch = pending.cursor_fetch;
+                events.push((start, pending.into_event(flow, step), line, fetch));
             }
         }
         // Start-time order; equal starts in the order the spans arrived (see
         // the module's documentation), so that the output never depends on
         // hashing either.
         events.sort_unstable_by_key(|e| e.0);
-        self.stats.statements += events.len() as u64;
-        self.ready
-            .extend(events.into_iter().map(|(_, event, line)| (event, line)));
+        // A cursor's later fetches are one statement with its first, as the
+        // server ran them: their times and rows add to it. Its portal lives
+        // until its transaction ends, other statements running in between.
+        let mut kept: Vec<(Event, Option<u64>)> = Vec::with_capacity(events.len());
+        let mut open: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (_, event, line, fetch) in events {
+            let conn = event.conn.unwrap_or(0);
+            if ends_transaction(&event.sql) {
+                open.remove(&conn);
+            }
+            if fetch {
+                let continued = open.get(&conn).and_then(|indexes| {
+                    indexes.iter().copied().find(|&i| {
+                        let first = &kept[i].0;
+                        first.sql == event.sql
+                            && first.params == event.params
+                            && first.error.is_none()
+                    })
+                });
+                if let Some(i) = continued {
+                    let first = &mut kept[i].0;
+                    first.duration_us = sum(first.duration_us, event.duration_us);
+                    first.rows = sum(first.rows, event.rows);
+                    first.error = event.error;
+                    self.stats.cursor_fetches_folded += 1;
+                    continue;
+                }
+                open.entry(conn).or_default().push(kept.len());
+            }
+            kept.push((event, line));
+        }
+        self.stats.statements += kept.len() as u64;
+        self.ready.extend(kept);
     }
 
     /// `flowaudit.flow` on the span or an ancestor, else the service of the
@@ -488,7 +548,7 @@ fn statement(
     span: &Span,
     resource: &ResourceInfo,
     line: Option<u64>,
-    txn_unknown: bool,
+    library: &str,
 ) -> Option<Pending> {
     let sql = span
         .attr("db.query.text")
@@ -519,11 +579,18 @@ fn statement(
             message: span.status.message.clone(),
         }),
         source: source_of(span),
-        txn_unknown,
+        txn_unknown: hides_transactions(library),
+        cursor_fetch: library == ASYNCPG && span.name.starts_with("CURSOR: "),
         arrival: 0,
         line,
     })
 }
+
+/// asyncpg's instrumentation: it makes a span, named `CURSOR: …`, of each
+/// fetch from a cursor, with the cursor's statement; on the wire the first
+/// fetch binds and executes the statement and the next ones go on executing
+/// its suspended portal.
+const ASYNCPG: &str = "opentelemetry.instrumentation.asyncpg";
 
 /// The instrumentations that record no span for a transaction's boundaries:
 /// those of Python's DB-API drivers (psycopg, psycopg2, PyMySQL, …, and

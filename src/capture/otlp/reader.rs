@@ -90,6 +90,13 @@ impl OtlpReader {
                 s.without_text
             ));
         }
+        if s.cursor_fetches_folded > 0 {
+            notes.push(format!(
+                "{path}: {} asyncpg cursor fetches counted with the statement whose portal they \
+                 went on reading",
+                s.cursor_fetches_folded
+            ));
+        }
         if s.traces_unclosed > 0 {
             notes.push(format!(
                 "{path}: {} traces whose root span never arrived, attributed by the spans that did",

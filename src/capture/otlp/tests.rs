@@ -319,6 +319,78 @@ fn equal_starts_keep_the_order_of_arrival() {
     );
 }
 
+/// asyncpg's instrumentation makes a span of each fetch from a cursor: the
+/// later fetches of one cursor go on reading its portal, with other
+/// statements in between, and are one statement with the first, until the
+/// transaction ends. Other scopes' spans so named are left as they are.
+#[test]
+fn asyncpg_cursor_fetches_are_one_statement_until_the_transaction_ends() {
+    let fetch = |id: &str, start: u64, rows: u64| {
+        span(
+            T1,
+            id,
+            "r1",
+            "CURSOR: SELECT",
+            start,
+            &[
+                ("db.system", json!("postgresql")),
+                ("db.statement", json!("SELECT id FROM products ORDER BY id")),
+                ("db.response.returned_rows", json!(rows)),
+            ],
+        )
+    };
+    let spans = || {
+        vec![
+            db(T1, "b1", "r1", "BEGIN", 1_000),
+            fetch("f1", 2_000, 10),
+            db(
+                T1,
+                "s1",
+                "r1",
+                "SELECT stock FROM inventory WHERE id = 1",
+                3_000,
+            ),
+            fetch("f2", 4_000, 10),
+            fetch("f3", 5_000, 4),
+            db(T1, "c1", "r1", "COMMIT", 6_000),
+            db(T1, "b2", "r1", "BEGIN", 7_000),
+            fetch("f4", 8_000, 10),
+            db(T1, "c2", "r1", "ROLLBACK", 9_000),
+            span(T1, "r1", "", "job", 0, &[]),
+        ]
+    };
+    let mut a = Assembler::new(Options::default());
+    a.push(
+        request_from("svc", "opentelemetry.instrumentation.asyncpg", spans()),
+        None,
+    );
+    let events = drained(&mut a);
+    let shown: Vec<(&str, Option<u64>, Option<u64>)> = events
+        .iter()
+        .map(|e| (e.sql.split(' ').next().unwrap_or(""), e.rows, e.duration_us))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("BEGIN", None, Some(250)),
+            ("SELECT", Some(24), Some(750)),
+            ("SELECT", None, Some(250)),
+            ("COMMIT", None, Some(250)),
+            ("BEGIN", None, Some(250)),
+            ("SELECT", Some(10), Some(250)),
+            ("ROLLBACK", None, Some(250)),
+        ]
+    );
+    assert_eq!(a.stats().cursor_fetches_folded, 2);
+    assert_eq!(a.stats().statements, 7);
+
+    let mut other = Assembler::new(Options::default());
+    other.push(request_from("svc", "test", spans()), None);
+    assert_eq!(drained(&mut other).len(), 9, "every fetch a statement");
+    assert!(ends_transaction("commit;") && ends_transaction("ROLLBACK"));
+    assert!(!ends_transaction("ROLLBACK TO SAVEPOINT a") && !ends_transaction("COMMITTED"));
+}
+
 /// A Python DB-API driver's instrumentation records no BEGIN and no
 /// `commit()`: its statements' transactions are unknown. Node's pg
 /// instrumentation records them as queries, as does a scope not known.

@@ -1,13 +1,17 @@
-"""psycopg_shop.py's journey, traced by OpenTelemetry into an OTLP JSON file.
+"""psycopg_shop.py's or asyncpg_shop.py's journey, traced by OpenTelemetry.
 
-Usage: python otel_shop.py --variant shipped|fixed --counts FILE
-       (--otlp FILE | --otlp-http ENDPOINT)
+Usage: python otel_shop.py [--app psycopg|asyncpg] --variant shipped|fixed
+       --counts FILE (--otlp FILE | --otlp-http ENDPOINT)
 with the database in DATABASE_URL (postgres://...). tests/otlp.rs runs it.
 
-The application is psycopg_shop.py unchanged; this wrapper adds what an
-instrumented service has: the OpenTelemetry SDK with
-opentelemetry-instrumentation-psycopg (a span per execute()/executemany(),
-the parameters recorded with capture_parameters) and, around each step of the
+The application is psycopg_shop.py (the default) or asyncpg_shop.py,
+unchanged; this wrapper adds what an instrumented service has: the
+OpenTelemetry SDK with opentelemetry-instrumentation-psycopg (a span per
+execute()/executemany(); psycopg's own BEGIN and commit() are none) or
+opentelemetry-instrumentation-asyncpg (a span per execute(), fetch*() and
+cursor fetch; asyncpg's conn.transaction() sends BEGIN and COMMIT through
+execute(), so they are spans), the parameters recorded with
+capture_parameters, and, around each step of the
 journey, a span of its own as a web framework's instrumentation would start
 for a request: a root span `POST /<step>` with `http.route` `/<step>`, so that
 each step is a trace. The service is named `shop` (the resource's
@@ -33,7 +37,7 @@ import os
 import sys
 
 from google.protobuf.json_format import MessageToDict
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -45,7 +49,6 @@ from opentelemetry.sdk.trace.export import (
 )
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import psycopg_shop  # noqa: E402
 
 
 def hex_ids(value):
@@ -81,6 +84,7 @@ class OtlpJsonFile(SpanExporter):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", choices=("psycopg", "asyncpg"), default="psycopg")
     parser.add_argument("--variant", choices=("shipped", "fixed"), required=True)
     parser.add_argument("--counts", required=True, metavar="FILE")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -99,19 +103,15 @@ def main():
     provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
     provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=8))
     trace.set_tracer_provider(provider)
-    PsycopgInstrumentor().instrument(tracer_provider=provider, capture_parameters=True)
     tracer = trace.get_tracer("otel_shop")
-
     current = {}
 
     def end_step():
         if "span" in current:
-            current.pop("scope").__exit__(None, None, None)
+            context.detach(current.pop("token"))
             current.pop("span").end()
 
-    original_step = psycopg_shop.step
-
-    def step(conn, name):
+    def start_step(name):
         """Each step is a request of its own: a new trace."""
         end_step()
         span = tracer.start_span(
@@ -120,15 +120,49 @@ def main():
             kind=trace.SpanKind.SERVER,
             attributes={"http.request.method": "POST", "http.route": f"/{name}"},
         )
-        scope = trace.use_span(span)
-        scope.__enter__()
-        current["span"], current["scope"] = span, scope
-        original_step(conn, name)
+        current["span"] = span
+        current["token"] = context.attach(trace.set_span_in_context(span))
 
-    psycopg_shop.step = step
     sys.argv = [sys.argv[0], "--variant", args.variant, "--counts", args.counts]
+    if args.app == "asyncpg":
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+        AsyncPGInstrumentor(capture_parameters=True).instrument(tracer_provider=provider)
+        import asyncpg_shop
+
+        original_begin = asyncpg_shop.Db.begin_step
+
+        async def begin_step(self, name):
+            # Attached in the journey's own task, the step's span is the
+            # parent of every statement the journey awaits after it.
+            start_step(name)
+            await original_begin(self, name)
+
+        original_journey = asyncpg_shop.journey
+
+        async def journey(db, shipped):
+            try:
+                return await original_journey(db, shipped)
+            finally:
+                end_step()  # in the task whose context holds the span
+
+        asyncpg_shop.Db.begin_step = begin_step
+        asyncpg_shop.journey = journey
+        shop = asyncpg_shop
+    else:
+        PsycopgInstrumentor().instrument(tracer_provider=provider, capture_parameters=True)
+        import psycopg_shop
+
+        original_step = psycopg_shop.step
+
+        def step(conn, name):
+            start_step(name)
+            original_step(conn, name)
+
+        psycopg_shop.step = step
+        shop = psycopg_shop
     try:
-        code = psycopg_shop.main()
+        code = shop.main()
     finally:
         end_step()
         provider.shutdown()
