@@ -154,12 +154,16 @@ pub struct Stats {
 /// COMMIT, ROLLBACK (not `ROLLBACK TO`), END or ABORT: the transaction ends,
 /// and its cursors' portals with it.
 fn ends_transaction(sql: &str) -> bool {
-    let mut words = sql.split_whitespace().map(str::to_ascii_uppercase);
-    match words.next().as_deref().map(|w| w.trim_end_matches(';')) {
-        Some("COMMIT" | "END" | "ABORT") => true,
-        Some("ROLLBACK") => words.next().as_deref() != Some("TO"),
-        _ => false,
+    let mut words = sql.split_whitespace();
+    let first = words.next().unwrap_or("").trim_end_matches(';');
+    if ["COMMIT", "END", "ABORT"]
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w))
+    {
+        return true;
     }
+    first.eq_ignore_ascii_case("ROLLBACK")
+        && !words.next().is_some_and(|w| w.eq_ignore_ascii_case("TO"))
 }
 
 fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
