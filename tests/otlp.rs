@@ -97,29 +97,17 @@ fn findings(report: &Value) -> BTreeSet<(String, String, String)> {
 
 /// (step, statements) of `flow`, by step name.
 fn statements(report: &Value, flow: &str) -> Vec<(String, u64)> {
-    let flows = report["flows"].as_array().expect("flows");
-    let shop = flows
-        .iter()
-        .find(|f| f["name"] == flow)
-        .unwrap_or_else(|| panic!("no flow {flow} in {report}"));
-    let mut steps: Vec<(String, u64)> = shop["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().expect("name").to_owned(),
-                s["statements"].as_u64().expect("count"),
-            )
-        })
-        .collect();
-    steps.sort();
-    steps
+    per_step(report, flow, "statements")
 }
 
 /// (step, queries: statements but transaction control and markers) of
 /// `flow`, by step name.
 fn queries(report: &Value, flow: &str) -> Vec<(String, u64)> {
+    per_step(report, flow, "queries")
+}
+
+/// (step, the step's count `field`) of `flow`, by step name.
+fn per_step(report: &Value, flow: &str, field: &str) -> Vec<(String, u64)> {
     let shop = report["flows"]
         .as_array()
         .expect("flows")
@@ -133,7 +121,7 @@ fn queries(report: &Value, flow: &str) -> Vec<(String, u64)> {
         .map(|s| {
             (
                 s["name"].as_str().expect("name").to_owned(),
-                s["queries"].as_u64().expect("count"),
+                s[field].as_u64().expect("count"),
             )
         })
         .collect();
