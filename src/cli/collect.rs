@@ -173,6 +173,14 @@ pub fn run(args: &CollectArgs) -> anyhow::Result<u8> {
         s.traces_evicted,
         assembler.max_open_traces()
     ));
+    if s.late_spans > 0 {
+        report.notes.push(format!(
+            "collect: {} spans arrived after their trace had been handed out (more than {} traces \
+             found their root in between): audited without the spans around them",
+            s.late_spans,
+            assembler.max_rooted_traces()
+        ));
+    }
     if s.cursor_fetches_folded > 0 {
         report.notes.push(format!(
             "collect: {} asyncpg cursor fetches counted with the statement whose portal they went \

@@ -56,12 +56,22 @@
 //! makes a span of each fetch from a cursor: a fetch that follows one of the
 //! same statement and values on its connection goes on reading that
 //! statement's portal, and is counted with it (its time and rows added), as
-//! the server ran it. At most
-//! [`Options::max_open_traces`] traces are held: beyond that the oldest is
-//! handed out with what is known of it (its statements attributed by the
-//! ancestors that did arrive), as is every trace still open at the end of the
-//! input ([`Assembler::finish`]). A span of a trace that arrives after its root
-//! starts the trace anew.
+//! the server ran it.
+//!
+//! A root span is not the end of its trace's spans: an exporter sends several
+//! batches at once (the Node SDK flushes all it holds concurrently at
+//! shutdown, a Collector's queue has several senders), so a batch with a
+//! request's last statements can arrive after the batch with the request's own
+//! span. A trace whose root arrived therefore waits, and is handed out when
+//! [`Options::max_rooted_traces`] later traces have found their root, or at
+//! the end of the input. A span that arrives after its trace was handed out
+//! starts the trace anew (without the ancestors it had), and the
+//! [`Stats::late_spans`] say how many did.
+//!
+//! At most [`Options::max_open_traces`] traces without their root are held:
+//! beyond that the oldest is handed out with what is known of it (its
+//! statements attributed by the ancestors that did arrive), as is every trace
+//! still open at the end of the input ([`Assembler::finish`]).
 
 pub mod json;
 pub mod params;
@@ -118,7 +128,18 @@ pub struct Options {
     /// Traces held while waiting for their root; beyond it the oldest is
     /// handed out as it is.
     pub max_open_traces: usize,
+    /// Traces whose root arrived, held for spans of theirs still on the
+    /// way; beyond it the one whose root came first is handed out.
+    pub max_rooted_traces: usize,
 }
+
+/// Traces whose root arrived held at most by default: an SDK's batches in
+/// flight, a few hundred requests.
+pub const DEFAULT_MAX_ROOTED_TRACES: usize = 1_000;
+
+/// How many traces handed out are remembered, to tell a late span from the
+/// first span of a new trace.
+const RECENTLY_CLOSED: usize = 10_000;
 
 /// Traces held at most by default: a service's requests in flight.
 pub const DEFAULT_MAX_OPEN_TRACES: usize = 10_000;
@@ -128,6 +149,7 @@ impl Default for Options {
         Self {
             step_from: Vec::new(),
             max_open_traces: DEFAULT_MAX_OPEN_TRACES,
+            max_rooted_traces: DEFAULT_MAX_ROOTED_TRACES,
         }
     }
 }
@@ -146,6 +168,10 @@ pub struct Stats {
     pub traces_unclosed: u64,
     /// Traces handed out without their root because too many were open.
     pub traces_evicted: u64,
+    /// Spans that arrived after their trace had been handed out (more than
+    /// [`Options::max_rooted_traces`] traces found their root in between):
+    /// audited with what they say of themselves.
+    pub late_spans: u64,
     /// asyncpg cursor fetches folded into the statement whose portal they
     /// went on reading ([`ASYNCPG`]).
     pub cursor_fetches_folded: u64,
@@ -259,6 +285,8 @@ struct OpenTrace {
     /// When it was opened, its key in [`Assembler::order`].
     seq: u64,
     spans: HashMap<u64, Held>,
+    /// Its root arrived: it waits in [`Assembler::rooted`].
+    rooted: bool,
 }
 
 /// Turns spans, in the order they arrive, into the statements of their
@@ -272,8 +300,13 @@ pub struct Assembler {
     /// `http.route` and those the `--step-from` rules name.
     kept: Vec<String>,
     traces: HashMap<u128, OpenTrace>,
-    /// Open traces by age, oldest first.
+    /// Traces without their root, by age, oldest first.
     order: BTreeMap<u64, u128>,
+    /// Traces whose root arrived, in the order the roots did.
+    rooted: VecDeque<u128>,
+    /// The traces handed out last, to count the spans that come too late.
+    closed: VecDeque<u128>,
+    closed_set: std::collections::HashSet<u128>,
     next_seq: u64,
     ready: VecDeque<(Event, Option<u64>)>,
     /// Connections of the traces handed out that stood for their request:
@@ -302,6 +335,9 @@ impl Assembler {
             kept,
             traces: HashMap::new(),
             order: BTreeMap::new(),
+            rooted: VecDeque::new(),
+            closed: VecDeque::new(),
+            closed_set: std::collections::HashSet::new(),
             next_seq: 0,
             ready: VecDeque::new(),
             ended: Vec::new(),
@@ -368,23 +404,35 @@ impl Assembler {
             resource: Arc::clone(resource),
             kind,
         };
-        match self.traces.get_mut(&trace_id) {
-            Some(trace) => {
-                trace.spans.insert(id, held);
-            }
+        let trace = match self.traces.get_mut(&trace_id) {
+            Some(trace) => trace,
             None => {
+                if self.closed_set.contains(&trace_id) {
+                    self.stats.late_spans += 1;
+                }
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.order.insert(seq, trace_id);
-                let mut spans = HashMap::new();
-                spans.insert(id, held);
-                self.traces.insert(trace_id, OpenTrace { seq, spans });
+                self.traces.entry(trace_id).or_insert(OpenTrace {
+                    seq,
+                    spans: HashMap::new(),
+                    rooted: false,
+                })
             }
-        }
-        if is_root {
-            self.stats.traces_closed += 1;
-            self.close(trace_id);
-        } else if self.traces.len() > self.options.max_open_traces
+        };
+        trace.spans.insert(id, held);
+        if is_root && !trace.rooted {
+            trace.rooted = true;
+            let seq = trace.seq;
+            self.order.remove(&seq);
+            self.rooted.push_back(trace_id);
+            if self.rooted.len() > self.options.max_rooted_traces
+                && let Some(first) = self.rooted.pop_front()
+            {
+                self.stats.traces_closed += 1;
+                self.close(first);
+            }
+        } else if self.order.len() > self.options.max_open_traces
             && let Some((_, oldest)) = self.order.pop_first()
         {
             self.stats.traces_evicted += 1;
@@ -408,6 +456,11 @@ impl Assembler {
             }
             if !self.finishing {
                 return None;
+            }
+            if let Some(first) = self.rooted.pop_front() {
+                self.stats.traces_closed += 1;
+                self.close(first);
+                continue;
             }
             let (_, oldest) = self.order.pop_first()?;
             self.stats.traces_unclosed += 1;
@@ -436,12 +489,17 @@ impl Assembler {
         out.append(&mut self.ended);
     }
 
-    /// The most traces held at once.
+    /// The most traces held at once without their root.
     pub fn max_open_traces(&self) -> usize {
         self.options.max_open_traces
     }
 
-    /// Traces held now.
+    /// The most traces held at once after their root arrived.
+    pub fn max_rooted_traces(&self) -> usize {
+        self.options.max_rooted_traces
+    }
+
+    /// Traces held now, without their root or waiting after it.
     pub fn open_traces(&self) -> usize {
         self.traces.len()
     }
@@ -450,7 +508,17 @@ impl Assembler {
         let Some(mut trace) = self.traces.remove(&trace_id) else {
             return;
         };
-        self.order.remove(&trace.seq);
+        if !trace.rooted {
+            self.order.remove(&trace.seq);
+        }
+        if self.closed_set.insert(trace_id) {
+            self.closed.push_back(trace_id);
+            if self.closed.len() > RECENTLY_CLOSED
+                && let Some(old) = self.closed.pop_front()
+            {
+                self.closed_set.remove(&old);
+            }
+        }
         // Flow and step first (they read the spans), then the statements
         // are taken out.
         let mut named = Vec::new();

@@ -90,6 +90,14 @@ impl OtlpReader {
                 s.without_text
             ));
         }
+        if s.late_spans > 0 {
+            notes.push(format!(
+                "{path}: {} spans arrived after their trace had been handed out (more than {} \
+                 traces found their root in between): audited without the spans around them",
+                s.late_spans,
+                self.assembler.max_rooted_traces()
+            ));
+        }
         if s.cursor_fetches_folded > 0 {
             notes.push(format!(
                 "{path}: {} asyncpg cursor fetches counted with the statement whose portal they \

@@ -74,10 +74,17 @@ fn db(trace: &str, id: &str, parent: &str, sql: &str, start_us: u64) -> Value {
     )
 }
 
+/// The statements ready now.
 fn drained(a: &mut Assembler) -> Vec<Event> {
     let mut out = Vec::new();
     a.drain(&mut out);
     out
+}
+
+/// The statements of everything pushed: the input ends.
+fn finished(a: &mut Assembler) -> Vec<Event> {
+    a.finish();
+    drained(a)
 }
 
 #[test]
@@ -114,14 +121,28 @@ fn children_first_are_held_until_the_root_then_in_start_order() {
         request("shop", vec![span(T1, "r1", "", "GET /browse", 0, &[])]),
         Some(3),
     );
-    assert_eq!(a.open_traces(), 0);
+    // The root is in, and the trace still waits: a batch sent at the same
+    // time as the root's may come after it, with a statement of the request.
+    assert!(drained(&mut a).is_empty(), "the trace waits after its root");
+    a.push(
+        request("shop", vec![db(T1, "c3", "h1", "select 3", 40)]),
+        Some(4),
+    );
+    a.finish();
     let first = a.pop().expect("an event");
     assert_eq!(first.1, Some(1), "the line its span was read at");
     let events: Vec<Event> = std::iter::once(first.0).chain(drained(&mut a)).collect();
     assert_eq!(
         events.iter().map(|e| e.sql.as_str()).collect::<Vec<_>>(),
-        ["select 1", "select 2"]
+        ["select 1", "select 2", "select 3"]
     );
+    assert_eq!(
+        events[2].step.as_deref(),
+        Some("/browse"),
+        "the late span too"
+    );
+    assert_eq!(a.open_traces(), 0);
+    assert_eq!((a.stats().traces_closed, a.stats().late_spans), (1, 0));
     let e = &events[0];
     assert_eq!(e.flow.as_deref(), Some("shop"));
     assert_eq!(e.step.as_deref(), Some("/browse"));
@@ -129,8 +150,7 @@ fn children_first_are_held_until_the_root_then_in_start_order() {
     assert_eq!(e.ts.as_deref(), Some("2023-11-14T22:13:20.000020Z"));
     assert_eq!(e.duration_us, Some(250));
     assert_eq!(e.conn, events[1].conn, "one handler, one connection");
-    assert_eq!(a.stats().traces_closed, 1);
-    assert_eq!(a.stats().statements, 2);
+    assert_eq!(a.stats().statements, 3);
 }
 
 #[test]
@@ -177,7 +197,7 @@ fn both_semantic_conventions_and_the_mysql_dialect() {
         ),
         None,
     );
-    let events = drained(&mut a);
+    let events = finished(&mut a);
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(
         (events[0].sql.as_str(), events[0].rows),
@@ -270,7 +290,7 @@ fn parameters_by_key_number_or_from_the_python_instrumentation() {
         ),
         None,
     );
-    let params: Vec<_> = drained(&mut a).into_iter().map(|e| e.params).collect();
+    let params: Vec<_> = finished(&mut a).into_iter().map(|e| e.params).collect();
     let some =
         |v: &[Option<&str>]| Some(v.iter().map(|s| s.map(str::to_owned)).collect::<Vec<_>>());
     assert_eq!(
@@ -306,7 +326,7 @@ fn equal_starts_keep_the_order_of_arrival() {
         ),
         None,
     );
-    let sql: Vec<String> = drained(&mut a).into_iter().map(|e| e.sql).collect();
+    let sql: Vec<String> = finished(&mut a).into_iter().map(|e| e.sql).collect();
     assert_eq!(
         sql,
         [
@@ -364,7 +384,7 @@ fn asyncpg_cursor_fetches_are_one_statement_until_the_transaction_ends() {
         request_from("svc", "opentelemetry.instrumentation.asyncpg", spans()),
         None,
     );
-    let events = drained(&mut a);
+    let events = finished(&mut a);
     let shown: Vec<(&str, Option<u64>, Option<u64>)> = events
         .iter()
         .map(|e| (e.sql.split(' ').next().unwrap_or(""), e.rows, e.duration_us))
@@ -386,7 +406,7 @@ fn asyncpg_cursor_fetches_are_one_statement_until_the_transaction_ends() {
 
     let mut other = Assembler::new(Options::default());
     other.push(request_from("svc", "test", spans()), None);
-    assert_eq!(drained(&mut other).len(), 9, "every fetch a statement");
+    assert_eq!(finished(&mut other).len(), 9, "every fetch a statement");
     assert!(ends_transaction("commit;") && ends_transaction("ROLLBACK"));
     assert!(!ends_transaction("ROLLBACK TO SAVEPOINT a") && !ends_transaction("COMMITTED"));
 }
@@ -417,7 +437,7 @@ fn python_dbapi_instrumentations_leave_transactions_unknown() {
             ),
             None,
         );
-        let events = drained(&mut a);
+        let events = finished(&mut a);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].txn_unknown, unknown, "{scope}");
     }
@@ -459,7 +479,7 @@ fn error_status_is_a_failed_statement() {
         ),
         None,
     );
-    let errors: Vec<_> = drained(&mut a).into_iter().map(|e| e.error).collect();
+    let errors: Vec<_> = finished(&mut a).into_iter().map(|e| e.error).collect();
     assert_eq!(
         errors,
         [
@@ -525,7 +545,7 @@ fn flowaudit_attributes_win_then_step_from_rules_then_the_route() {
             ..Options::default()
         });
         a.push(request("shop", spans()), None);
-        drained(&mut a)
+        finished(&mut a)
             .into_iter()
             .map(|e| (e.flow, e.step))
             .collect()
@@ -548,6 +568,52 @@ fn flowaudit_attributes_win_then_step_from_rules_then_the_route() {
     for bad in ["route", "attr:", "name:("] {
         assert!(bad.parse::<StepFrom>().is_err(), "{bad}");
     }
+}
+
+/// A trace waits after its root until `max_rooted_traces` later traces
+/// found theirs; a span that comes after that is audited on its own and
+/// counted.
+#[test]
+fn a_rooted_trace_waits_for_later_roots_then_late_spans_are_counted() {
+    let mut a = Assembler::new(Options {
+        max_rooted_traces: 1,
+        ..Options::default()
+    });
+    let trace = |t: &str, sql: &str| {
+        request(
+            "shop",
+            vec![
+                db(t, "c1", "r1", sql, 2),
+                span(
+                    t,
+                    "r1",
+                    "",
+                    "GET /browse",
+                    0,
+                    &[("http.route", json!("/browse"))],
+                ),
+            ],
+        )
+    };
+    a.push(trace(T1, "select 1"), None);
+    assert!(drained(&mut a).is_empty(), "T1 waits");
+    a.push(trace(T2, "select 2"), None);
+    let first = drained(&mut a);
+    assert_eq!(first.len(), 1, "T2's root hands T1 out");
+    assert_eq!(first[0].sql, "select 1");
+    // T1's last statement, too late: on its own, with no step.
+    a.push(
+        request("shop", vec![db(T1, "c9", "r1", "select 9", 3)]),
+        None,
+    );
+    let rest = finished(&mut a);
+    let shown: Vec<(&str, Option<&str>)> = rest
+        .iter()
+        .map(|e| (e.sql.as_str(), e.step.as_deref()))
+        .collect();
+    assert_eq!(shown, [("select 2", Some("/browse")), ("select 9", None)]);
+    assert_eq!(a.stats().late_spans, 1);
+    assert_eq!(a.stats().traces_closed, 2);
 }
 
 #[test]
@@ -625,7 +691,7 @@ fn connections_named_by_attributes_or_one_per_parent() {
         ),
         None,
     );
-    let conns: Vec<u64> = drained(&mut a)
+    let conns: Vec<u64> = finished(&mut a)
         .iter()
         .map(|e| e.conn.expect("conn"))
         .collect();
