@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use flowaudit::audit::Audit;
 use flowaudit::capture::logs::{LogFormat, LogOptions, LogReader};
+use flowaudit::capture::otlp::Options as OtlpOptions;
+use flowaudit::capture::otlp::reader::OtlpReader;
 use flowaudit::capture::proxy::{Frame, Session};
 use flowaudit::rules::RuleConfig;
 use flowaudit::trace::TraceReader;
@@ -38,6 +40,8 @@ const MAX_START: usize = 320_000;
 enum Input {
     Trace(Vec<u8>),
     Log(LogFormat, Vec<u8>),
+    /// OpenTelemetry spans in OTLP JSON, one request a line.
+    Otlp(Vec<u8>),
     Proxy(Vec<(bool, u8, Vec<u8>)>),
 }
 
@@ -87,6 +91,10 @@ const SHAPES: &[Shape] = &[
     Shape {
         name: "MySQL general log, short sessions",
         make: mysql_general,
+    },
+    Shape {
+        name: "OpenTelemetry spans, one trace per request",
+        make: otlp_requests,
     },
 ];
 
@@ -392,8 +400,61 @@ fn mysql_general(n: usize) -> Input {
 // Running and timing.
 
 /// Audits the input; returns the statements audited (the proxy: observed).
+/// `n / 10` requests, each a trace of 10 statements under a handler span
+/// (one connection per request), exported in one line with their root.
+fn otlp_requests(n: usize) -> Input {
+    let mut out = String::new();
+    for r in 0..n.div_ceil(10) {
+        let trace = format!("{:032x}", r + 1);
+        let root = format!("{:016x}", r * 16 + 1);
+        let attr = |k: &str, v: String| serde_json::json!({"key": k, "value": {"stringValue": v}});
+        let mut spans: Vec<serde_json::Value> = (0..10)
+            .map(|i| {
+                let start = 1_700_000_000_000_000_000u64 + (r as u64) * 1_000_000 + i * 1_000;
+                serde_json::json!({
+                    "traceId": trace, "spanId": format!("{:016x}", r * 16 + 2 + i as usize),
+                    "parentSpanId": root, "name": "SELECT",
+                    "startTimeUnixNano": start.to_string(),
+                    "endTimeUnixNano": (start + 500).to_string(),
+                    "attributes": [
+                        attr("db.system", "postgresql".into()),
+                        attr("db.statement", "SELECT stock FROM inventory WHERE product_id = %s".into()),
+                        attr("db.statement.parameters", format!("({i},)")),
+                    ]
+                })
+            })
+            .collect();
+        spans.push(serde_json::json!({
+            "traceId": trace, "spanId": root, "name": format!("GET /step{}", r % 50),
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000000000001",
+            "attributes": [attr("http.route", format!("/step{}", r % 50))]
+        }));
+        line(
+            &mut out,
+            serde_json::json!({"resourceSpans": [{
+                "resource": {"attributes": [attr("service.name", "shop".into())]},
+                "scopeSpans": [{"scope": {"name": "scaling"}, "spans": spans}]
+            }]}),
+        );
+    }
+    Input::Otlp(out.into_bytes())
+}
+
 fn run(input: &Input, config: &RuleConfig) -> u64 {
     match input {
+        Input::Otlp(bytes) => {
+            let mut audit = Audit::new(config).expect("built-in rules");
+            let input: Box<dyn BufRead> = Box::new(Cursor::new(bytes.clone()));
+            let mut reader =
+                OtlpReader::new(input, Path::new("scaling.json"), OtlpOptions::default());
+            while let Some(event) = reader.next() {
+                audit.push(event.expect("generated spans read").0);
+                while let Some(conn) = reader.take_closed() {
+                    audit.connection_closed(conn);
+                }
+            }
+            audit.finish().summary.statements
+        }
         Input::Trace(bytes) => {
             let mut audit = Audit::new(config).expect("built-in rules");
             let reader =

@@ -274,7 +274,7 @@ fn read_file(
             ..Default::default()
         };
         let mut reader = OtlpReader::new(input, path, otlp);
-        for event in reader.by_ref() {
+        while let Some(event) = reader.next() {
             let (event, line) = event.map_err(|e| match e {
                 OtlpError::Io { path, source } => cannot_read(&path, &source),
                 e => anyhow::anyhow!(
@@ -285,6 +285,12 @@ fn read_file(
             })?;
             if !feed(Item::Event(event, Some(line))) {
                 break;
+            }
+            // A request's connection ends with its trace.
+            while let Some(conn) = reader.take_closed() {
+                if !feed(Item::Closed(conn)) {
+                    break;
+                }
             }
         }
         return Ok(reader.notes(detected));

@@ -306,7 +306,7 @@ pub struct Assembler {
     rooted: VecDeque<u128>,
     /// The traces handed out last, to count the spans that come too late.
     closed: VecDeque<u128>,
-    closed_set: std::collections::HashSet<u128>,
+    closed_set: foldhash::HashSet<u128>,
     next_seq: u64,
     ready: VecDeque<(Event, Option<u64>)>,
     /// Connections of the traces handed out that stood for their request:
@@ -337,7 +337,7 @@ impl Assembler {
             order: BTreeMap::new(),
             rooted: VecDeque::new(),
             closed: VecDeque::new(),
-            closed_set: std::collections::HashSet::new(),
+            closed_set: foldhash::HashSet::default(),
             next_seq: 0,
             ready: VecDeque::new(),
             ended: Vec::new(),
@@ -487,6 +487,11 @@ impl Assembler {
     /// state bounded by the requests still open, not by all of them.
     pub fn take_ended(&mut self, out: &mut Vec<u64>) {
         out.append(&mut self.ended);
+    }
+
+    /// Statements are ready to [`Assembler::pop`].
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     /// The most traces held at once without their root.

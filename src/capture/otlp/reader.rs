@@ -46,6 +46,8 @@ pub struct OtlpReader {
     max_line: usize,
     done: bool,
     truncated_last_line: bool,
+    /// Connections ended with their traces, not yet taken.
+    ended: Vec<u64>,
 }
 
 impl std::fmt::Debug for OtlpReader {
@@ -68,6 +70,7 @@ impl OtlpReader {
             max_line: lines::MAX_LINE,
             done: false,
             truncated_last_line: false,
+            ended: Vec::new(),
         }
     }
 
@@ -126,6 +129,20 @@ impl OtlpReader {
             ));
         }
         notes
+    }
+
+    /// A connection that ended with its trace, once every statement of it
+    /// has been handed out: the audit can forget it
+    /// ([`crate::audit::Audit::connection_closed`]), so that what it keeps
+    /// is bounded by the requests still open, not by the whole file.
+    pub fn take_closed(&mut self) -> Option<u64> {
+        if self.assembler.has_ready() {
+            return None;
+        }
+        if self.ended.is_empty() {
+            self.assembler.take_ended(&mut self.ended);
+        }
+        self.ended.pop()
     }
 
     fn read_more(&mut self) -> Result<(), OtlpError> {
