@@ -631,18 +631,23 @@ fn node_pg_instrumentation_gives_the_proxys_findings_transactions_too() {
             );
             if semconv.is_none() {
                 // The SDK flushes its last batches at once at shutdown, so
-                // the batch with the last request's own span may arrive
-                // before the batch with its last statements: the same file
-                // with its last two lines swapped gives the same audit.
-                let mut lines: Vec<&str> = text.lines().collect();
-                let n = lines.len();
-                assert!(n >= 2, "several batches: {n}");
-                lines.swap(n - 1, n - 2);
-                let swapped = dir.join(format!("node-{variant}-swapped.json"));
-                std::fs::write(&swapped, lines.join("\n") + "\n").expect("write");
+                // the last request's own span may arrive before the batch
+                // with its last statements: the same file with that span
+                // moved to a line of its own before them gives the same
+                // audit, with those statements in their trace (without the
+                // wait after a root, they came too late for it).
+                let swapped = dir.join(format!("node-{variant}-root-first.json"));
+                std::fs::write(&swapped, root_first(&text, "POST /checkout")).expect("write");
                 let reordered = report(&[&swapped], &["--step-from", STEP_FROM]);
                 assert_eq!(findings(&reordered), expected, "{variant}, root first");
                 assert_eq!(statements(&reordered, "shop"), app, "{variant}, root first");
+                assert!(
+                    !reordered["notes"]
+                        .to_string()
+                        .contains("arrived after their trace"),
+                    "the trace waited for its last statements: {}",
+                    reordered["notes"]
+                );
             }
         }
 
@@ -733,4 +738,32 @@ fn asyncpg_instrumentation_gives_the_proxys_findings_transactions_too() {
         assert_eq!(folded, variant == "shipped", "{}", traced["notes"]);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `text` (OTLP JSON lines) with the span named `root` taken out of its
+/// line and sent on a line of its own just before it: before the statements
+/// that ended last, in the batch with it (a COMMIT), as two batches sent at
+/// once can arrive. The statements keep their order.
+fn root_first(text: &str, root: &str) -> String {
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let at = lines
+        .iter()
+        .position(|l| l.to_string().contains(&format!("\"name\":\"{root}\"")))
+        .unwrap_or_else(|| panic!("no span {root}"));
+    let mut alone = lines[at].clone();
+    for (line, keep_root) in [(&mut lines[at], false), (&mut alone, true)] {
+        for resource in line["resourceSpans"].as_array_mut().expect("resourceSpans") {
+            for scope in resource["scopeSpans"].as_array_mut().expect("scopeSpans") {
+                scope["spans"]
+                    .as_array_mut()
+                    .expect("spans")
+                    .retain(|span| (span["name"] == root) == keep_root);
+            }
+        }
+    }
+    lines.insert(at, alone);
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }

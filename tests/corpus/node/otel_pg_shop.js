@@ -129,6 +129,14 @@ async function run() {
             argv: ['--variant', args.variant, '--counts', args.counts],
         });
     } finally {
+        // A service runs on after a request, and its spans go out batch
+        // after batch as the processor's timer fires. This process ends
+        // right after its last request, and the SDK's shutdown sends all it
+        // still holds in concurrent requests, which may arrive in any order;
+        // waiting for the timer first sends them as a running service does.
+        // (tests/otlp.rs tests a request's own span arriving first on its
+        // own, with the file.)
+        await new Promise((resolve) => setTimeout(resolve, 500));
         await provider.shutdown();
     }
 }
