@@ -445,11 +445,18 @@ impl Audit {
                     .to_owned(),
             ),
             (_, 0) => {}
-            (_, n) => self.notes.push(format!(
-                "{} had their bind values dropped (--params drop): repeated-query cannot \
-                 tell their repeats, n-plus-one counts each run as a new value, and \
-                 unlocked-read-modify-write cannot match rows by bound keys",
-                crate::rules::plural(n, "statement", "statements")
+            (mode, n) => self.notes.push(format!(
+                "{} had {}: repeated-query cannot tell their repeats, n-plus-one counts each \
+                 run as a new value, and unlocked-read-modify-write cannot match rows by bound \
+                 keys",
+                crate::rules::plural(n, "statement", "statements"),
+                if mode == ParamsMode::Drop {
+                    "their bind values dropped (--params drop)"
+                } else {
+                    "bind values their source did not record (an OpenTelemetry \
+                     instrumentation records them only when told to: psycopg's \
+                     capture_parameters, pg's enhancedDatabaseReporting)"
+                }
             )),
         }
         let mut found = Vec::new();

@@ -220,6 +220,14 @@ fn fingerprint_in(sql: &str, backslash: bool) -> Fingerprint {
     }
 }
 
+/// Whether `sql` has a bind placeholder (`$1`, `?`, `%s`, `%(name)s`, `:name`, as
+/// [`fingerprint`] reads them): its values were sent apart from its text.
+pub fn has_placeholder(sql: &str) -> bool {
+    let mut toks = Vec::new();
+    lex(sql, false, &mut toks);
+    toks.iter().any(|t| t.kind == TokKind::Placeholder)
+}
+
 /// Buffers reused from one call to the next on the same thread: allocating them afresh was
 /// a measurable share of the cost of a short statement.
 ///

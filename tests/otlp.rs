@@ -527,17 +527,31 @@ enum Export<'a> {
 /// database of its own; returns the application's own counts per step.
 fn traced_node_shop(dir: &Path, variant: &str, semconv: Option<&str>, export: Export) -> PathBuf {
     let db = shop_db("otlpnode");
+    traced_node_app(dir, "pg", &db.url(pg::PG_ADDR), variant, semconv, export)
+}
+
+/// Runs the corpus's Node `app` (`pg` or `mysql2`) under its OpenTelemetry
+/// instrumentation on the database at `url`; returns the application's own
+/// counts per step.
+fn traced_node_app(
+    dir: &Path,
+    app: &str,
+    url: &str,
+    variant: &str,
+    semconv: Option<&str>,
+    export: Export,
+) -> PathBuf {
     let counts = dir.join(format!(
-        "node-counts-{variant}-{}-{}.json",
+        "node-counts-{app}-{variant}-{}-{}.json",
         semconv.unwrap_or("old"),
         matches!(export, Export::Http(_))
     ));
     let mut command = Command::new("node");
     command
-        .arg(Path::new(ROOT).join("tests/corpus/node/otel_pg_shop.js"))
-        .args(["--variant", variant, "--counts"])
+        .arg(Path::new(ROOT).join("tests/corpus/node/otel_shop.js"))
+        .args(["--app", app, "--variant", variant, "--counts"])
         .arg(&counts)
-        .env("DATABASE_URL", db.url(pg::PG_ADDR))
+        .env("DATABASE_URL", url)
         .env_remove("OTEL_SEMCONV_STABILITY_OPT_IN");
     match export {
         Export::File(path) => command.arg("--otlp").arg(path),
@@ -547,7 +561,7 @@ fn traced_node_shop(dir: &Path, variant: &str, semconv: Option<&str>, export: Ex
         command.env("OTEL_SEMCONV_STABILITY_OPT_IN", mode);
     }
     let out = command.output().expect("node runs");
-    assert!(out.status.success(), "otel_pg_shop.js: {}", pg::text(&out));
+    assert!(out.status.success(), "otel_shop.js: {}", pg::text(&out));
     counts
 }
 
@@ -766,4 +780,99 @@ fn root_first(text: &str, root: &str) -> String {
     }
     lines.insert(at, alone);
     lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The rules that compare bind values: blind where the spans recorded none.
+const VALUE_RULES: &[&str] = &["repeated-query", "unlocked-read-modify-write"];
+
+/// Node's mysql2 instrumentation records BEGIN (`START TRANSACTION`) and
+/// COMMIT, and no bind values: against MariaDB, the traces give the proxy's
+/// findings but those of the rules that compare values, which the note
+/// names, and never a false repeat of statements whose values are unknown.
+#[test]
+fn node_mysql2_instrumentation_gives_the_proxys_findings_but_those_needing_values() {
+    if !support::mysql::available("otlp mysql2 shop") || !otel_node() {
+        return;
+    }
+    let dir = scratch("mysql2");
+    for variant in ["shipped", "fixed"] {
+        let proxied = support::mysql::TestDb::new("otlp_proxy");
+        load_mysql_shop(&proxied.name);
+        let proxy_report = dir.join(format!("proxy-{variant}.json"));
+        let out = flowaudit()
+            .args(["run", "--skip-invariants", "--upstream"])
+            .arg(proxied.url(support::mysql::MARIADB_ADDR))
+            .args(["--format", "json", "--fail-on", "never", "--output"])
+            .arg(&proxy_report)
+            .arg("--")
+            .arg("node")
+            .arg(Path::new(ROOT).join("tests/corpus/node/mysql2_shop.js"))
+            .args(["--variant", variant, "--counts"])
+            .arg(dir.join(format!("proxy-counts-{variant}.json")))
+            .output()
+            .expect("flowaudit run starts");
+        assert_eq!(out.status.code(), Some(0), "run: {}", pg::text(&out));
+        let proxy: Value =
+            serde_json::from_str(&std::fs::read_to_string(&proxy_report).expect("report"))
+                .expect("JSON");
+        let expected = findings(&proxy);
+
+        let traced_db = support::mysql::TestDb::new("otlp");
+        load_mysql_shop(&traced_db.name);
+        let file = dir.join(format!("mysql2-{variant}.json"));
+        let counts = traced_node_app(
+            &dir,
+            "mysql2",
+            &traced_db.url(support::mysql::MARIADB_ADDR),
+            variant,
+            None,
+            Export::File(&file),
+        );
+        let traced = report(&[&file], &["--step-from", STEP_FROM]);
+        assert_eq!(traced["sources"], serde_json::json!(["otlp-mysql"]));
+        let mut app = counter(&counts);
+        app.sort();
+        assert_eq!(queries(&traced, "shop"), app, "{variant}");
+        let needing_values: BTreeSet<_> = expected
+            .iter()
+            .filter(|f| VALUE_RULES.contains(&f.0.as_str()))
+            .cloned()
+            .collect();
+        if variant == "shipped" {
+            assert!(
+                !needing_values.is_empty()
+                    && expected.iter().any(|f| f.0 == "n-plus-one")
+                    && expected.iter().any(|f| f.0 == "non-atomic-write"),
+                "the proxy's findings on the shipped shop: {expected:?}"
+            );
+            assert!(
+                traced["notes"]
+                    .to_string()
+                    .contains("bind values their source did not record"),
+                "{}",
+                traced["notes"]
+            );
+        } else {
+            assert!(expected.is_empty(), "the fixed shop: {expected:?}");
+        }
+        assert_eq!(
+            findings(&traced),
+            expected.difference(&needing_values).cloned().collect(),
+            "{variant}: the proxy's findings but those that compare values"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The corpus's MariaDB schema and catalogue in database `name`.
+fn load_mysql_shop(name: &str) {
+    let out = Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", name])
+        .stdin(
+            std::fs::File::open(Path::new(ROOT).join("tests/corpus/schema/mysql.sql"))
+                .expect("schema"),
+        )
+        .output()
+        .expect("mysql runs");
+    assert!(out.status.success(), "{}", pg::text(&out));
 }

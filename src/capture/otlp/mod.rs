@@ -15,7 +15,10 @@
 //! the `db.query.parameter.<key>` attributes in the order of their keys
 //! (`0`, `1`, … or `$1`, `$2`, …, by number), else the `db.statement.parameters`
 //! that the Python DB-API instrumentation writes (`str()` of the arguments,
-//! read when it is a flat tuple or list of plain values: [`params`]). `ts` is
+//! read when it is a flat tuple or list of plain values: [`params`]). A
+//! statement with placeholders whose span recorded no values (the default of
+//! most instrumentations) has them unknown (`params_dropped`): no two are
+//! taken for equal. `ts` is
 //! its start, `duration_us` its end minus its start, `rows` the
 //! `db.response.returned_rows` (or `db.rows_affected`), and a status ERROR is
 //! a failed statement with the code from `db.response.status_code` (SQLSTATE)
@@ -244,6 +247,8 @@ struct Pending {
     rows: Option<u64>,
     error: Option<SqlError>,
     source: &'static str,
+    /// The statement has placeholders and the span recorded no values.
+    params_unknown: bool,
     txn_unknown: bool,
     /// The how-manieth span of the input it was: the order of statements
     /// that started in the same instant.
@@ -270,6 +275,7 @@ impl Pending {
             error: self.error,
             source: Some(self.source.to_owned()),
             txn_unknown: self.txn_unknown,
+            params_dropped: self.params_unknown,
             ..Event::default()
         }
     }
@@ -634,9 +640,14 @@ fn statement(
         .to_owned();
     let failed = span.status.code == STATUS_CODE_ERROR;
     let (conn, per_trace) = connection(span, resource);
+    let params = params::of_span(span);
+    // Placeholders and no values recorded (an instrumentation's default):
+    // the values are unknown, not equal from one statement to the next.
+    let params_unknown = params.is_none() && crate::fingerprint::has_placeholder(&sql);
     Some(Pending {
+        params_unknown,
         sql,
-        params: params::of_span(span),
+        params,
         start: span.start_time_unix_nano,
         end: span.end_time_unix_nano,
         conn,

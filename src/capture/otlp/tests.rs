@@ -305,6 +305,55 @@ fn parameters_by_key_number_or_from_the_python_instrumentation() {
     );
 }
 
+/// Placeholders with no values recorded (most instrumentations' default):
+/// the values are unknown, so that no two statements are taken for repeats
+/// with equal values. Literals, or recorded values, are known.
+#[test]
+fn placeholders_without_recorded_values_have_them_unknown() {
+    let mut a = Assembler::new(Options::default());
+    a.push(
+        request(
+            "svc",
+            vec![
+                db(
+                    T1,
+                    "c1",
+                    "r1",
+                    "SELECT stock FROM inventory WHERE product_id = ?",
+                    1,
+                ),
+                db(T1, "c2", "r1", "SELECT * FROM t WHERE id = $1", 2),
+                db(T1, "c3", "r1", "INSERT INTO t VALUES (%s, %(name)s)", 3),
+                db(
+                    T1,
+                    "c4",
+                    "r1",
+                    "SELECT * FROM t WHERE id = 7 AND note = '?'",
+                    4,
+                ),
+                span(
+                    T1,
+                    "c5",
+                    "r1",
+                    "q",
+                    5,
+                    &[
+                        ("db.query.text", json!("SELECT * FROM t WHERE id = $1")),
+                        ("db.query.parameter.0", json!("7")),
+                    ],
+                ),
+                span(T1, "r1", "", "job", 0, &[]),
+            ],
+        ),
+        None,
+    );
+    let unknown: Vec<bool> = finished(&mut a)
+        .into_iter()
+        .map(|e| e.params_dropped)
+        .collect();
+    assert_eq!(unknown, [true, true, true, false, false]);
+}
+
 /// Node's SDK stamps starts to the millisecond: statements that start in
 /// the same one keep the order their spans arrived in (the order they
 /// ended), not that of their text, where COMMIT would come before the

@@ -230,15 +230,19 @@ async function checkoutFixed(db, userId, cartId) {
 
 // --- the journey --------------------------------------------------------------
 
-async function journey(conn, variant, counts) {
+// `aroundStep(name, work)` runs each step; otel_shop.js passes one that makes
+// the step a request of its own (a trace), as a web framework's
+// instrumentation would.
+async function journey(conn, variant, counts, aroundStep = (name, work) => work()) {
     const db = new Db(conn, counts);
     const shipped = variant === 'shipped';
-    const step = async (name, work) => {
-        await conn.query(`SET @flowaudit_step = '${name}'`);
-        db.step = name;
-        counts[name] = 0;
-        return work();
-    };
+    const step = (name, work) =>
+        aroundStep(name, async () => {
+            await conn.query(`SET @flowaudit_step = '${name}'`);
+            db.step = name;
+            counts[name] = 0;
+            return work();
+        });
 
     await conn.query(`SET @flowaudit_flow = 'shop'`);
     const userId = await step('register', () => register(db));
@@ -250,8 +254,9 @@ async function journey(conn, variant, counts) {
     return step('checkout', () => (shipped ? checkoutShipped(db, userId, cartId) : checkoutFixed(db, userId, cartId)));
 }
 
-async function main() {
+async function main({ aroundStep, argv } = {}) {
     const { values: args } = parseArgs({
+        args: argv,
         options: { variant: { type: 'string' }, counts: { type: 'string' } },
     });
     if (!['shipped', 'fixed'].includes(args.variant) || !args.counts) {
@@ -269,7 +274,7 @@ async function main() {
     try {
         const conn = await pool.getConnection();
         try {
-            const orderId = await journey(conn, args.variant, counts);
+            const orderId = await journey(conn, args.variant, counts, aroundStep);
             console.log(`mysql2_shop (${args.variant}): order ${orderId} placed`);
         } finally {
             conn.release();
@@ -288,6 +293,10 @@ async function main() {
     return status;
 }
 
-main().then((status) => {
-    process.exitCode = status;
-});
+module.exports = { main };
+
+if (require.main === module) {
+    main().then((status) => {
+        process.exitCode = status;
+    });
+}

@@ -220,7 +220,7 @@ async function checkoutFixed(db, userId, cartId) {
 
 // --- the journey --------------------------------------------------------------
 
-// `aroundStep(name, work)` runs each step; otel_pg_shop.js passes one that
+// `aroundStep(name, work)` runs each step; otel_shop.js passes one that
 // makes the step a request of its own (a trace), as a web framework's
 // instrumentation would.
 async function journey(client, variant, counts, aroundStep = (name, work) => work()) {

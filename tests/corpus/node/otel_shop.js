@@ -1,19 +1,26 @@
 #!/usr/bin/env node
-// pg_shop.js's journey, traced by OpenTelemetry: the Node SDK with
-// @opentelemetry/instrumentation-pg, exporting to an OTLP JSON file or over
-// OTLP/HTTP. tests/otlp.rs runs it.
+// pg_shop.js's or mysql2_shop.js's journey, traced by OpenTelemetry: the Node
+// SDK with @opentelemetry/instrumentation-pg or -mysql2, exporting to an OTLP
+// JSON file or over OTLP/HTTP. tests/otlp.rs runs it.
 //
-//   node otel_pg_shop.js --variant shipped|fixed --counts FILE
-//                        (--otlp FILE | --otlp-http ENDPOINT)   (DATABASE_URL=postgres://…)
+//   node otel_shop.js [--app pg|mysql2] --variant shipped|fixed --counts FILE
+//                     (--otlp FILE | --otlp-http ENDPOINT)   (DATABASE_URL=postgres://… or mysql://…)
 //
-// The application is pg_shop.js unchanged; this wrapper adds what an
-// instrumented Node service has: the SDK's tracer provider (its context
-// manager carries the active span across `await`), the pg instrumentation
-// (a span per query() call, BEGIN and COMMIT included, the bind values
-// recorded with enhancedDatabaseReporting) and, around each step of the
-// journey, a span of its own as an HTTP framework's instrumentation would
-// start for a request: a root span `POST /<step>` with `http.route`
-// `/<step>`, so that each step is a trace. The service is named `shop`.
+// The application is pg_shop.js (the default) or mysql2_shop.js, unchanged;
+// this wrapper adds what an instrumented Node service has: the SDK's tracer
+// provider (its context manager carries the active span across `await`),
+// the driver's instrumentation and, around each step of the journey, a span
+// of its own as an HTTP framework's instrumentation would start for a
+// request: a root span `POST /<step>` with `http.route` `/<step>`, so that
+// each step is a trace. The service is named `shop`.
+//
+// - pg: a span per query() call, BEGIN and COMMIT included (they are
+//   queries with pg), the bind values recorded with
+//   enhancedDatabaseReporting.
+// - mysql2: a span per query() and execute() call of the connection, with
+//   the values formatted into the statement's text; beginTransaction() and
+//   commit() send START TRANSACTION and COMMIT through query(), so they are
+//   spans too.
 //
 // --otlp writes what the OpenTelemetry Collector's file exporter writes: an
 // ExportTraceServiceRequest in OTLP JSON a line, encoded by the SDK's own
@@ -21,7 +28,7 @@
 // with the SDK's OTLP/HTTP exporter (JSON), as a service sends to a
 // Collector or to `flowaudit collect`: ENDPOINT is http://host:port.
 //
-// OTEL_SEMCONV_STABILITY_OPT_IN=database makes the instrumentation write the
+// OTEL_SEMCONV_STABILITY_OPT_IN=database makes the instrumentations write the
 // current database conventions (db.query.text, db.system.name); without it,
 // the older ones (db.statement, db.system).
 'use strict';
@@ -31,7 +38,6 @@ const { parseArgs } = require('node:util');
 const { context, trace, SpanKind, ROOT_CONTEXT } = require('@opentelemetry/api');
 const { ExportResultCode } = require('@opentelemetry/core');
 const { registerInstrumentations } = require('@opentelemetry/instrumentation');
-const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg');
 const { JsonTraceSerializer } = require('@opentelemetry/otlp-transformer');
 const { resourceFromAttributes } = require('@opentelemetry/resources');
 const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
@@ -74,15 +80,16 @@ function exporterFor(args) {
 async function run() {
     const { values: args } = parseArgs({
         options: {
+            app: { type: 'string', default: 'pg' },
             variant: { type: 'string' },
             counts: { type: 'string' },
             otlp: { type: 'string' },
             'otlp-http': { type: 'string' },
         },
     });
-    if (!args.variant || !args.counts || !args.otlp === !args['otlp-http']) {
+    if (!['pg', 'mysql2'].includes(args.app) || !args.variant || !args.counts || !args.otlp === !args['otlp-http']) {
         console.error(
-            'usage: node otel_pg_shop.js --variant shipped|fixed --counts FILE (--otlp FILE | --otlp-http ENDPOINT)',
+            'usage: node otel_shop.js [--app pg|mysql2] --variant shipped|fixed --counts FILE (--otlp FILE | --otlp-http ENDPOINT)',
         );
         return 2;
     }
@@ -96,13 +103,18 @@ async function run() {
         ],
     });
     provider.register();
-    registerInstrumentations({
-        tracerProvider: provider,
-        instrumentations: [new PgInstrumentation({ enhancedDatabaseReporting: true })],
-    });
-    // Only now: the instrumentation patches `pg` as pg_shop.js requires it.
-    const shop = require('./pg_shop.js');
-    const tracer = trace.getTracer('otel_pg_shop');
+    let instrumentation;
+    if (args.app === 'pg') {
+        const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg');
+        instrumentation = new PgInstrumentation({ enhancedDatabaseReporting: true });
+    } else {
+        const { MySQL2Instrumentation } = require('@opentelemetry/instrumentation-mysql2');
+        instrumentation = new MySQL2Instrumentation();
+    }
+    registerInstrumentations({ tracerProvider: provider, instrumentations: [instrumentation] });
+    // Only now: the instrumentation patches the driver as the app requires it.
+    const shop = require(`./${args.app}_shop.js`);
+    const tracer = trace.getTracer('otel_shop');
 
     // Each step is a request of its own: a new trace.
     const aroundStep = (name, work) => {
@@ -146,7 +158,7 @@ run().then(
         process.exitCode = status;
     },
     (err) => {
-        console.error(`otel_pg_shop: ${err.stack ?? err}`);
+        console.error(`otel_shop: ${err.stack ?? err}`);
         process.exitCode = 1;
     },
 );
